@@ -1,0 +1,40 @@
+# Tollgate: `make demo` and `make test` are all a new user needs (README).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-fast test-browser lint bench venv clean
+
+# The virtualenv is rebuilt whenever pyproject.toml is newer than the last install.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo --serve
+
+# Everything but the browser tests, then the browser tests in their own invocation (their sync
+# Playwright event loop needs DJANGO_ALLOW_ASYNC_UNSAFE, which must not hide bugs elsewhere).
+test: $(STAMP)
+	$(VENV)/bin/pytest -m "not browser" $(PYTEST_ARGS)
+	DJANGO_ALLOW_ASYNC_UNSAFE=true $(VENV)/bin/pytest -m browser $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -m "not browser and not slow" -x $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy .
+
+bench: $(STAMP)
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache

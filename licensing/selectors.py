@@ -1,0 +1,65 @@
+"""Reads of the licensing catalog."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Q
+
+from licensing.models import Agreement, Host, License, LicensedModel, LicenseVersion, TermsBase
+
+
+def terms_in_force(*, license: License, host: Host | None, at: datetime) -> TermsBase | None:
+    """The terms that rate `host`'s usage of `license` at `at`: the host's agreement in force,
+    else the public version in force, else None (the license is not yet in force)."""
+    if host is not None:
+        agreement = (
+            Agreement.objects.filter(host=host, license=license, effective_from__lte=at)
+            .order_by("-effective_from")
+            .first()
+        )
+        if agreement is not None:
+            return agreement
+    return (
+        LicenseVersion.objects.filter(license=license, effective_from__lte=at)
+        .order_by("-effective_from")
+        .first()
+    )
+
+
+def model_resolve(name: str) -> LicensedModel | None:
+    """A model by slug or alias."""
+    return (
+        LicensedModel.objects.filter(Q(slug=name) | Q(aliases__alias=name))
+        .select_related("license", "licensor", "parent")
+        .first()
+    )
+
+
+def model_terms_for_host(*, host: Host, at: datetime) -> list[dict[str, Any]]:
+    models = LicensedModel.objects.select_related("licensor", "license", "parent").prefetch_related(
+        "aliases"
+    )
+    out = []
+    for model in models:
+        license = model.effective_license()
+        terms = terms_in_force(license=license, host=host, at=at)
+        out.append(
+            {
+                "slug": model.slug,
+                "name": model.name or model.slug,
+                "licensor": model.licensor.slug,
+                "license": license.slug,
+                "parent": model.parent.slug if model.parent else None,
+                "aliases": [a.alias for a in model.aliases.all()],
+                "terms": None
+                if terms is None
+                else {
+                    "kind": "agreement" if isinstance(terms, Agreement) else "version",
+                    "label": terms.label,
+                    **terms.terms_dict(),
+                },
+            }
+        )
+    return out
