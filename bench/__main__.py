@@ -1,0 +1,26 @@
+"""`python -m bench [name ...]`: run the named benchmarks (default: all of them, in order)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = ["ingest", "ledger", "billing"]
+
+
+def main(argv: list[str]) -> int:
+    names = [a for a in argv if not a.startswith("-")] or BENCHMARKS
+    options = [a for a in argv if a.startswith("-")]
+    status = 0
+    for name in names:
+        if name not in BENCHMARKS:
+            print(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
+            return 2
+        module = importlib.import_module(f"bench.{name}")
+        print(f"== bench {name} ==", flush=True)
+        status |= module.main(options)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
