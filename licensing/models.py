@@ -247,3 +247,16 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class LicensorMembership(models.Model):
+    """Ties an admin user to the licensor they work for: such a user sees only that licensor's
+    settlements in the admin."""
+
+    user = models.OneToOneField(
+        "auth.User", on_delete=models.CASCADE, related_name="licensor_membership"
+    )
+    licensor = models.ForeignKey(Licensor, on_delete=models.PROTECT, related_name="members")
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.licensor}"

@@ -22,10 +22,24 @@ def api_key_create(
     *, host: Host | None = None, licensor: Licensor | None = None, name: str = ""
 ) -> IssuedKey:
     """Issue a key for a host or a licensor: 32 random bytes, stored as a prefix and a hash."""
+    kind_prefix = HOST_PREFIX if host is not None else LICENSOR_PREFIX
+    return api_key_store(
+        key=kind_prefix + secrets.token_urlsafe(32), host=host, licensor=licensor, name=name
+    )
+
+
+def api_key_store(
+    *, key: str, host: Host | None = None, licensor: Licensor | None = None, name: str = ""
+) -> IssuedKey:
+    """Store a key made elsewhere (the demo's fixed keys); idempotent by the key's hash."""
     if (host is None) == (licensor is None):
         raise ValueError("an API key belongs to exactly one host or one licensor")
     kind_prefix = HOST_PREFIX if host is not None else LICENSOR_PREFIX
-    key = kind_prefix + secrets.token_urlsafe(32)
+    if not key.startswith(kind_prefix):
+        raise ValueError(f"a {'host' if host else 'licensor'} key starts with {kind_prefix}")
+    existing = ApiKey.objects.filter(key_hash=hash_key(key)).first()
+    if existing is not None:
+        return IssuedKey(api_key=existing, key=key)
     api_key = ApiKey.objects.create(
         prefix=key[: len(kind_prefix) + 6],
         key_hash=hash_key(key),
