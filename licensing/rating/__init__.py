@@ -4,6 +4,16 @@ No database, no clock, no I/O: the same input gives the same lines and the same 
 See docs/rating.md for the rules as a licensor reads them.
 """
 
+from licensing.rating.engine import (
+    Flag,
+    Line,
+    RatingResult,
+    adjustment_lines,
+    describe,
+    rate,
+    rate_records,
+    rerate_settled,
+)
 from licensing.rating.rules import (
     CUSTOMER_CATEGORIES,
     Above,
@@ -21,21 +31,50 @@ from licensing.rating.rules import (
     parse_terms_amount,
     rules_to_json,
 )
+from licensing.rating.terms import Terms, period_bounds, period_of, terms_in_force
+from licensing.rating.usage import (
+    Threshold,
+    UsageGroup,
+    UsageRecord,
+    WindowState,
+    group_records,
+    position_class,
+    threshold_points,
+)
 
 __all__ = [
     "CUSTOMER_CATEGORIES",
     "Above",
     "Charge",
+    "Flag",
     "Flat",
     "Free",
     "GreaterOf",
+    "Line",
     "Match",
     "PerToken",
+    "RatingResult",
     "RevenueShare",
     "Rule",
     "RulesError",
+    "Terms",
+    "Threshold",
+    "UsageGroup",
+    "UsageRecord",
+    "WindowState",
+    "adjustment_lines",
+    "describe",
+    "group_records",
     "is_valid_region",
     "parse_rules",
     "parse_terms_amount",
+    "period_bounds",
+    "period_of",
+    "position_class",
+    "rate",
+    "rate_records",
+    "rerate_settled",
     "rules_to_json",
+    "terms_in_force",
+    "threshold_points",
 ]

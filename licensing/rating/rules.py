@@ -170,12 +170,18 @@ class _Collector:
                 self.add(f"{path}.{key}", f"unknown key (expected one of {expected})")
 
     def decimal(
-        self, raw: object, path: str, *, minimum: Decimal, maximum: Decimal | None = None,
-        strict_minimum: bool = False, describe: str,
+        self,
+        raw: object,
+        path: str,
+        *,
+        minimum: Decimal,
+        maximum: Decimal | None = None,
+        strict_minimum: bool = False,
+        describe: str,
     ) -> Decimal | None:
         """A decimal string or int in range; None (with the error recorded) otherwise."""
         if isinstance(raw, float):
-            self.add(path, f"{describe}, given as a string (\"12.5\"), not a float")
+            self.add(path, f'{describe}, given as a string ("12.5"), not a float')
             return None
         if isinstance(raw, Decimal) or isinstance(raw, bool) or not isinstance(raw, str | int):
             self.add(path, describe)
@@ -227,7 +233,7 @@ def parse_terms_amount(raw: object, path: str) -> Decimal | None:
 
 def _parse_rule(raw: object, path: str, errors: _Collector) -> Rule | None:
     if not isinstance(raw, Mapping):
-        errors.add(path, "must be an object with \"charge\" and optionally \"match\"")
+        errors.add(path, 'must be an object with "charge" and optionally "match"')
         return None
     errors.unknown_keys(raw, _RULE_KEYS, path)
     match = _parse_match(raw.get("match"), f"{path}.match", errors) if "match" in raw else Match()
@@ -249,14 +255,19 @@ def _parse_match(raw: object, path: str, errors: _Collector) -> Match | None:
     categories = regions_in = regions_not_in = None
     if "customer_category" in raw:
         categories = _parse_code_list(
-            raw["customer_category"], f"{path}.customer_category", errors,
+            raw["customer_category"],
+            f"{path}.customer_category",
+            errors,
             valid=lambda v: v in CUSTOMER_CATEGORIES,
             describe=f"must be one of {', '.join(CUSTOMER_CATEGORIES)}",
         )
     for key in ("region_in", "region_not_in"):
         if key in raw:
             parsed = _parse_code_list(
-                raw[key], f"{path}.{key}", errors, valid=is_valid_region,
+                raw[key],
+                f"{path}.{key}",
+                errors,
+                valid=is_valid_region,
                 describe="must be an ISO 3166-1 alpha-2 code in upper case",
             )
             if key == "region_in":
@@ -285,7 +296,7 @@ def _parse_code_list(
 
 def _parse_charge(raw: object, path: str, errors: _Collector, *, nested: bool) -> Charge | None:
     if not isinstance(raw, Mapping):
-        errors.add(path, "must be an object with a \"type\"")
+        errors.add(path, 'must be an object with a "type"')
         return None
     kind = raw.get("type")
     if kind not in _CHARGE_KEYS or not isinstance(kind, str):
@@ -299,10 +310,17 @@ def _parse_charge(raw: object, path: str, errors: _Collector, *, nested: bool) -
     elif kind == "revenue_share":
         if "percent" not in raw:
             errors.add(f"{path}.percent", "is required")
-        percent = errors.decimal(
-            raw.get("percent"), f"{path}.percent", minimum=Decimal(0), maximum=Decimal(100),
-            describe="must be a decimal from 0 to 100",
-        ) if "percent" in raw else None
+        percent = (
+            errors.decimal(
+                raw.get("percent"),
+                f"{path}.percent",
+                minimum=Decimal(0),
+                maximum=Decimal(100),
+                describe="must be a decimal from 0 to 100",
+            )
+            if "percent" in raw
+            else None
+        )
         above = _parse_above(raw["above"], f"{path}.above", errors) if "above" in raw else None
         if percent is not None:
             charge = RevenueShare(percent=percent, above=above)
@@ -317,7 +335,9 @@ def _parse_charge(raw: object, path: str, errors: _Collector, *, nested: bool) -
             errors.add(f"{path}.amount", "is required")
         else:
             amount = errors.decimal(
-                raw["amount"], f"{path}.amount", minimum=Decimal(0),
+                raw["amount"],
+                f"{path}.amount",
+                minimum=Decimal(0),
                 describe="must be a decimal string >= 0",
             )
             if amount is not None:
@@ -351,10 +371,16 @@ def _parse_per_token(raw: Mapping[str, Any], path: str, errors: _Collector) -> P
         return None
     rates: dict[str, Decimal | None] = {}
     for key in _PER_MILLION_KEYS:
-        rates[key] = errors.decimal(
-            per_million[key], f"{mpath}.{key}", minimum=Decimal(0),
-            describe="must be a decimal string >= 0",
-        ) if key in per_million else None
+        rates[key] = (
+            errors.decimal(
+                per_million[key],
+                f"{mpath}.{key}",
+                minimum=Decimal(0),
+                describe="must be a decimal string >= 0",
+            )
+            if key in per_million
+            else None
+        )
     return PerToken(rates["input"], rates["cached_input"], rates["output"], above)
 
 
@@ -372,7 +398,10 @@ def _parse_above(raw: object, path: str, errors: _Collector) -> Above | None:
         errors.add(f"{path}.window", "must be month or calendar_year")
         ok = False
     amount = errors.decimal(
-        raw.get("amount"), f"{path}.amount", minimum=Decimal(0), strict_minimum=True,
+        raw.get("amount"),
+        f"{path}.amount",
+        minimum=Decimal(0),
+        strict_minimum=True,
         describe="must be a decimal > 0",
     )
     if not ok or amount is None:
@@ -404,7 +433,9 @@ def charge_to_json(charge: Charge) -> dict[str, Any]:
         result = {"type": "revenue_share", "percent": decimal_to_json(charge.percent)}
     else:
         rates = {
-            "input": charge.input, "cached_input": charge.cached_input, "output": charge.output,
+            "input": charge.input,
+            "cached_input": charge.cached_input,
+            "output": charge.output,
         }
         result = {
             "type": "per_token",
