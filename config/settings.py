@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from celery.schedules import crontab
@@ -74,6 +75,7 @@ TEMPLATES = [
 
 # Database: DATABASE_URL as is when set; otherwise the embedded PostgreSQL under .data/.
 # One engine everywhere: there is no SQLite fallback.
+DATABASES: dict[str, Any]
 if env("DATABASE_URL"):
     DATABASES = {"default": dj_database_url.parse(env("DATABASE_URL"), conn_max_age=0)}
 else:

@@ -19,7 +19,7 @@ class ModelListApi(APIView):
 
     class TermsSerializer(serializers.Serializer):
         kind = serializers.ChoiceField(choices=["version", "agreement"])
-        label = serializers.CharField()
+        label = serializers.CharField()  # type: ignore[assignment]
         effective_from = serializers.DateTimeField()
         currency = serializers.CharField()
         rules = serializers.JSONField()
@@ -34,7 +34,7 @@ class ModelListApi(APIView):
         name = serializers.CharField()
         licensor = serializers.CharField()
         license = serializers.CharField()
-        parent = serializers.CharField(allow_null=True)
+        parent = serializers.CharField(allow_null=True)  # type: ignore[assignment]
         aliases = serializers.ListField(child=serializers.CharField())
         terms = serializers.JSONField(allow_null=True)
 
