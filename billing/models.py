@@ -1,0 +1,274 @@
+"""Billing runs and settlements.
+
+A *billing run* turns one month of usage into settlements: one per (licensor, host, period,
+currency). The month is aggregated once, in PostgreSQL, into `BillingRunGroup` rows (one per
+model, category, region and terms: never one per record), and one task per (licensor, host)
+rates its groups with `licensing.rating` and writes its settlements (docs/billing.md).
+
+A settlement is a *draft* until the licensor approves or disputes it; a re-run recomputes a draft.
+Once *settled* (approved, disputed, invoiced, paid) neither it nor its lines ever change:
+triggers installed by migration 0002 refuse it, whatever client writes. Usage that arrives for a
+settled month is billed as `adjustment` lines of a later settlement.
+
+Amounts are `Decimal` in major units of the settlement's currency (dollars), already rounded to
+the currency's minor unit by the rating engine; token counts are integers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.db import models
+from django.db.models import Q
+
+from ledger.money import quantize
+from licensing.models import Host, License, Licensor
+
+PERIOD_REGEX = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+
+
+class BillingRun(models.Model):
+    """One execution of the monthly run for a period. Progress (`pairs_done` of `pairs_total`) is
+    updated by each pair task as it finishes, so an operator sees a running run advance."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "running"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+        SUPERSEDED = "superseded", "superseded"  # a later run of the same period took over
+
+    period = models.CharField(max_length=7)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    trigger = models.CharField(max_length=16, default="task")  # task | command
+    # The aggregation's snapshot: usage received after it is not in this run.
+    snapshot_at = models.DateTimeField(null=True, blank=True)
+    groups_count = models.IntegerField(default=0)  # rows of the month's aggregation
+    pairs_total = models.IntegerField(default=0)  # (licensor, host) pairs to bill
+    pairs_done = models.IntegerField(default=0)
+    settlements_written = models.IntegerField(default=0)  # created or recomputed drafts
+    settlements_settled = models.IntegerField(default=0)  # already settled: left as they were
+    started_at = models.DateTimeField(auto_now_add=True)
+    aggregated_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(period__regex=PERIOD_REGEX), name="billing_run_period_format"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["running", "done", "failed", "superseded"]),
+                name="billing_run_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} of {self.period} ({self.status})"
+
+    @property
+    def progress(self) -> str:
+        return f"{self.pairs_done}/{self.pairs_total}"
+
+    @property
+    def elapsed_seconds(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+class BillingRunPair(models.Model):
+    """A (licensor, host) pair of a run: its task marks it done, once (idempotent re-delivery)."""
+
+    run = models.ForeignKey(BillingRun, on_delete=models.CASCADE, related_name="pairs")
+    host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="+")
+    licensor = models.ForeignKey(Licensor, on_delete=models.PROTECT, related_name="+")
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "host", "licensor"], name="billing_runpair_unique"
+            )
+        ]
+
+
+class BillingRunGroup(models.Model):
+    """One row of the month's aggregation (billing/aggregation.py): the sums of the usage that
+    shares host, license, model, category, region, currency and the terms that rate it (and, for
+    licenses with thresholds, the side of each threshold). The pair tasks rate these rows; the
+    month's records never leave PostgreSQL."""
+
+    run = models.ForeignKey(BillingRun, on_delete=models.CASCADE, related_name="groups")
+    host_id = models.BigIntegerField()
+    licensor_id = models.BigIntegerField()
+    license_id = models.BigIntegerField()
+    model_slug = models.CharField(max_length=128)
+    customer_category = models.CharField(max_length=16)
+    region = models.CharField(max_length=2)
+    currency = models.CharField(max_length=3)
+    terms_kind = models.CharField(max_length=16, null=True)  # version | agreement | None
+    terms_id = models.BigIntegerField(null=True)
+    terms_label = models.CharField(max_length=64, null=True)
+    input_tokens = models.DecimalField(max_digits=30, decimal_places=0)  # sums may pass bigint
+    cached_input_tokens = models.DecimalField(max_digits=30, decimal_places=0)
+    output_tokens = models.DecimalField(max_digits=30, decimal_places=0)
+    requests = models.DecimalField(max_digits=30, decimal_places=0)
+    revenue = models.DecimalField(max_digits=30, decimal_places=6)
+    record_count = models.BigIntegerField()
+    revenue_before = models.DecimalField(max_digits=30, decimal_places=6)
+    tokens_before = models.DecimalField(max_digits=30, decimal_places=0)
+    ytd_revenue = models.DecimalField(max_digits=30, decimal_places=6)  # calendar year to date
+    ytd_tokens = models.DecimalField(max_digits=30, decimal_places=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["run", "host_id", "licensor_id"])]
+
+
+class SettlementStatus(models.TextChoices):
+    DRAFT = "draft", "draft"
+    APPROVED = "approved", "approved"
+    DISPUTED = "disputed", "disputed"
+    INVOICED = "invoiced", "invoiced"
+    PAID = "paid", "paid"
+    VOID = "void", "void"
+
+
+SETTLED_STATUSES = (
+    SettlementStatus.APPROVED,
+    SettlementStatus.DISPUTED,
+    SettlementStatus.INVOICED,
+    SettlementStatus.PAID,
+)
+
+
+class Settlement(models.Model):
+    """What a host owes a licensor for one month in one currency (contract §3)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    licensor = models.ForeignKey(Licensor, on_delete=models.PROTECT, related_name="settlements")
+    host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="settlements")
+    period = models.CharField(max_length=7)
+    currency = models.CharField(max_length=3)
+    status = models.CharField(
+        max_length=16, choices=SettlementStatus.choices, default=SettlementStatus.DRAFT
+    )
+    # The sum of the rounded line amounts, in major units of `currency`.
+    total = models.DecimalField(max_digits=24, decimal_places=4, default=Decimal(0))
+    usage_digest = models.CharField(max_length=80)
+    terms_digest = models.CharField(max_length=80)
+    # Records rated for the period itself (late usage excluded): approval compares it with the
+    # usage there is by then, to catch records that arrived while the draft waited.
+    record_count = models.BigIntegerField(default=0)
+    # The engine's flags (unlicensed usage, attribution obligations), as RatingResult shows them.
+    flags = models.JSONField(default=list, blank=True)
+    # Usage received up to this instant was rated (`BillingRun.snapshot_at`); --verify re-rates
+    # from the same rows.
+    computed_at = models.DateTimeField()
+    run = models.ForeignKey(
+        BillingRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="settlements"
+    )
+    dispute_reason = models.TextField(blank=True)
+    approved_at = models.DateTimeField(null=True, blank=True)
+    disputed_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.CharField(max_length=200, blank=True)  # who approved or disputed
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-period", "licensor__slug", "host__slug", "currency"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["licensor", "host", "period", "currency"],
+                name="billing_settlement_one_per_key",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=[s.value for s in SettlementStatus]),
+                name="billing_settlement_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(period__regex=PERIOD_REGEX), name="billing_settlement_period_format"
+            ),
+            models.CheckConstraint(
+                condition=Q(currency__regex=r"^[A-Z]{3}$"), name="billing_settlement_currency_iso"
+            ),
+        ]
+        indexes = [models.Index(fields=["host", "period"])]
+
+    def __str__(self) -> str:
+        return f"{self.licensor_id}/{self.host_id} {self.period} {self.currency} ({self.status})"
+
+    @property
+    def is_settled(self) -> bool:
+        return self.status in SETTLED_STATUSES
+
+    @property
+    def total_display(self) -> str:
+        return format(quantize(self.total, self.currency), "f")
+
+
+class SettlementLine(models.Model):
+    """One line of a settlement, with the fields of the contract's line JSON. Quantities of an
+    `adjustment` line are deltas and may be negative."""
+
+    class Kind(models.TextChoices):
+        USAGE = "usage", "usage"
+        MINIMUM_TRUE_UP = "minimum_true_up", "minimum true-up"
+        CAP_CREDIT = "cap_credit", "cap credit"
+        ADJUSTMENT = "adjustment", "adjustment"
+        FLAT_FEE = "flat_fee", "flat fee"
+
+    settlement = models.ForeignKey(Settlement, on_delete=models.CASCADE, related_name="lines")
+    position = models.PositiveIntegerField()
+    # The license whose terms rated the line: re-rating a settled month is done per license.
+    license = models.ForeignKey(License, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    model = models.CharField(max_length=128, blank=True)
+    customer_category = models.CharField(max_length=16, blank=True)
+    period = models.CharField(max_length=7)  # the usage's month; an adjustment's settled month
+    license_version = models.CharField(max_length=64)
+    input_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    requests = models.BigIntegerField(default=0)
+    revenue = models.DecimalField(max_digits=26, decimal_places=6, default=Decimal(0))
+    amount = models.DecimalField(max_digits=24, decimal_places=4)  # rounded to the minor unit
+    description = models.CharField(max_length=500)
+    flags = models.JSONField(default=list, blank=True)  # kinds of the engine's flags on this line
+
+    class Meta:
+        ordering = ["settlement", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["settlement", "position"], name="billing_line_position_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    kind__in=["usage", "minimum_true_up", "cap_credit", "adjustment", "flat_fee"]
+                ),
+                name="billing_line_kind_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.model} {self.customer_category} {self.amount}"
+
+
+class PendingRerate(models.Model):
+    """A settled (host, licensor, period) that has usage its settlement did not rate (records that
+    arrived between the draft's computation and its approval, which are not marked late). The
+    next run re-rates it into adjustment lines, like late usage."""
+
+    host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="+")
+    licensor = models.ForeignKey(Licensor, on_delete=models.PROTECT, related_name="+")
+    period = models.CharField(max_length=7)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["host", "licensor", "period"], name="billing_pendingrerate_unique"
+            )
+        ]
