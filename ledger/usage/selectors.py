@@ -1,0 +1,190 @@
+"""Reads of usage. Every read is filtered by the calling host: another host's records are never
+selected, so they are absent from lists (and a detail would be a 404)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Count, Q, Sum
+
+from ledger.usage.models import UsageRecord
+from ledger.usage.partitions import month_bounds
+from licensing.models import Host, LicensedModel
+from licensing.selectors import model_resolve
+
+PAGE_SIZE = 100
+_PERIOD = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
+_FIELDS = (
+    "id",
+    "event_id",
+    "model_id",
+    "occurred_at",
+    "received_at",
+    "customer_category",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "requests",
+    "revenue",
+    "currency",
+    "region",
+    "customer_ref",
+    "corrects",
+    "late",
+)
+
+
+class QueryError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass
+class UsagePage:
+    rows: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def _timestamp(value: str, field: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value.replace("z", "Z").replace(" ", "+"))
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise QueryError(field, f"{field}: must be an RFC 3339 timestamp with an offset")
+    return parsed
+
+
+def _encode_cursor(occurred_at: datetime, pk: int) -> str:
+    return base64.urlsafe_b64encode(f"{occurred_at.isoformat()}|{pk}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        text = base64.urlsafe_b64decode(cursor.encode("ascii")).decode()
+        at, _, pk = text.partition("|")
+        parsed = datetime.fromisoformat(at)
+        if parsed.tzinfo is None:
+            raise ValueError(at)
+        return parsed, int(pk)
+    except (ValueError, UnicodeError, binascii.Error):
+        raise QueryError("cursor", "cursor: not a cursor this API gave out") from None
+
+
+def _model_slugs(ids: set[int]) -> dict[int, str]:
+    return dict(LicensedModel.objects.filter(id__in=ids).values_list("id", "slug"))
+
+
+def usage_page(
+    *,
+    host: Host,
+    model: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    cursor: str | None = None,
+    size: int = PAGE_SIZE,
+) -> UsagePage:
+    """One page of the host's records in (occurred_at, id) order: keyset pagination, so a page
+    costs the same at the millionth record as at the first."""
+    records = UsageRecord.objects.filter(host=host)
+    if model:
+        resolved = model_resolve(model)
+        if resolved is None:
+            return UsagePage(rows=[], next_cursor=None)
+        records = records.filter(model_id=resolved.pk)
+    if start:
+        records = records.filter(occurred_at__gte=_timestamp(start, "from"))
+    if end:
+        records = records.filter(occurred_at__lt=_timestamp(end, "to"))
+    if cursor:
+        at, pk = _decode_cursor(cursor)
+        records = records.filter(Q(occurred_at__gt=at) | Q(occurred_at=at, id__gt=pk))
+    rows = list(records.order_by("occurred_at", "id").values(*_FIELDS)[: size + 1])
+    more = len(rows) > size
+    rows = rows[:size]
+    slugs = _model_slugs({r["model_id"] for r in rows})
+    out = []
+    for r in rows:
+        out.append(
+            {
+                "event_id": r["event_id"],
+                "model": slugs.get(r["model_id"], str(r["model_id"])),
+                "occurred_at": r["occurred_at"].isoformat().replace("+00:00", "Z"),
+                "received_at": r["received_at"].isoformat().replace("+00:00", "Z"),
+                "customer_category": r["customer_category"],
+                "input_tokens": r["input_tokens"],
+                "cached_input_tokens": r["cached_input_tokens"],
+                "output_tokens": r["output_tokens"],
+                "requests": r["requests"],
+                "revenue": format(r["revenue"], "f"),
+                "currency": r["currency"],
+                "region": r["region"] or None,
+                "customer_ref": r["customer_ref"] or None,
+                "corrects": r["corrects"] or None,
+                "late": r["late"],
+            }
+        )
+    next_cursor = _encode_cursor(rows[-1]["occurred_at"], rows[-1]["id"]) if more else None
+    return UsagePage(rows=out, next_cursor=next_cursor)
+
+
+def period_parse(period: str) -> tuple[int, int]:
+    match = _PERIOD.fullmatch(period or "")
+    if match is None:
+        raise QueryError("period", "period: required, as YYYY-MM")
+    return int(match.group(1)), int(match.group(2))
+
+
+def usage_totals(*, host: Host, period: str) -> list[dict[str, Any]]:
+    """The host's totals of one month (UTC, by occurred_at) per model, customer category and
+    currency, corrections included (their deltas are summed in). Aggregated in PostgreSQL over
+    the month's partition: Python sees groups, never a month of rows (perf.md)."""
+    year, month = period_parse(period)
+    start, end = month_bounds(year, month)
+    groups = list(
+        UsageRecord.objects.filter(host=host, occurred_at__gte=start, occurred_at__lt=end)
+        .values("model_id", "customer_category", "currency")
+        .annotate(
+            records=Count("id", filter=Q(corrects="")),
+            input_tokens_sum=Sum("input_tokens"),
+            cached_input_tokens_sum=Sum("cached_input_tokens"),
+            output_tokens_sum=Sum("output_tokens"),
+            requests_sum=Sum("requests"),
+            revenue_sum=Sum("revenue"),
+            late_records=Count("id", filter=Q(late=True)),
+        )
+        .order_by("model_id", "customer_category", "currency")
+    )
+    slugs = _model_slugs({g["model_id"] for g in groups})
+    return [
+        {
+            "model": slugs.get(g["model_id"], str(g["model_id"])),
+            "customer_category": g["customer_category"],
+            "currency": g["currency"],
+            "records": g["records"],
+            "input_tokens": g["input_tokens_sum"],
+            "cached_input_tokens": g["cached_input_tokens_sum"],
+            "output_tokens": g["output_tokens_sum"],
+            "requests": g["requests_sum"],
+            "revenue": format(g["revenue_sum"], "f"),
+            "late_records": g["late_records"],
+        }
+        for g in sorted(
+            groups, key=lambda g: (slugs.get(g["model_id"], ""), g["customer_category"])
+        )
+    ]
+
+
+def usage_summary(*, host: Host, period: str) -> dict[str, Any]:
+    """Totals so far for the month, and `estimated_charge`: null for now. The rating engine
+    (licensing.rating) needs terms, a year-to-date window state and the version of each record,
+    which billing assembles; it will provide the estimate for this endpoint (see the report of
+    issue 4)."""
+    totals = usage_totals(host=host, period=period)
+    return {"period": period, "totals": totals, "estimated_charge": None}

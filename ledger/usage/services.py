@@ -1,0 +1,490 @@
+"""Writes of usage: batch ingestion, corrections, period closes, partitions.
+
+The ingest path (docs/ingestion.md walks through it):
+
+1. validate every record in Python (`wire.validate_record`), resolve models, licenses and the
+   currency of the terms in force from a per-batch catalog snapshot (a handful of queries per
+   batch, never one per record);
+2. create missing month partitions (own short transaction);
+3. in ONE transaction: COPY the originals into a temporary staging table, then one statement
+   `WITH claimed AS (INSERT INTO usage_key ... ON CONFLICT DO NOTHING RETURNING ...)
+   INSERT INTO usage_record ... JOIN claimed ... RETURNING`, so the claim of an event_id and the
+   record are one act; then classify the unclaimed as duplicate or conflict by content hash, and
+   apply the corrections under a row lock of their originals.
+
+A failure anywhere before COMMIT leaves nothing; the host's retry is then simply a first send.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import OperationalError, connection, transaction
+from django.utils import timezone
+
+from ledger.usage import partitions
+from ledger.usage.models import PeriodClose
+from ledger.usage.wire import COUNTERS, Record, Rejection, validate_record
+from licensing.models import Agreement, Host, License, LicensedModel, LicenseVersion, Licensor
+
+# pg_advisory_xact_lock(class, host_id): ingest takes it shared, period_close exclusive.
+PERIOD_LOCK_CLASS = 0x7573  # "us"
+DEADLOCK_RETRIES = 3
+
+STAGE_COLUMNS = (
+    "event_id, model_id, license_id, licensor_id, occurred_at, customer_category, input_tokens,"
+    " cached_input_tokens, output_tokens, requests, revenue, currency, region, customer_ref,"
+    " corrects, late, content_hash"
+)
+# Kept for the session (cheaper than a CREATE per batch with persistent connections), emptied at
+# each commit, and truncated before use in case an outer transaction (a test's) spans two batches.
+STAGE_SQL = """
+CREATE TEMPORARY TABLE IF NOT EXISTS usage_stage (
+    event_id varchar(128), model_id bigint, license_id bigint, licensor_id bigint,
+    occurred_at timestamptz, customer_category varchar(16), input_tokens bigint,
+    cached_input_tokens bigint, output_tokens bigint, requests bigint, revenue numeric(20, 6),
+    currency varchar(3), region varchar(2), customer_ref varchar(128), corrects varchar(128),
+    late boolean, content_hash bytea
+) ON COMMIT DELETE ROWS
+"""
+# ORDER BY event_id: two batches that share event_ids take the key locks in the same order, so
+# concurrent replays of overlapping batches wait for each other instead of deadlocking.
+INSERT_SQL = f"""
+WITH claimed AS (
+    INSERT INTO usage_key (host_id, event_id, content_hash, occurred_at)
+    SELECT %(host)s, event_id, content_hash, occurred_at FROM usage_stage ORDER BY event_id
+    ON CONFLICT (host_id, event_id) DO NOTHING
+    RETURNING event_id
+)
+INSERT INTO usage_record (host_id, received_at, {STAGE_COLUMNS})
+SELECT %(host)s, %(now)s, {", ".join("s." + c.strip() for c in STAGE_COLUMNS.split(","))}
+FROM usage_stage s JOIN claimed c ON c.event_id = s.event_id
+RETURNING event_id
+"""  # noqa: S608 - built from the constant column list only
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    late: int = 0
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_response(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "late": self.late,
+            "results": sorted(self.results, key=lambda r: r["index"]),
+        }
+
+
+@dataclass(slots=True)
+class _Resolved:
+    """A valid record with its catalog ids and hash: what goes into the staging table."""
+
+    record: Record
+    model_id: int
+    license_id: int
+    licensor_id: int
+    content_hash: bytes
+    late: bool = False
+
+    def row(self) -> tuple[Any, ...]:
+        r = self.record
+        return (
+            r.event_id,
+            self.model_id,
+            self.license_id,
+            self.licensor_id,
+            r.occurred_at,
+            r.customer_category,
+            r.input_tokens,
+            r.cached_input_tokens,
+            r.output_tokens,
+            r.requests,
+            r.revenue,
+            r.currency,
+            r.region,
+            r.customer_ref,
+            r.corrects,
+            self.late,
+            self.content_hash,
+        )
+
+
+class _Catalog:
+    """What validation needs from the catalog, loaded once per batch for the names it uses."""
+
+    def __init__(self, *, host: Host, names: set[str]) -> None:
+        self.model_by_name: dict[str, int] = {}
+        for model_id, slug in LicensedModel.objects.filter(slug__in=names).values_list(
+            "id", "slug"
+        ):
+            self.model_by_name[slug] = model_id
+        for model_id, alias in LicensedModel.objects.filter(aliases__alias__in=names).values_list(
+            "id", "aliases__alias"
+        ):
+            self.model_by_name.setdefault(alias, model_id)
+        # The effective license: walk parents. All models in one query (a catalog holds
+        # hundreds, not millions); a derivative may sit several levels below its licensed root.
+        tree = {
+            m: (lic, parent)
+            for m, lic, parent in LicensedModel.objects.values_list("id", "license_id", "parent_id")
+        }
+        self.license_by_model: dict[int, int] = {}
+        for model_id in set(self.model_by_name.values()):
+            node: int | None = model_id
+            for _ in range(len(tree)):
+                if node is None:
+                    break
+                license_id, parent = tree[node]
+                if license_id is not None:
+                    self.license_by_model[model_id] = license_id
+                    break
+                node = parent
+        license_ids = set(self.license_by_model.values())
+        self.licensor_by_license = dict(
+            License.objects.filter(id__in=license_ids).values_list("id", "licensor_id")
+        )
+        # Terms in force (licensing.selectors.terms_in_force semantics): the host's agreement in
+        # force replaces the public version; sorted by effective_from for bisect per record.
+        self.versions = self._terms(LicenseVersion.objects.filter(license_id__in=license_ids))
+        self.agreements = self._terms(
+            Agreement.objects.filter(license_id__in=license_ids, host=host)
+        )
+
+    @staticmethod
+    def _terms(queryset: Any) -> dict[int, tuple[list[datetime], list[str]]]:
+        out: dict[int, tuple[list[datetime], list[str]]] = {}
+        for license_id, starts, currency in queryset.order_by("effective_from").values_list(
+            "license_id", "effective_from", "currency"
+        ):
+            bucket = out.setdefault(license_id, ([], []))
+            bucket[0].append(starts)
+            bucket[1].append(currency)
+        return out
+
+    def terms_currency(self, license_id: int, at: datetime) -> str | None:
+        """The currency of the terms that would rate usage at `at`; None if none is in force
+        (such usage is accepted and flagged `unlicensed` by billing, not rejected here)."""
+        for table in (self.agreements, self.versions):
+            terms = table.get(license_id)
+            if terms:
+                position = bisect.bisect_right(terms[0], at)
+                if position:
+                    return terms[1][position - 1]
+        return None
+
+
+def _reject(index: int, event_id: str | None, name: str, message: str) -> dict[str, Any]:
+    return {"index": index, "event_id": event_id, "status": "rejected", "errors": {name: [message]}}
+
+
+def _duplicate(index: int, event_id: str) -> dict[str, Any]:
+    return {"index": index, "event_id": event_id, "status": "duplicate", "errors": {}}
+
+
+def _conflict(index: int, event_id: str) -> dict[str, Any]:
+    return _reject(
+        index,
+        event_id,
+        "event_id",
+        "conflict: a record with this event_id and other content is already stored;"
+        " the stored record stays as it was",
+    )
+
+
+def usage_batch_ingest(
+    *, host: Host, records: list[Any], now: datetime | None = None
+) -> IngestResult:
+    """Store a batch of raw records for `host`, each exactly once. See the module docstring."""
+    now = now or timezone.now()
+    result = IngestResult()
+    valid: list[Record] = []
+    for index, raw in enumerate(records):
+        checked = validate_record(index, raw, now=now, host_currency=host.currency)
+        if isinstance(checked, Rejection):
+            result.results.append(checked.as_result())
+        else:
+            valid.append(checked)
+
+    catalog = _Catalog(host=host, names={r.model for r in valid})
+    resolved: list[_Resolved] = []
+    for r in valid:
+        model_id = catalog.model_by_name.get(r.model)
+        if model_id is None:
+            result.results.append(
+                _reject(
+                    r.index, r.event_id, "model", f"unknown_model: no model or alias {r.model!r}"
+                )
+            )
+            continue
+        license_id = catalog.license_by_model[model_id]
+        expected = catalog.terms_currency(license_id, r.occurred_at)
+        if expected is not None and expected != r.currency:
+            result.results.append(
+                _reject(
+                    r.index,
+                    r.event_id,
+                    "currency",
+                    f"currency_mismatch: {r.currency} differs from {expected}, the currency of"
+                    f" the terms in force for {r.model} at {r.occurred_at.isoformat()}",
+                )
+            )
+            continue
+        resolved.append(
+            _Resolved(
+                record=r,
+                model_id=model_id,
+                license_id=license_id,
+                licensor_id=catalog.licensor_by_license[license_id],
+                content_hash=r.content_hash(model_id),
+            )
+        )
+
+    # One candidate per event_id (the first); later copies in the same batch follow its fate.
+    first: dict[str, _Resolved] = {}
+    followers: list[_Resolved] = []
+    for item in resolved:
+        if item.record.event_id in first:
+            followers.append(item)
+        else:
+            first[item.record.event_id] = item
+    candidates = list(first.values())
+
+    partitions.partitions_ensure(
+        {(i.record.occurred_at.year, i.record.occurred_at.month) for i in candidates}
+    )
+
+    for attempt in range(DEADLOCK_RETRIES):
+        try:
+            outcome = _write(host=host, candidates=candidates, now=now)
+            break
+        except OperationalError as exc:
+            # A deadlock can only involve corrections (the bulk insert takes key locks in
+            # event_id order); PostgreSQL aborted our transaction, so retrying is a first send.
+            if (
+                getattr(exc.__cause__, "sqlstate", None) != "40P01"
+                or attempt == DEADLOCK_RETRIES - 1
+            ):
+                raise
+
+    statuses: dict[str, str] = {}
+    for item in candidates:
+        event_id = item.record.event_id
+        status = outcome.get(event_id, ("accepted", None))
+        statuses[event_id] = status[0]
+        if status[0] == "accepted":
+            result.accepted += 1
+            result.late += item.late
+        elif status[0] == "duplicate":
+            result.results.append(_duplicate(item.record.index, event_id))
+        elif status[0] == "conflict":
+            result.results.append(_conflict(item.record.index, event_id))
+        else:
+            name, message = status[1]  # type: ignore[misc]
+            result.results.append(_reject(item.record.index, event_id, name, message))
+    for item in followers:
+        event_id = item.record.event_id
+        same = item.content_hash == first[event_id].content_hash
+        if same and statuses[event_id] in ("accepted", "duplicate"):
+            result.results.append(_duplicate(item.record.index, event_id))
+        elif same and statuses[event_id] == "rejected":
+            # Same content as a record refused for a reason of its own (a correction's net):
+            # the same reason holds.
+            name, message = outcome[event_id][1]  # type: ignore[misc]
+            result.results.append(_reject(item.record.index, event_id, name, message))
+        else:
+            result.results.append(_conflict(item.record.index, event_id))
+    result.duplicates = sum(1 for r in result.results if r["status"] == "duplicate")
+    result.rejected = sum(1 for r in result.results if r["status"] == "rejected")
+    return result
+
+
+Outcome = dict[str, tuple[str, tuple[str, str] | None]]
+
+
+@transaction.atomic(durable=True)
+def _write(*, host: Host, candidates: list[_Resolved], now: datetime) -> Outcome:
+    """The one transaction of a batch. Returns the status of every event_id that was not
+    simply accepted: ("duplicate", None), ("conflict", None) or ("rejected", (field, message))."""
+    outcome: Outcome = {}
+    if not candidates:
+        return outcome
+    with connection.cursor() as cursor:
+        # Shared with other batches, exclusive with period_close: a batch that saw a period open
+        # must commit before the period can close, or its record would be neither in the
+        # settlement nor marked late for the next run's adjustment.
+        cursor.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", [PERIOD_LOCK_CLASS, host.pk])
+        cursor.execute(
+            "SELECT licensor_id, period FROM usage_periodclose WHERE host_id = %s", [host.pk]
+        )
+        closed = {(licensor, period) for licensor, period in cursor.fetchall()}
+        for item in candidates:
+            if closed:
+                item.late = (item.licensor_id, f"{item.record.occurred_at:%Y-%m}") in closed
+
+        originals = [i for i in candidates if not i.record.corrects]
+        corrections = [i for i in candidates if i.record.corrects]
+        cursor.execute(STAGE_SQL)
+        cursor.execute("TRUNCATE usage_stage")
+        _stage_and_insert(cursor, host=host, items=originals, now=now, outcome=outcome)
+        if corrections:
+            cursor.execute("TRUNCATE usage_stage")
+            accepted = _check_corrections(cursor, host=host, items=corrections, outcome=outcome)
+            _stage_and_insert(cursor, host=host, items=accepted, now=now, outcome=outcome)
+    return outcome
+
+
+def _stage_and_insert(
+    cursor: Any, *, host: Host, items: list[_Resolved], now: datetime, outcome: Outcome
+) -> None:
+    if not items:
+        return
+    raw = cursor.cursor  # the psycopg cursor under Django's wrapper, for COPY
+    with raw.copy(f"COPY usage_stage ({STAGE_COLUMNS}) FROM STDIN") as copy:
+        for item in items:
+            copy.write_row(item.row())
+    cursor.execute(INSERT_SQL, {"host": host.pk, "now": now})
+    inserted = {row[0] for row in cursor.fetchall()}
+    if len(inserted) == len(items):
+        return
+    # The rest were claimed before (by an earlier batch, or a concurrent one that has committed:
+    # ON CONFLICT waited for it). Same hash: duplicate; another hash: conflict.
+    by_id = {i.record.event_id: i for i in items if i.record.event_id not in inserted}
+    cursor.execute(
+        "SELECT event_id, content_hash FROM usage_key WHERE host_id = %s AND event_id = ANY(%s)",
+        [host.pk, list(by_id)],
+    )
+    for event_id, stored_hash in cursor.fetchall():
+        same = bytes(stored_hash) == by_id[event_id].content_hash
+        outcome[event_id] = ("duplicate" if same else "conflict", None)
+
+
+def _check_corrections(
+    cursor: Any, *, host: Host, items: list[_Resolved], outcome: Outcome
+) -> list[_Resolved]:
+    """The corrections that may be stored: their original exists, they repeat its identifying
+    fields, and the net of the original and all its corrections stays ≥ 0 in every field."""
+    # An already stored correction (a resend) is a duplicate or conflict, before any other check.
+    cursor.execute(
+        "SELECT event_id, content_hash FROM usage_key WHERE host_id = %s AND event_id = ANY(%s)",
+        [host.pk, [i.record.event_id for i in items]],
+    )
+    for event_id, stored_hash in cursor.fetchall():
+        item = next(i for i in items if i.record.event_id == event_id)
+        same = bytes(stored_hash) == item.content_hash
+        outcome[event_id] = ("duplicate" if same else "conflict", None)
+    items = [i for i in items if i.record.event_id not in outcome]
+    if not items:
+        return []
+
+    # Lock the originals' claims, in event_id order (no deadlock between two batches). This is
+    # what makes the net check safe: two concurrent corrections of one original, each -10 on a
+    # net of 10, would otherwise both read 10 and both pass, leaving -10.
+    targets = sorted({i.record.corrects for i in items})
+    cursor.execute(
+        "SELECT event_id FROM usage_key WHERE host_id = %s AND event_id = ANY(%s)"
+        " ORDER BY event_id FOR UPDATE",
+        [host.pk, targets],
+    )
+    cursor.execute(
+        "SELECT event_id, corrects, model_id, occurred_at, customer_category, currency, region,"
+        " input_tokens, cached_input_tokens, output_tokens, requests, revenue"
+        " FROM usage_record WHERE host_id = %s AND (event_id = ANY(%s) OR corrects = ANY(%s))",
+        [host.pk, targets, targets],
+    )
+    originals: dict[str, tuple[Any, ...]] = {}
+    net: dict[str, list[Any]] = defaultdict(lambda: [0, 0, 0, 0, Decimal(0)])
+    for row in cursor.fetchall():
+        event_id, corrects = row[0], row[1]
+        if not corrects and event_id in targets:
+            originals[event_id] = row
+        owner = corrects or event_id
+        for k in range(5):
+            net[owner][k] += row[7 + k]
+
+    accepted: list[_Resolved] = []
+    for item in sorted(items, key=lambda i: i.record.index):
+        r = item.record
+        original = originals.get(r.corrects)
+        if original is None:
+            outcome[r.event_id] = (
+                "rejected",
+                (
+                    "corrects",
+                    f"correction_not_found: no original record {r.corrects!r} of this"
+                    " host (a correction corrects an original, not another correction)",
+                ),
+            )
+            continue
+        mismatch = _first_mismatch(item, original)
+        if mismatch:
+            outcome[r.event_id] = ("rejected", mismatch)
+            continue
+        deltas = [r.input_tokens, r.cached_input_tokens, r.output_tokens, r.requests, r.revenue]
+        totals = net[r.corrects]
+        names = [*COUNTERS, "revenue"]
+        negative = [names[k] for k in range(5) if totals[k] + deltas[k] < 0]
+        if negative:
+            outcome[r.event_id] = (
+                "rejected",
+                (
+                    negative[0],
+                    f"negative_net: {r.corrects} would net"
+                    f" {totals[names.index(negative[0])] + deltas[names.index(negative[0])]}",
+                ),
+            )
+            continue
+        for k in range(5):
+            totals[k] += deltas[k]
+        accepted.append(item)
+    return accepted
+
+
+def _first_mismatch(item: _Resolved, original: tuple[Any, ...]) -> tuple[str, str] | None:
+    r = item.record
+    pairs: Iterable[tuple[str, Any, Any]] = (
+        ("model", item.model_id, original[2]),
+        ("occurred_at", r.occurred_at, original[3]),
+        ("customer_category", r.customer_category, original[4]),
+        ("currency", r.currency, original[5]),
+        ("region", r.region, original[6]),
+    )
+    for name, mine, theirs in pairs:
+        if mine != theirs:
+            shown = theirs.isoformat() if isinstance(theirs, datetime) else repr(theirs)
+            return name, f"correction_mismatch: must equal the corrected record's {name} ({shown})"
+    return None
+
+
+@transaction.atomic
+def period_close(*, host: Host, licensor: Licensor, period: str) -> PeriodClose:
+    """Mark (host, licensor, period 'YYYY-MM') settled; idempotent. Billing calls this when a
+    settlement is approved or disputed. From its commit on, usage for that month of that
+    licensor's models is accepted with `late=True`.
+
+    Waits for in-flight ingest batches of the host (the advisory lock they hold shared), so no
+    batch that saw the period open commits after the close."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [PERIOD_LOCK_CLASS, host.pk])
+    close, _ = PeriodClose.objects.get_or_create(
+        host=host, licensor=licensor, period=period, defaults={"closed_at": timezone.now()}
+    )
+    return close
+
+
+def usage_partitions_ensure(*, today: datetime | None = None, ahead: int = 3) -> list[str]:
+    """Partitions for this month and `ahead` months after it (the beat task's work)."""
+    today = today or timezone.now()
+    months = [partitions.add_months(today.year, today.month, d) for d in range(ahead + 1)]
+    return partitions.partitions_ensure(months)
