@@ -12,8 +12,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import random
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from django.contrib.auth.models import Permission, User
 from django.db import transaction
@@ -87,3 +90,70 @@ def licensor_reviewer_permissions() -> list[Permission]:
             ],
         )
     )
+
+
+# --- a month of demo usage -----------------------------------------------------------------
+
+# (host, model as the host names it, category, region, currency or None for the host's, weight)
+_DEMO_TRAFFIC: list[tuple[str, str, str, str | None, str | None, int]] = [
+    ("fireworks", "MiniMaxAI/MiniMax-M2.7", "commercial", "US", None, 40),
+    ("fireworks", "minimax-m2.7", "individual", "DE", None, 15),
+    ("fireworks", "minimax-m2.7-fp8", "commercial", "JP", None, 10),
+    ("fireworks", "deepseek-ai/DeepSeek-V3", "commercial", "US", None, 20),
+    ("fireworks", "falcon-180b", "commercial", "AE", None, 15),
+    ("together", "minimax/minimax-m2.7", "commercial", "US", None, 45),
+    ("together", "minimax/minimax-m2.7", "research", "GB", None, 10),
+    ("together", "moonshotai/Kimi-K2.5", "commercial", "SG", None, 30),
+    ("together", "kimi-k2.5", "nonprofit", "KE", None, 15),
+    ("nebius", "minimax-m2.7", "commercial", "FR", None, 35),
+    ("nebius", "minimax-m2.7", "commercial", "US", None, 10),
+    ("nebius", "deepseek-v3", "commercial", "NL", None, 30),
+    ("nebius", "kimi-k2.5", "commercial", "DE", "USD", 25),
+]
+
+
+def demo_usage(period: str, *, records_per_host: int = 2000) -> dict[str, list[dict[str, Any]]]:
+    """A month of usage per host, as the JSON records a host would POST. Deterministic: the
+    same period gives the same records (and event ids), so posting twice stores them once."""
+    year, month = (int(p) for p in period.split("-"))
+    start = datetime(year, month, 1, tzinfo=UTC)
+    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+    seconds = int((end - start).total_seconds())
+    rng = random.Random(f"tollgate-demo-{period}")  # noqa: S311 - demo data, not security
+    out: dict[str, list[dict[str, Any]]] = {}
+    for host in sorted({t[0] for t in _DEMO_TRAFFIC}):
+        traffic = [t for t in _DEMO_TRAFFIC if t[0] == host]
+        weights = [t[5] for t in traffic]
+        records = []
+        for n in range(records_per_host):
+            _, model, category, region, currency, _ = rng.choices(traffic, weights)[0]
+            input_tokens = rng.randint(200_000, 40_000_000)
+            cached = rng.randint(0, input_tokens // 3)
+            output = rng.randint(50_000, 8_000_000)
+            # Net revenue: about $1.20 per million input and $4.80 per million output tokens.
+            cents = (input_tokens * 120 + output * 480) // 1_000_000
+            record: dict[str, Any] = {
+                "event_id": f"demo-{host}-{period}-{n:06d}",
+                "model": model,
+                "occurred_at": (start + timedelta(seconds=rng.randrange(seconds)))
+                .isoformat()
+                .replace("+00:00", "Z"),
+                "customer_category": category,
+                "input_tokens": input_tokens,
+                "cached_input_tokens": cached,
+                "output_tokens": output,
+                "requests": rng.randint(1, 400),
+                "revenue": f"{cents // 100}.{cents % 100:02d}",
+                "region": region,
+            }
+            if currency:
+                record["currency"] = currency
+            records.append(record)
+        out[host] = records
+    return out
+
+
+def previous_period(today: date) -> str:
+    first = today.replace(day=1)
+    last_month = first - timedelta(days=1)
+    return f"{last_month.year:04d}-{last_month.month:02d}"
