@@ -206,8 +206,12 @@ class UsageApi(APIView):
     def post(self, request: Request) -> Response:
         body = request.data
         if not isinstance(body, RawBody):
-            # DRF hands over {} when there is no Content-Type at all.
-            raise exceptions.UnsupportedMediaType(request.content_type or "(none)")
+            # DRF skips the parser for an empty body and hands over {}.
+            media_type = (request.content_type or "").split(";")[0].strip()
+            if media_type not in ("application/json", NDJSON):
+                raise exceptions.UnsupportedMediaType(media_type or "(none)")
+            body = RawBody(b"")
+            body.media_type = media_type
         try:
             records = decode_envelope(bytes(body), body.media_type)
         except EnvelopeError as exc:

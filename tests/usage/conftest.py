@@ -4,6 +4,7 @@ a EUR-licensed model) and helpers to post batches."""
 from __future__ import annotations
 
 import gzip
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -73,7 +74,8 @@ def post(host_client: APIClient) -> Callable[..., Any]:
             body = b"\n".join(orjson.dumps(r) for r in records) + b"\n"
             content_type = "application/x-ndjson"
         else:
-            body = orjson.dumps({"records": records})
+            # json, not orjson: it writes integers beyond 64 bits, which the rules must refuse.
+            body = json.dumps({"records": records}).encode()
             content_type = "application/json"
         extra = {}
         if gzipped:

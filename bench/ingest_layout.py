@@ -1,0 +1,190 @@
+"""The experiment behind the usage table's layout (docs/ingestion.md, "Storage"):
+
+    python -m bench.ingest_layout [--rows N]
+
+Two layouts, each measured empty and holding N rows (default 10M) spread over 12 months, with
+random UUID event ids (the trap of perf.md):
+
+- `flat`: one table, UNIQUE (host_id, event_id), index (host_id, occurred_at);
+- `part`: a table range-partitioned by month of occurred_at with index (host_id, occurred_at)
+  per partition, plus an unpartitioned claim table keyed (host_id, event_id), written in the
+  same statement.
+
+For each: batches of 10,000 fresh records through the real ingest SQL shape (COPY into a temp
+staging table, one INSERT ... SELECT ... ON CONFLICT DO NOTHING), and the month's billing
+GROUP BY. Plain psycopg, no Django: this measures the database, not the app.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+ADMIN_URL = os.environ.get("BENCH_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+DB = "tollgate_bench_layout"
+MONTHS = [(2025, m) for m in range(1, 13)]
+
+COLUMNS = """
+    host_id bigint NOT NULL, event_id varchar(128) NOT NULL, model_id bigint NOT NULL,
+    license_id bigint NOT NULL, licensor_id bigint NOT NULL, occurred_at timestamptz NOT NULL,
+    customer_category varchar(16) NOT NULL, input_tokens bigint NOT NULL,
+    cached_input_tokens bigint NOT NULL, output_tokens bigint NOT NULL, requests bigint NOT NULL,
+    revenue numeric(20, 6) NOT NULL, currency varchar(3) NOT NULL, content_hash bytea NOT NULL
+"""
+NAMES = (
+    "host_id, event_id, model_id, license_id, licensor_id, occurred_at, customer_category, "
+    "input_tokens, cached_input_tokens, output_tokens, requests, revenue, currency, content_hash"
+)
+STAGED = ", ".join("s." + c.strip() for c in NAMES.split(","))
+
+
+def url(db: str) -> str:
+    return ADMIN_URL.rsplit("/", 1)[0] + "/" + db
+
+
+def setup(conn: psycopg.Connection, layout: str) -> None:
+    conn.execute("DROP TABLE IF EXISTS rec, rec_key CASCADE")
+    if layout == "flat":
+        conn.execute(f"CREATE TABLE rec (id bigserial PRIMARY KEY, {COLUMNS})")
+    else:
+        conn.execute(
+            f"CREATE TABLE rec (id bigserial, {COLUMNS}, PRIMARY KEY (id, occurred_at))"
+            " PARTITION BY RANGE (occurred_at)"
+        )
+        for y, m in [*MONTHS, (2026, 1)]:
+            start = datetime(y, m, 1, tzinfo=UTC)
+            end = datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=UTC)
+            conn.execute(
+                f"CREATE TABLE rec_{y}_{m:02d} PARTITION OF rec"
+                f" FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
+            )
+        conn.execute(
+            "CREATE TABLE rec_key (host_id bigint NOT NULL, event_id varchar(128) NOT NULL,"
+            " content_hash bytea NOT NULL, occurred_at timestamptz NOT NULL,"
+            " PRIMARY KEY (host_id, event_id))"
+        )
+
+
+def preload(conn: psycopg.Connection, layout: str, rows: int) -> None:
+    """N rows over 12 months, 50 hosts, 20 models; indexes built after the load (fast)."""
+    if rows:
+        conn.execute(
+            f"INSERT INTO rec ({NAMES}) SELECT g %% 50, gen_random_uuid()::text, g %% 20, g %% 20,"
+            " g %% 5, timestamptz '2025-01-01' + (random() * 31000000) * interval '1 second',"
+            " CASE WHEN g %% 2 = 0 THEN 'commercial' ELSE 'individual' END, 1000, 0, 500, 1,"
+            " 0.012345, 'USD', '\\x00'::bytea FROM generate_series(1, %s) g",
+            (rows,),
+        )
+        if layout == "part":
+            conn.execute(
+                "INSERT INTO rec_key SELECT host_id, event_id, content_hash, occurred_at FROM rec"
+            )
+    if layout == "flat":
+        conn.execute("ALTER TABLE rec ADD CONSTRAINT rec_uniq UNIQUE (host_id, event_id)")
+    conn.execute("CREATE INDEX ON rec (host_id, occurred_at)")
+    conn.execute("VACUUM ANALYZE rec")
+    if layout == "part":
+        conn.execute("VACUUM ANALYZE rec_key")
+
+
+def batch_rows(n: int) -> list[tuple[object, ...]]:
+    base = datetime(2025, 12, 1, tzinfo=UTC)
+    return [
+        (
+            i % 50,
+            str(uuid.uuid4()),
+            i % 20,
+            i % 20,
+            i % 5,
+            base + timedelta(seconds=i),
+            "commercial",
+            1000,
+            0,
+            500,
+            1,
+            "0.012345",
+            "USD",
+            os.urandom(16),
+        )
+        for i in range(n)
+    ]
+
+
+def ingest(conn: psycopg.Connection, layout: str, rows: list[tuple[object, ...]]) -> float:
+    t0 = time.perf_counter()
+    with conn.transaction():
+        conn.execute(f"CREATE TEMP TABLE stage ({COLUMNS}) ON COMMIT DROP")
+        with conn.cursor().copy(f"COPY stage ({NAMES}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        if layout == "flat":
+            conn.execute(
+                f"INSERT INTO rec ({NAMES}) SELECT {NAMES} FROM stage"
+                " ON CONFLICT (host_id, event_id) DO NOTHING RETURNING id"
+            ).fetchall()
+        else:
+            conn.execute(
+                "WITH claimed AS (INSERT INTO rec_key SELECT host_id, event_id, content_hash,"
+                " occurred_at FROM stage ON CONFLICT DO NOTHING RETURNING host_id, event_id)"
+                f" INSERT INTO rec ({NAMES}) SELECT {STAGED}"
+                " FROM stage s JOIN claimed c USING (host_id, event_id) RETURNING id"
+            ).fetchall()
+    return time.perf_counter() - t0
+
+
+def raw_copy(conn: psycopg.Connection, rows: list[tuple[object, ...]]) -> float:
+    t0 = time.perf_counter()
+    with conn.transaction(), conn.cursor().copy(f"COPY rec ({NAMES}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+    return time.perf_counter() - t0
+
+
+def month_query(conn: psycopg.Connection) -> float:
+    t0 = time.perf_counter()
+    conn.execute(
+        "SELECT host_id, model_id, customer_category, sum(input_tokens), sum(output_tokens),"
+        " sum(revenue) FROM rec WHERE occurred_at >= '2025-06-01' AND occurred_at < '2025-07-01'"
+        " GROUP BY 1, 2, 3"
+    ).fetchall()
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str]) -> int:
+    rows = int(argv[argv.index("--rows") + 1]) if "--rows" in argv else 10_000_000
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {DB}")
+        admin.execute(f"CREATE DATABASE {DB}")
+    with psycopg.connect(url(DB), autocommit=True) as conn:
+        for layout in ("flat", "part"):
+            for state in (0, rows):
+                setup(conn, layout)
+                t0 = time.perf_counter()
+                preload(conn, layout, state)
+                load = time.perf_counter() - t0
+                conn.execute("CHECKPOINT")
+                lsn0 = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
+                times = [ingest(conn, layout, batch_rows(10_000)) for _ in range(8)]
+                lsn1 = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
+                wal = conn.execute("SELECT pg_wal_lsn_diff(%s, %s)", (lsn1, lsn0)).fetchone()[0]  # type: ignore[index]
+                copies = [raw_copy(conn, batch_rows(10_000)) for _ in range(4)]
+                months = [month_query(conn) for _ in range(3)]
+                print(
+                    f"{layout:4} rows={state:>10,} load={load:6.1f}s"
+                    f" ingest={10_000 / statistics.median(times):8,.0f} rec/s"
+                    f" (WAL {wal / 80_000:,.0f} B/rec)"
+                    f" raw_copy={10_000 / statistics.median(copies):8,.0f} rows/s"
+                    f" month_groupby={statistics.median(months):.2f}s",
+                    flush=True,
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
