@@ -1,0 +1,417 @@
+"""Writes to the books: accounts, journal entries, reversals, and the money flow of billing.
+
+Every amount is a signed int of the currency's minor unit (cents for USD): debit > 0, credit < 0.
+
+Transactions: these services are `@transaction.atomic` without `durable=True`, because billing
+calls them inside its own transaction (a settlement and its accrual commit together). Posting
+takes the chain lock (`ledger_chain_head`, migration 0002), which is held until the *caller's*
+transaction ends, so:
+- post ledger entries last in a transaction, after every other lock is taken (a fixed order:
+  the chain lock last), and keep that transaction short: every other poster waits for it;
+- resolve accounts (`account_for`) before the first post;
+- run at READ COMMITTED (Django's default): the chain head must be read with a fresh snapshot
+  after the lock is granted. Under REPEATABLE READ a stale head is refused by the chain-link
+  trigger rather than forking the chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from ledger.chain import GENESIS_HASH, ChainEntry, ChainPosting, entry_hash, sorted_postings
+from ledger.models import Account, AccountKind, JournalEntry, Posting
+from licensing.models import Host, Licensor
+
+# PostgreSQL's bigint, the column type of Posting.amount.
+_MAX_AMOUNT = 2**63 - 1
+
+
+class LedgerError(Exception):
+    """A journal entry was refused before it reached the database."""
+
+
+class UnbalancedEntry(LedgerError, ValueError):
+    """Postings that do not make a valid entry: fewer than two, a zero, or a non-zero sum."""
+
+
+class IdempotencyConflict(LedgerError):
+    """The idempotency key was already used by an entry with other content."""
+
+
+class AlreadyReversed(LedgerError):
+    """The entry already has a reversal (refused by the unique constraint on `reverses`)."""
+
+
+@dataclass(frozen=True)
+class PostingSpec:
+    account: Account
+    amount_minor: int  # signed integer minor units of the account's currency: debit > 0
+
+
+@dataclass(frozen=True)
+class _Content:
+    """What an idempotency key stands for: two posts with the same key must agree on all of it."""
+
+    memo: str
+    reference_type: str
+    reference_id: str
+    reverses_id: int | None
+    postings: tuple[ChainPosting, ...]  # sorted
+
+
+def account_for(*, owner: Licensor | Host | None, kind: str, currency: str) -> Account:
+    """The account of `owner` (None: the platform) of this kind and currency, opened on first use.
+
+    Safe under concurrency: the unique constraint on (owner, kind, currency) makes a racing
+    second insert fail, and get_or_create then reads the winner's row (in a savepoint, so the
+    caller's transaction survives).
+    """
+    licensor = owner if isinstance(owner, Licensor) else None
+    host = owner if isinstance(owner, Host) else None
+    if owner is not None and licensor is None and host is None:
+        raise TypeError(f"an account owner is a Licensor, a Host or None, not {owner!r}")
+    account, _ = Account.objects.get_or_create(
+        licensor=licensor, host=host, kind=kind, currency=currency
+    )
+    return account
+
+
+@transaction.atomic
+def journal_post(
+    *,
+    idempotency_key: str,
+    memo: str,
+    postings: Sequence[PostingSpec],
+    reference_type: str,
+    reference_id: str = "",
+) -> JournalEntry:
+    """Post one balanced entry, or return the entry already posted under `idempotency_key`.
+
+    The same key with the same memo, reference and postings returns the existing entry; the same
+    key with anything else raises IdempotencyConflict. Concurrent calls with one key make one
+    entry: the unique constraint on the key decides (INSERT ... ON CONFLICT DO NOTHING).
+    """
+    content = _content(
+        memo=memo,
+        postings=postings,
+        reference_type=reference_type,
+        reference_id=reference_id,
+        reverses_id=None,
+    )
+    return _post(idempotency_key=idempotency_key, content=content)
+
+
+@transaction.atomic
+def journal_reverse(
+    *, entry: JournalEntry, reason: str, idempotency_key: str | None = None
+) -> JournalEntry:
+    """Post the mirror image of `entry`. An entry is reversed once only: a second reversal, even
+    a concurrent one, raises AlreadyReversed (the unique constraint on `reverses` decides).
+
+    The default key is derived from the entry and the reason, so a retry with the same reason
+    returns the reversal it already made.
+    """
+    if entry.pk is None:
+        raise ValueError("only a posted entry can be reversed")
+    if not reason.strip():
+        raise ValueError("a reversal needs a reason")
+    if idempotency_key is None:
+        reason_digest = hashlib.sha256(reason.encode("utf-8")).hexdigest()[:16]
+        idempotency_key = f"reversal:{entry.pk}:{reason_digest}"
+    legs = list(entry.postings.all())
+    content = _Content(
+        memo=f"Reversal of entry #{entry.sequence} ({entry.idempotency_key}): {reason}",
+        reference_type="reversal",
+        reference_id=str(entry.pk),
+        reverses_id=entry.pk,
+        postings=sorted_postings(
+            ChainPosting(account_id=p.account_id, currency=p.currency, amount=-p.amount)
+            for p in legs
+        ),
+    )
+    existing = JournalEntry.objects.filter(reverses_id=entry.pk).first()
+    if existing is not None and existing.idempotency_key != idempotency_key:
+        raise AlreadyReversed(
+            f"journal entry #{entry.sequence} was already reversed by entry #{existing.sequence}"
+        )
+    try:
+        # A savepoint, so that AlreadyReversed leaves the caller's transaction usable.
+        with transaction.atomic():
+            return _post(idempotency_key=idempotency_key, content=content)
+    except IntegrityError as exc:
+        if _constraint_name(exc) == "ledger_journalentry_reverses_id_key":
+            raise AlreadyReversed(
+                f"journal entry #{entry.sequence} was already reversed by another transaction"
+            ) from exc
+        raise
+
+
+# --- The money flow (chart of accounts: docs/ledger.md) ------------------------------------
+
+
+@transaction.atomic
+def post_settlement_accrual(
+    *,
+    settlement_id: str,
+    host: Host,
+    licensor: Licensor,
+    currency: str,
+    amount_minor: int,
+    platform_fee_minor: int = 0,
+    memo: str = "",
+) -> JournalEntry:
+    """A settlement is approved: the host owes `amount_minor`; the licensor is owed that less the
+    platform fee, which is platform revenue. Debit host receivable; credit licensor payable and
+    platform revenue. Idempotent per settlement (key `settlement:<id>:accrual`)."""
+    _require_positive(amount_minor, "amount_minor")
+    if isinstance(platform_fee_minor, bool) or not isinstance(platform_fee_minor, int):
+        raise TypeError("platform_fee_minor must be an int of minor units")
+    if not 0 <= platform_fee_minor <= amount_minor:
+        raise ValueError("platform_fee_minor must be between 0 and amount_minor")
+    receivable = account_for(owner=host, kind=AccountKind.RECEIVABLE, currency=currency)
+    legs = [PostingSpec(account=receivable, amount_minor=amount_minor)]
+    licensor_share = amount_minor - platform_fee_minor
+    if licensor_share:
+        payable = account_for(owner=licensor, kind=AccountKind.PAYABLE, currency=currency)
+        legs.append(PostingSpec(account=payable, amount_minor=-licensor_share))
+    if platform_fee_minor:
+        revenue = account_for(owner=None, kind=AccountKind.PLATFORM_REVENUE, currency=currency)
+        legs.append(PostingSpec(account=revenue, amount_minor=-platform_fee_minor))
+    return journal_post(
+        idempotency_key=f"settlement:{settlement_id}:accrual",
+        memo=memo or f"Settlement {settlement_id} approved",
+        postings=legs,
+        reference_type="settlement",
+        reference_id=str(settlement_id),
+    )
+
+
+@transaction.atomic
+def post_host_payment(
+    *, payment_id: str, host: Host, currency: str, amount_minor: int, memo: str = ""
+) -> JournalEntry:
+    """The host paid: debit platform cash, credit the host's receivable. Idempotent per payment
+    (key `payment:<id>`; pass the processor's id, e.g. a Stripe invoice or charge id)."""
+    _require_positive(amount_minor, "amount_minor")
+    cash = account_for(owner=None, kind=AccountKind.CASH, currency=currency)
+    receivable = account_for(owner=host, kind=AccountKind.RECEIVABLE, currency=currency)
+    return journal_post(
+        idempotency_key=f"payment:{payment_id}",
+        memo=memo or f"Payment {payment_id} received",
+        postings=[
+            PostingSpec(account=cash, amount_minor=amount_minor),
+            PostingSpec(account=receivable, amount_minor=-amount_minor),
+        ],
+        reference_type="payment",
+        reference_id=str(payment_id),
+    )
+
+
+@transaction.atomic
+def post_licensor_payout(
+    *, payout_id: str, licensor: Licensor, currency: str, amount_minor: int, memo: str = ""
+) -> JournalEntry:
+    """The licensor was paid out: debit its payable, credit platform cash. Idempotent per payout
+    (key `payout:<id>`)."""
+    _require_positive(amount_minor, "amount_minor")
+    payable = account_for(owner=licensor, kind=AccountKind.PAYABLE, currency=currency)
+    cash = account_for(owner=None, kind=AccountKind.CASH, currency=currency)
+    return journal_post(
+        idempotency_key=f"payout:{payout_id}",
+        memo=memo or f"Payout {payout_id} sent",
+        postings=[
+            PostingSpec(account=payable, amount_minor=amount_minor),
+            PostingSpec(account=cash, amount_minor=-amount_minor),
+        ],
+        reference_type="payout",
+        reference_id=str(payout_id),
+    )
+
+
+# --- Internals --------------------------------------------------------------------------------
+
+
+def _require_positive(amount: int, name: str) -> None:
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise TypeError(f"{name} must be an int of minor units, not {type(amount).__name__}")
+    if amount <= 0:
+        raise ValueError(f"{name} must be positive, not {amount}")
+
+
+def _content(
+    *,
+    memo: str,
+    postings: Sequence[PostingSpec],
+    reference_type: str,
+    reference_id: str,
+    reverses_id: int | None,
+) -> _Content:
+    """Check what PostgreSQL will check too, so that callers get a clear Python error first."""
+    if not reference_type or len(reference_type) > 32:
+        raise ValueError("reference_type must be 1 to 32 characters")
+    if len(reference_id) > 200:
+        raise ValueError("reference_id must be at most 200 characters")
+    if len(postings) < 2:
+        raise UnbalancedEntry(f"an entry needs at least two postings, not {len(postings)}")
+    legs = []
+    totals: dict[str, int] = defaultdict(int)
+    for spec in postings:
+        amount = spec.amount_minor
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise TypeError(f"amount_minor must be an int, not {type(amount).__name__}")
+        if amount == 0:
+            raise UnbalancedEntry("a posting of zero is refused")
+        if abs(amount) > _MAX_AMOUNT:
+            raise ValueError(f"amount_minor {amount} does not fit a bigint")
+        if spec.account.pk is None:
+            raise ValueError("post to saved accounts only (see account_for)")
+        totals[spec.account.currency] += amount
+        legs.append(
+            ChainPosting(account_id=spec.account.pk, currency=spec.account.currency, amount=amount)
+        )
+    unbalanced = {currency: total for currency, total in totals.items() if total}
+    if unbalanced:
+        detail = ", ".join(f"{total:+d} {cur}" for cur, total in sorted(unbalanced.items()))
+        raise UnbalancedEntry(f"postings must sum to zero in every currency; they sum to {detail}")
+    return _Content(
+        memo=memo,
+        reference_type=reference_type,
+        reference_id=reference_id,
+        reverses_id=reverses_id,
+        postings=sorted_postings(legs),
+    )
+
+
+def _post(*, idempotency_key: str, content: _Content, chained: bool = True) -> JournalEntry:
+    """Insert the entry and its postings, or return the one already under the key.
+
+    `chained=False` skips the chain (lock, head, hash): only bench/ledger.py uses it, on a scratch
+    database whose chain columns it has relaxed, to measure what the chain costs.
+    """
+    if not idempotency_key or len(idempotency_key) > 200:
+        raise ValueError("idempotency_key must be 1 to 200 characters")
+    # A replay (the common retry) needs no lock: read it first.
+    existing = JournalEntry.objects.filter(idempotency_key=idempotency_key).first()
+    if existing is not None:
+        return _same_or_conflict(existing, content)
+
+    sequence: int | None = None
+    prev_hash: str | None = None
+    digest: str | None = None
+    with connection.cursor() as cursor:
+        if chained:
+            # Takes the chain lock until our transaction ends; see ledger_chain_head in migration
+            # 0002 for the race it prevents (two posters forking the chain).
+            cursor.execute("SELECT head_sequence, head_hash FROM ledger_chain_head()")
+            head_sequence, head_hash = cursor.fetchone()
+            sequence = (head_sequence or 0) + 1
+            prev_hash = head_hash or GENESIS_HASH
+        # Read the clock under the lock, so created_at never decreases along the chain.
+        created_at = timezone.now()
+        if chained:
+            assert sequence is not None and prev_hash is not None  # noqa: S101 (for mypy)
+            digest = entry_hash(
+                prev_hash,
+                ChainEntry(
+                    sequence=sequence,
+                    idempotency_key=idempotency_key,
+                    memo=content.memo,
+                    reference_type=content.reference_type,
+                    reference_id=content.reference_id,
+                    reverses_id=content.reverses_id,
+                    created_at=created_at,
+                    postings=content.postings,
+                ),
+            )
+        # ON CONFLICT on the key only: a concurrent poster of the same key that committed first
+        # wins and we return its entry; any other unique violation (a second reversal) raises.
+        cursor.execute(
+            "INSERT INTO ledger_journalentry (sequence, idempotency_key, memo, reference_type,"
+            " reference_id, reverses_id, created_at, prev_hash, hash)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+            [
+                sequence,
+                idempotency_key,
+                content.memo,
+                content.reference_type,
+                content.reference_id,
+                content.reverses_id,
+                created_at,
+                prev_hash,
+                digest,
+            ],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            winner = JournalEntry.objects.get(idempotency_key=idempotency_key)
+            return _same_or_conflict(winner, content)
+        entry_id = row[0]
+        cursor.execute(
+            "INSERT INTO ledger_posting (entry_id, account_id, amount, currency)"
+            " SELECT %s, a, m, c"
+            " FROM unnest(%s::bigint[], %s::bigint[], %s::varchar[]) AS t(a, m, c)",
+            [
+                entry_id,
+                [p.account_id for p in content.postings],
+                [p.amount for p in content.postings],
+                [p.currency for p in content.postings],
+            ],
+        )
+    entry = JournalEntry(  # type: ignore[misc]  # None only when unchained (the benchmark)
+        id=entry_id,
+        sequence=sequence,
+        idempotency_key=idempotency_key,
+        memo=content.memo,
+        reference_type=content.reference_type,
+        reference_id=content.reference_id,
+        reverses_id=content.reverses_id,
+        created_at=created_at,
+        prev_hash=prev_hash,
+        hash=digest,
+    )
+    entry._state.adding = False
+    entry._state.db = connection.alias
+    return entry
+
+
+def _stored_content(entry: JournalEntry) -> _Content:
+    return _Content(
+        memo=entry.memo,
+        reference_type=entry.reference_type,
+        reference_id=entry.reference_id,
+        reverses_id=entry.reverses_id,
+        postings=sorted_postings(
+            ChainPosting(account_id=account_id, currency=currency, amount=amount)
+            for account_id, currency, amount in Posting.objects.filter(entry=entry).values_list(
+                "account_id", "currency", "amount"
+            )
+        ),
+    )
+
+
+def _same_or_conflict(entry: JournalEntry, content: _Content) -> JournalEntry:
+    stored = _stored_content(entry)
+    if stored == content:
+        return entry
+    differences = [
+        name
+        for name in ("memo", "reference_type", "reference_id", "reverses_id", "postings")
+        if getattr(stored, name) != getattr(content, name)
+    ]
+    raise IdempotencyConflict(
+        f"idempotency key {entry.idempotency_key!r} was already used by journal entry "
+        f"#{entry.sequence} with a different {', '.join(differences)}; "
+        "use a new key for a new entry, or journal_reverse to correct that one"
+    )
+
+
+def _constraint_name(exc: IntegrityError) -> str | None:
+    diag = getattr(exc.__cause__, "diag", None)
+    return getattr(diag, "constraint_name", None)
