@@ -1,2 +1,27 @@
+from django.urls import path
 
-urlpatterns: list = []
+from billing import api
+
+urlpatterns = [
+    path("settlements", api.SettlementListApi.as_view(), name="settlements"),
+    path(
+        "settlements/<str:settlement_id>",
+        api.SettlementDetailApi.as_view(),
+        name="settlement-detail",
+    ),
+    path(
+        "settlements/<str:settlement_id>/approve",
+        api.SettlementApproveApi.as_view(),
+        name="settlement-approve",
+    ),
+    path(
+        "settlements/<str:settlement_id>/dispute",
+        api.SettlementDisputeApi.as_view(),
+        name="settlement-dispute",
+    ),
+    path(
+        "settlements/<str:settlement_id>/statement.csv",
+        api.SettlementStatementApi.as_view(),
+        name="settlement-statement",
+    ),
+]

@@ -1,0 +1,364 @@
+"""The month's usage as groups, computed by PostgreSQL (perf.md: aggregate in SQL; Python should see
+groups, never a month of rows).
+
+One statement does it all:
+
+1. *Buckets.* Every `effective_from` of a version or agreement that falls inside the month splits
+   it; `width_bucket(occurred_at, boundaries)` puts each record in a bucket within which no terms
+   change. The bulk of the month is then a plain `GROUP BY` (the cost of the bare aggregate plus
+   one comparison per record), no join per record.
+2. *Thresholds.* Records of licenses whose terms have `above` thresholds take another path: they
+   are netted with their corrections, then running totals per (host, license) in event-time order
+   `(occurred_at, event_id)` come from window functions, and each record is classed below /
+   crossing / above every threshold point (`licensing.rating.position_class`); a crossing record is
+   a group of its own, as `licensing.rating.group_records` requires. The opening offsets
+   (`revenue_before`, `tokens_before`) of a group are the minimum of its records' (running totals
+   only grow: net records are >= 0). Without thresholds the offsets play no part in any amount and
+   are reported as 0, so the common path needs no sort of the month.
+3. *Terms.* Each bucket's terms are resolved from the `effective_from` ranges, agreements first,
+   the greatest `(effective_from, label)` in force at the bucket's start: the rule of
+   `licensing.rating.terms_in_force`. Groups are then merged per terms label.
+
+Event ids and labels are compared `COLLATE "C"` (byte order, as Python compares them).
+
+psycopg prepares a statement after 5 executions and PostgreSQL may then switch to a generic plan,
+2.3x slower on this query (perf.md); the cursor here never prepares (`prepare=False`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import connection
+
+from licensing.models import Agreement, LicenseVersion
+from licensing.rating import Threshold, parse_rules, period_bounds, threshold_points
+from licensing.rating.terms import Terms
+
+COLUMNS = (
+    "host_id",
+    "licensor_id",
+    "license_id",
+    "model_slug",
+    "customer_category",
+    "region",
+    "currency",
+    "terms_kind",
+    "terms_id",
+    "terms_label",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "requests",
+    "revenue",
+    "record_count",
+    "revenue_before",
+    "tokens_before",
+    "ytd_revenue",
+    "ytd_tokens",
+)
+
+
+@dataclass(frozen=True)
+class UsageFilter:
+    """Which usage of the month to aggregate.
+
+    `host_id`/`licensor_id`: one pair (re-rating, --verify); None: every pair (the run).
+    `include_late`: False to rate a settled month as it was settled, without the late records.
+    `received_until`: only records received up to this instant (a settlement's `computed_at`).
+    """
+
+    host_id: int | None = None
+    licensor_id: int | None = None
+    include_late: bool = True
+    received_until: datetime | None = None
+
+
+def terms_from_row(row: LicenseVersion | Agreement) -> Terms:
+    return Terms(
+        label=row.label,
+        kind="agreement" if isinstance(row, Agreement) else "version",
+        effective_from=row.effective_from,
+        currency=row.currency,
+        rules=parse_rules(row.rules, "rules"),
+        minimum_per_month=row.minimum_per_month,
+        cap_per_month=row.cap_per_month,
+        attribution=row.attribution or None,
+    )
+
+
+def license_thresholds() -> dict[int, frozenset[Threshold]]:
+    """Per license, every threshold point of any of its versions and agreements (a superset of
+    those in force is harmless: it only splits groups more finely)."""
+    points: dict[int, set[Threshold]] = {}
+    for row in [*LicenseVersion.objects.all(), *Agreement.objects.all()]:
+        found = threshold_points([terms_from_row(row)])
+        if found:
+            points.setdefault(row.license_id, set()).update(found)
+    return {license_id: frozenset(p) for license_id, p in points.items()}
+
+
+def _boundaries(start: datetime, end: datetime) -> list[datetime]:
+    found = set(
+        LicenseVersion.objects.filter(effective_from__gt=start, effective_from__lt=end).values_list(
+            "effective_from", flat=True
+        )
+    ) | set(
+        Agreement.objects.filter(effective_from__gt=start, effective_from__lt=end).values_list(
+            "effective_from", flat=True
+        )
+    )
+    return sorted(found)
+
+
+def _where(f: UsageFilter, params: dict[str, Any]) -> str:
+    clauses = ["u.occurred_at >= %(start)s", "u.occurred_at < %(end)s"]
+    if f.host_id is not None:
+        clauses.append("u.host_id = %(host_id)s")
+        params["host_id"] = f.host_id
+    if f.licensor_id is not None:
+        clauses.append("u.licensor_id = %(licensor_id)s")
+        params["licensor_id"] = f.licensor_id
+    if not f.include_late:
+        clauses.append("NOT u.late")
+    if f.received_until is not None:
+        clauses.append("u.received_at <= %(received_until)s")
+        params["received_until"] = f.received_until
+    return " AND ".join(clauses)
+
+
+def groups_sql(period: str, f: UsageFilter) -> tuple[str, dict[str, Any]]:
+    """The aggregation statement and its parameters; its rows are `COLUMNS`."""
+    start, end = period_bounds(period)
+    params: dict[str, Any] = {
+        "start": start,
+        "end": end,
+        "year_start": datetime(start.year, 1, 1, tzinfo=UTC),
+    }
+    where = _where(f, params)
+    bounds = _boundaries(start, end)
+    if bounds:
+        params["bounds"] = bounds
+        bucket = "width_bucket(u.occurred_at, %(bounds)s::timestamptz[])"
+        bucket_start = (
+            "CASE WHEN g.bucket = 0 THEN %(start)s::timestamptz "
+            "ELSE (%(bounds)s::timestamptz[])[g.bucket] END"
+        )
+    else:
+        bucket = "0"
+        bucket_start = "%(start)s::timestamptz"
+
+    thresholds = license_thresholds()
+    params["tlicenses"] = sorted(thresholds)
+    parts = [
+        f"""
+        SELECT u.host_id, u.licensor_id, u.license_id, u.model_id, u.customer_category, u.region,
+               u.currency, {bucket} AS bucket, '' AS sides, NULL::text AS single,
+               sum(u.input_tokens) AS it, sum(u.cached_input_tokens) AS ct,
+               sum(u.output_tokens) AS ot, sum(u.requests) AS rq, sum(u.revenue) AS rev,
+               count(*) FILTER (WHERE u.corrects = '') AS n,
+               0::numeric AS rev_before, 0::numeric AS tok_before
+        FROM usage_record u
+        WHERE {where} AND u.license_id <> ALL(%(tlicenses)s::bigint[])
+        GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+        """
+    ]
+    ctes = ""
+    if thresholds:
+        params["points"] = json.dumps(
+            [
+                {
+                    "license_id": license_id,
+                    "metric": p.metric,
+                    "window": p.window,
+                    "amount": str(p.amount),
+                    "ord": i,
+                }
+                for license_id, points in sorted(thresholds.items())
+                for i, p in enumerate(sorted(points))
+            ]
+        )
+        ctes = f"""
+        points AS (
+            SELECT (e->>'license_id')::bigint AS license_id, e->>'metric' AS metric,
+                   e->>'window' AS win, (e->>'amount')::numeric AS amount, (e->>'ord')::int AS ord
+            FROM jsonb_array_elements(%(points)s::jsonb) AS e
+        ),
+        -- A record net of its corrections (a correction repeats its original's keys).
+        net AS (
+            SELECT u.host_id, u.licensor_id, u.license_id, u.model_id, u.customer_category,
+                   u.region, u.currency, u.occurred_at,
+                   (CASE WHEN u.corrects <> '' THEN u.corrects ELSE u.event_id END) COLLATE "C"
+                       AS eid,
+                   sum(u.input_tokens) AS it, sum(u.cached_input_tokens) AS ct,
+                   sum(u.output_tokens) AS ot, sum(u.requests) AS rq, sum(u.revenue) AS rev,
+                   count(*) FILTER (WHERE u.corrects = '') AS n
+            FROM usage_record u
+            WHERE {where} AND u.license_id = ANY(%(tlicenses)s::bigint[])
+            GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
+        ),
+        running AS (
+            SELECT net.*, {bucket.replace("u.", "net.")} AS bucket,
+                   coalesce(sum(net.rev) OVER w, 0) AS rev_before,
+                   coalesce(sum(net.it + net.ct + net.ot) OVER w, 0) AS tok_before
+            FROM net
+            WINDOW w AS (PARTITION BY net.host_id, net.license_id ORDER BY net.occurred_at, net.eid
+                         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+        ),
+        sided AS (
+            SELECT r.*, s.sides
+            FROM running r
+            LEFT JOIN ytd_all y ON y.host_id = r.host_id AND y.license_id = r.license_id
+            CROSS JOIN LATERAL (
+                SELECT coalesce(string_agg(
+                    CASE WHEN b.before >= b.amount THEN 'a'
+                         WHEN b.before + b.size > b.amount THEN 'c'
+                         ELSE 'b' END, '' ORDER BY b.ord), '') AS sides
+                FROM (
+                    SELECT p.ord, p.amount,
+                           CASE WHEN p.metric = 'revenue' THEN r.rev ELSE r.it + r.ct + r.ot END
+                               AS size,
+                           CASE WHEN p.metric = 'revenue' THEN r.rev_before ELSE r.tok_before END
+                           + CASE WHEN p.win = 'calendar_year' THEN
+                                 CASE WHEN p.metric = 'revenue' THEN coalesce(y.rev, 0)
+                                      ELSE coalesce(y.tok, 0) END
+                             ELSE 0 END AS before
+                    FROM points p WHERE p.license_id = r.license_id
+                ) AS b
+            ) AS s
+        ),
+        """
+        parts.append(
+            """
+            SELECT host_id, licensor_id, license_id, model_id, customer_category, region,
+                   currency, bucket, sides,
+                   CASE WHEN strpos(sides, 'c') > 0 THEN eid END AS single,
+                   sum(it), sum(ct), sum(ot), sum(rq), sum(rev), sum(n),
+                   min(rev_before), min(tok_before)
+            FROM sided
+            GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+            """
+        )
+    union = "\nUNION ALL\n".join(parts)
+    sql = f"""
+    WITH
+    ytd_all AS (
+        SELECT u.host_id, u.license_id, sum(u.revenue) AS rev,
+               sum(u.input_tokens + u.cached_input_tokens + u.output_tokens) AS tok
+        FROM usage_record u
+        WHERE u.occurred_at >= %(year_start)s AND u.occurred_at < %(start)s
+          AND u.license_id = ANY(%(ytd_licenses)s::bigint[])
+          {"AND u.host_id = %(host_id)s" if f.host_id is not None else ""}
+          {"AND NOT u.late" if not f.include_late else ""}
+          {"AND u.received_at <= %(received_until)s" if f.received_until is not None else ""}
+        GROUP BY 1, 2
+    ),
+    {ctes}
+    buckets AS ({union}),
+    labeled AS (
+        SELECT g.*, t.kind AS terms_kind, t.id AS terms_id, t.label AS terms_label
+        FROM (SELECT g.*, {bucket_start} AS lo FROM buckets g) AS g
+        LEFT JOIN LATERAL (
+            SELECT x.kind, x.id, x.label FROM (
+                (SELECT 'agreement' AS kind, a.id, a.label::text COLLATE "C" AS label, 0 AS pri
+                 FROM licensing_agreement a
+                 WHERE a.host_id = g.host_id AND a.license_id = g.license_id
+                   AND a.effective_from <= g.lo
+                 ORDER BY a.effective_from DESC, a.label COLLATE "C" DESC LIMIT 1)
+                UNION ALL
+                (SELECT 'version', v.id, v.label::text COLLATE "C", 1
+                 FROM licensing_licenseversion v
+                 WHERE v.license_id = g.license_id AND v.effective_from <= g.lo
+                 ORDER BY v.effective_from DESC, v.label COLLATE "C" DESC LIMIT 1)
+            ) AS x ORDER BY x.pri LIMIT 1
+        ) AS t ON true
+    )
+    SELECT l.host_id, l.licensor_id, l.license_id, m.slug, l.customer_category, l.region,
+           l.currency, l.terms_kind, l.terms_id, l.terms_label,
+           sum(l.it), sum(l.ct), sum(l.ot), sum(l.rq), sum(l.rev), sum(l.n),
+           min(l.rev_before), min(l.tok_before),
+           coalesce(max(y.rev), 0), coalesce(max(y.tok), 0)
+    FROM labeled l
+    JOIN licensing_model m ON m.id = l.model_id
+    LEFT JOIN ytd_all y ON y.host_id = l.host_id AND y.license_id = l.license_id
+    GROUP BY l.host_id, l.licensor_id, l.license_id, m.slug, l.customer_category, l.region,
+             l.currency, l.terms_kind, l.terms_id, l.terms_label, l.sides, l.single
+    """
+    # The year to date matters to calendar-year thresholds only; other licenses skip that scan.
+    params["ytd_licenses"] = sorted(
+        license_id
+        for license_id, points in thresholds.items()
+        if any(p.window == "calendar_year" for p in points)
+    )
+    return sql, params
+
+
+def _execute(sql: str, params: dict[str, Any]) -> Any:
+    cursor = connection.cursor()
+    # Never a server-side prepared statement: a generic plan of this query is 2x slower (perf.md).
+    raw = cursor.cursor  # Django's wrapper hides psycopg's `prepare` argument
+    raw.execute(sql, params, prepare=False)
+    return cursor
+
+
+def aggregate_groups(period: str, f: UsageFilter) -> list[dict[str, Any]]:
+    """The groups of `period` as dicts of `COLUMNS` (a pair's month is a few hundred rows)."""
+    sql, params = groups_sql(period, f)
+    cursor = _execute(sql, params)
+    with cursor:
+        return [dict(zip(COLUMNS, row, strict=True)) for row in cursor.fetchall()]
+
+
+def stage_groups(*, run_id: int, period: str, received_until: datetime | None = None) -> int:
+    """Aggregate the whole month into `billing_billingrungroup` rows of `run_id`, inside
+    PostgreSQL; returns the number of groups."""
+    sql, params = groups_sql(period, UsageFilter(received_until=received_until))
+    params["run_id"] = run_id
+    columns = ", ".join(COLUMNS)
+    insert = (
+        f"INSERT INTO billing_billingrungroup (run_id, {columns}) "
+        f"SELECT %(run_id)s, agg.* FROM ({sql}) AS agg"
+    )
+    cursor = _execute(insert, params)
+    with cursor:
+        return int(cursor.rowcount)
+
+
+def late_usage_periods(
+    *, before_period: str, host_id: int | None = None, licensor_id: int | None = None
+) -> list[tuple[int, int, str]]:
+    """(host_id, licensor_id, period) of settled months earlier than `before_period` that have
+    late usage (the partial index billing_usage_late makes this a small lookup)."""
+    start, _ = period_bounds(before_period)
+    params: dict[str, Any] = {"start": start}
+    pair = ""
+    if host_id is not None and licensor_id is not None:
+        pair = "AND licensor_id = %(licensor_id)s AND host_id = %(host_id)s"
+        params.update(host_id=host_id, licensor_id=licensor_id)
+    cursor = _execute(
+        f"""
+        SELECT DISTINCT host_id, licensor_id, to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM')
+        FROM usage_record WHERE late AND occurred_at < %(start)s {pair}
+        """,
+        params,
+    )
+    with cursor:
+        return [(int(h), int(lic), str(p)) for h, lic, p in cursor.fetchall()]
+
+
+def count_records(*, host_id: int, licensor_id: int, period: str) -> int:
+    """Original records (corrections not counted) of a pair's month, late ones excluded."""
+    start, end = period_bounds(period)
+    cursor = _execute(
+        """
+        SELECT count(*) FROM usage_record
+        WHERE host_id = %(h)s AND occurred_at >= %(s)s AND occurred_at < %(e)s
+          AND licensor_id = %(l)s AND corrects = '' AND NOT late
+        """,
+        {"h": host_id, "l": licensor_id, "s": start, "e": end},
+    )
+    with cursor:
+        return int(cursor.fetchone()[0])

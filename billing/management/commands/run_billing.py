@@ -1,0 +1,97 @@
+"""`python manage.py run_billing [--period YYYY-MM] [--verify]` (contract §2).
+
+Runs the monthly billing run synchronously through the same services the Celery tasks call,
+prints one line per settlement of the period, and on a terminal shows progress. With --verify it
+re-rates the period's settled settlements instead and exits 1, naming each one that would differ.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+
+from billing.models import BillingRunPair
+from billing.selectors import settlements_for_period
+from billing.services import (
+    billing_pair_settle,
+    billing_run_fail,
+    billing_run_start,
+    previous_period,
+    settlements_verify,
+)
+from licensing.rating import period_bounds
+
+
+class Command(BaseCommand):
+    help = "Run the monthly billing run for a period (default: last month), or --verify it."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--period", help="YYYY-MM (default: the previous UTC month)")
+        parser.add_argument(
+            "--verify",
+            action="store_true",
+            help="re-rate settled settlements of the period; exit 1 if any would differ",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        period = options["period"] or previous_period(timezone.now())
+        try:
+            period_bounds(period)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        if options["verify"]:
+            self._verify(period)
+        else:
+            self._run(period)
+
+    def _verify(self, period: str) -> None:
+        checked, problems = settlements_verify(period=period)
+        for problem in problems:
+            self.stderr.write(self.style.ERROR(f"MISMATCH {problem}"))
+        if problems:
+            sys.exit(1)
+        self.stdout.write(
+            self.style.SUCCESS(f"verified {checked} settled settlement(s) of {period}: all match")
+        )
+
+    def _run(self, period: str) -> None:
+        tty = self.stdout.isatty()
+        started = time.monotonic()
+        run = billing_run_start(period=period, trigger="command")
+        pairs = list(
+            BillingRunPair.objects.filter(run=run, done_at__isnull=True)
+            .order_by("id")
+            .values_list("host_id", "licensor_id")
+        )
+        for done, (host_id, licensor_id) in enumerate(pairs, start=1):
+            try:
+                billing_pair_settle(run_id=run.pk, host_id=host_id, licensor_id=licensor_id)
+            except Exception as exc:
+                billing_run_fail(run_id=run.pk, error=repr(exc))
+                raise
+            if tty:
+                elapsed = time.monotonic() - started
+                self.stdout.write(
+                    f"\r  billing {period}: {done}/{len(pairs)} pairs, {elapsed:.1f}s",
+                    ending="",
+                )
+                self.stdout.flush()
+        if tty and pairs:
+            self.stdout.write("")
+        for s in settlements_for_period(period=period):
+            lines = list(s.lines.all())
+            self.stdout.write(
+                f"{s.licensor.slug:<12} {s.host.slug:<12} {s.period} {s.currency} "
+                f"{s.status:<9} {s.total_display:>14}  {len(lines)} line(s)  {s.pk}"
+            )
+        run.refresh_from_db()
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"run {run.pk} of {period}: {run.status}, {run.pairs_done}/{run.pairs_total} "
+                f"pairs, {run.groups_count} groups, {time.monotonic() - started:.2f}s"
+            )
+        )

@@ -1,0 +1,51 @@
+"""Reads of billing: settlements as a host or a licensor may see them."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db.models import QuerySet
+
+from billing.models import Settlement
+from licensing.auth import Principal
+
+
+def settlement_list(
+    *,
+    principal: Principal,
+    period: str | None = None,
+    host: str | None = None,
+    status: str | None = None,
+) -> QuerySet[Settlement]:
+    """The caller's own settlements: a host's, or those of a licensor's models."""
+    qs = Settlement.objects.select_related("host", "licensor").prefetch_related("lines")
+    if principal.host is not None:
+        qs = qs.filter(host=principal.host)
+    else:
+        qs = qs.filter(licensor=principal.licensor)
+    if period:
+        qs = qs.filter(period=period)
+    if host:
+        qs = qs.filter(host__slug=host)
+    if status:
+        qs = qs.filter(status=status)
+    return qs.order_by("-period", "licensor__slug", "host__slug", "currency")
+
+
+def settlement_get(*, principal: Principal, settlement_id: str) -> Settlement | None:
+    """One of the caller's settlements; None for another tenant's (the API answers 404, never
+    403, so a caller cannot learn that an id exists)."""
+    try:
+        pk = uuid.UUID(str(settlement_id))
+    except ValueError:
+        return None
+    return settlement_list(principal=principal).filter(pk=pk).first()
+
+
+def settlements_for_period(*, period: str) -> list[Settlement]:
+    return list(
+        Settlement.objects.filter(period=period)
+        .select_related("host", "licensor")
+        .prefetch_related("lines")
+        .order_by("licensor__slug", "host__slug", "currency")
+    )
