@@ -204,7 +204,7 @@ class UsageApi(APIView):
         "Content-Encoding: gzip accepted. See docs/ingestion.md.",
     )
     def post(self, request: Request) -> Response:
-        body = request.data
+        body: Any = request.data
         if not isinstance(body, RawBody):
             # DRF skips the parser for an empty body and hands over {}.
             media_type = (request.content_type or "").split(";")[0].strip()

@@ -7,13 +7,14 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db.models import Count, Q, Sum
 
 from ledger.usage.models import UsageRecord
 from ledger.usage.partitions import month_bounds
+from ledger.usage.wire import RFC3339
 from licensing.models import Host, LicensedModel
 from licensing.selectors import model_resolve
 
@@ -52,11 +53,17 @@ class UsagePage:
 
 
 def _timestamp(value: str, field: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value.replace("z", "Z").replace(" ", "+"))
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
+    # An unencoded "+01:00" in a query string arrives as " 01:00".
+    if len(value) > 6 and value[-6] == " ":
+        value = value[:-6] + "+" + value[-5:]
+    parsed = None
+    if RFC3339.fullmatch(value):
+        try:
+            # In UTC: PostgreSQL refuses offsets beyond ±15:59 that Python accepts.
+            parsed = datetime.fromisoformat(value.upper().replace(" ", "T")).astimezone(UTC)
+        except (ValueError, OverflowError):
+            parsed = None
+    if parsed is None:
         raise QueryError(field, f"{field}: must be an RFC 3339 timestamp with an offset")
     return parsed
 
@@ -72,7 +79,10 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int]:
         parsed = datetime.fromisoformat(at)
         if parsed.tzinfo is None:
             raise ValueError(at)
-        return parsed, int(pk)
+        number = int(pk)
+        if not 0 < number < 2**63:
+            raise ValueError(pk)
+        return parsed.astimezone(UTC), number
     except (ValueError, UnicodeError, binascii.Error):
         raise QueryError("cursor", "cursor: not a cursor this API gave out") from None
 
@@ -92,6 +102,9 @@ def usage_page(
 ) -> UsagePage:
     """One page of the host's records in (occurred_at, id) order: keyset pagination, so a page
     costs the same at the millionth record as at the first."""
+    for name, value in (("model", model), ("from", start), ("to", end), ("cursor", cursor)):
+        if value and "\x00" in value:
+            raise QueryError(name, f"{name}: must not contain NUL characters")
     records = UsageRecord.objects.filter(host=host)
     if model:
         resolved = model_resolve(model)

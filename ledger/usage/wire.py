@@ -67,7 +67,7 @@ COUNTERS = ("input_tokens", "cached_input_tokens", "output_tokens", "requests")
 _EVENT_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 # RFC 3339 date-time with a mandatory offset. datetime.fromisoformat alone would also take a bare
 # date, a naive time or the basic format (20260101T000000Z).
-_RFC3339 = re.compile(
+RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})"
 )
 _DECIMAL = re.compile(r"-?\d+(?:\.\d+)?")
@@ -260,7 +260,7 @@ def validate_record(
     raw_at = get("occurred_at")
     if raw_at is None:
         errors["occurred_at"] = ["required: an RFC 3339 timestamp with an offset"]
-    elif not isinstance(raw_at, str) or not _RFC3339.fullmatch(raw_at):
+    elif not isinstance(raw_at, str) or not RFC3339.fullmatch(raw_at):
         errors["occurred_at"] = [
             "invalid: must be an RFC 3339 timestamp with an offset, e.g. 2026-10-01T12:00:00Z"
         ]
