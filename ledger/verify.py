@@ -23,11 +23,16 @@ BATCH = 5000
 MAX_PROBLEMS = 20
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Problem:
     sequence: int  # chain position of the bad entry (0 when no entry is involved)
     entry_id: int | None
     message: str
+
+    def sort_key(self) -> tuple[bool, int]:
+        # Rows first, in chain order; then what concerns the books as a whole (trial balance),
+        # which a bad row usually explains.
+        return (self.entry_id is None, self.sequence)
 
     def __str__(self) -> str:
         where = f"journal entry id={self.entry_id} sequence={self.sequence}"
@@ -51,7 +56,7 @@ class Report:
 
     @property
     def first_problem(self) -> Problem | None:
-        return min(self.problems) if self.problems else None
+        return min(self.problems, key=Problem.sort_key) if self.problems else None
 
 
 # Entry-level rules, each as (query, message); every query returns (entry id, sequence, detail).
@@ -137,7 +142,7 @@ def verify_books() -> Report:
             for entry_id, sequence, detail in cursor.fetchall():
                 report.problems.append(Problem(sequence, entry_id, message.format(detail)))
         _walk_chain(cursor, report)
-    report.problems.sort()
+    report.problems.sort(key=Problem.sort_key)
     del report.problems[MAX_PROBLEMS:]
     return report
 

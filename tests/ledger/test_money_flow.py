@@ -1,0 +1,107 @@
+"""The money flow billing posts (docs/ledger.md, chart of accounts) and the balance selectors."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.utils import timezone
+
+from ledger.models import Account, AccountKind
+from ledger.selectors import account_balance, party_balances, trial_balance
+from ledger.services import (
+    account_for,
+    post_host_payment,
+    post_licensor_payout,
+    post_settlement_accrual,
+)
+from tests.factories import HostFactory
+from tests.ledger.conftest import run_in_threads
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_it_accrues_pays_and_pays_out_a_settlement(parties):
+    # given: a host and a licensor
+    host, licensor = parties
+    # when: a settlement of $100.00 with a $10.00 platform fee is approved, paid and paid out
+    post_settlement_accrual(
+        settlement_id="42",
+        host=host,
+        licensor=licensor,
+        currency="USD",
+        amount_minor=10_000,
+        platform_fee_minor=1_000,
+    )
+    after_accrual = party_balances(owner=licensor)
+    post_host_payment(payment_id="in_1", host=host, currency="USD", amount_minor=10_000)
+    post_licensor_payout(payout_id="po_1", licensor=licensor, currency="USD", amount_minor=9_000)
+    # then: the licensor was owed $90.00 and is now paid; the platform kept $10.00 in cash
+    assert after_accrual == {"USD": {"payable": -9_000}}
+    assert party_balances(owner=licensor) == {"USD": {"payable": 0}}
+    assert party_balances(owner=host) == {"USD": {"receivable": 0}}
+    assert party_balances(owner=None) == {"USD": {"cash": 1_000, "platform_revenue": -1_000}}
+    assert trial_balance() == {"USD": 0}
+
+
+def test_it_posts_each_settlement_once(parties):
+    # given: an accrued settlement
+    host, licensor = parties
+    first = post_settlement_accrual(
+        settlement_id="7", host=host, licensor=licensor, currency="EUR", amount_minor=500
+    )
+    # when: billing retries the same accrual
+    again = post_settlement_accrual(
+        settlement_id="7", host=host, licensor=licensor, currency="EUR", amount_minor=500
+    )
+    # then: one entry; without a fee there is no platform revenue leg
+    assert again.pk == first.pk
+    assert first.postings.count() == 2
+    assert party_balances(owner=host) == {"EUR": {"receivable": 500}}
+
+
+def test_it_gives_a_balance_as_of_a_point_in_time(usd, parties):
+    # given: a payment, a moment, then another payment
+    host, _ = parties
+    post_host_payment(payment_id="p1", host=host, currency="USD", amount_minor=300)
+    time.sleep(0.01)
+    moment = timezone.now()
+    time.sleep(0.01)
+    post_host_payment(payment_id="p2", host=host, currency="USD", amount_minor=200)
+    # when: the balances are read as of the moment and now
+    # then: the first counts only the first payment
+    assert account_balance(account=usd["cash"], at=moment) == 300
+    assert account_balance(account=usd["cash"]) == 500
+    assert party_balances(owner=host, at=moment) == {"USD": {"receivable": -300}}
+
+
+@pytest.mark.parametrize(
+    ("amount", "fee", "error"),
+    [(0, 0, ValueError), (-5, 0, ValueError), (100, 101, ValueError), (100.0, 0, TypeError)],
+)
+def test_it_refuses_amounts_that_are_not_positive_ints(parties, amount, fee, error):
+    # given: a host and a licensor
+    host, licensor = parties
+    # when / then: a bad amount or fee is refused before anything is written
+    with pytest.raises(error):
+        post_settlement_accrual(
+            settlement_id="x",
+            host=host,
+            licensor=licensor,
+            currency="USD",
+            amount_minor=amount,
+            platform_fee_minor=fee,
+        )
+    assert trial_balance() == {}
+
+
+def test_it_opens_one_account_when_threads_race_for_it(db):
+    # given: a host without accounts, and eight threads on their own connections
+    host = HostFactory(slug="racing-host")
+    # when: they all ask for its JPY receivable at once
+    results = run_in_threads(
+        8, lambda i: account_for(owner=host, kind=AccountKind.RECEIVABLE, currency="JPY").pk
+    )
+    # then: all got the same account
+    assert len(set(results)) == 1 and isinstance(results[0], int), results
+    assert Account.objects.filter(host=host).count() == 1
