@@ -94,6 +94,9 @@ class BillingRunPair(models.Model):
             )
         ]
 
+    def __str__(self) -> str:
+        return f"run {self.run_id}: host {self.host_id} / licensor {self.licensor_id}"
+
 
 class BillingRunGroup(models.Model):
     """One row of the month's aggregation (billing/aggregation.py): the sums of the usage that
@@ -109,9 +112,10 @@ class BillingRunGroup(models.Model):
     customer_category = models.CharField(max_length=16)
     region = models.CharField(max_length=2)
     currency = models.CharField(max_length=3)
-    terms_kind = models.CharField(max_length=16, null=True)  # version | agreement | None
+    # NULL: no terms were in force (unlicensed usage), distinct from any label.
+    terms_kind = models.CharField(max_length=16, null=True)  # noqa: DJ001
     terms_id = models.BigIntegerField(null=True)
-    terms_label = models.CharField(max_length=64, null=True)
+    terms_label = models.CharField(max_length=64, null=True)  # noqa: DJ001
     input_tokens = models.DecimalField(max_digits=30, decimal_places=0)  # sums may pass bigint
     cached_input_tokens = models.DecimalField(max_digits=30, decimal_places=0)
     output_tokens = models.DecimalField(max_digits=30, decimal_places=0)
@@ -125,6 +129,9 @@ class BillingRunGroup(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["run", "host_id", "licensor_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.model_slug} {self.customer_category} {self.terms_label}"
 
 
 class SettlementStatus(models.TextChoices):
@@ -272,3 +279,6 @@ class PendingRerate(models.Model):
                 fields=["host", "licensor", "period"], name="billing_pendingrerate_unique"
             )
         ]
+
+    def __str__(self) -> str:
+        return f"{self.host_id}/{self.licensor_id} {self.period}"

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 from django.db import IntegrityError, connection, transaction
+from rest_framework.test import APIClient
 
 from billing.models import Settlement, SettlementLine
 from billing.services import SettlementStateError, settlement_approve, settlement_dispute
@@ -22,7 +23,6 @@ from tests.billing.conftest import (
     second_licensor_catalog,
     settlement_of,
 )
-from rest_framework.test import APIClient
 
 
 @pytest.fixture
@@ -200,8 +200,9 @@ def test_it_refuses_to_change_a_settled_settlement_in_the_database(
         SettlementLine.objects.filter(pk=line.pk).update(amount="1.00")
     with pytest.raises(IntegrityError, match="never change"), transaction.atomic():
         SettlementLine.objects.filter(pk=line.pk).delete()
-    with pytest.raises(IntegrityError, match="cannot go from approved to draft"), (
-        transaction.atomic()
+    with (
+        pytest.raises(IntegrityError, match="cannot go from approved to draft"),
+        transaction.atomic(),
     ):
         Settlement.objects.filter(pk=billed_october.pk).update(status="draft")
 
