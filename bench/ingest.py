@@ -1,0 +1,365 @@
+"""Ingestion benchmark: `python -m bench ingest [--quick] [--duration S] [--rows N] [--repeats K]`.
+
+For each table state (empty, then holding `--rows` records, default 10M, spread over 10 earlier
+months):
+
+1. raw COPY of `copy_rows` records into `usage_record` alone (the contract's baseline), and
+   into `usage_key` + `usage_record` (the storage cost of idempotency itself), with psycopg;
+2. the real app under gunicorn (2 sync workers, API-key authentication, throttle, DEBUG off)
+   against the scratch database `tollgate_bench_ingest`, loaded by `--clients` processes with
+   httpx, each posting 10,000-record batches (9,000 fresh + 1,000 resent from its previous
+   batch) for `--duration` seconds, `--repeats` times;
+3. the ratios records/s ÷ COPY rows/s, p50/p99 per batch, and the peak RSS of a worker.
+
+Everything runs on this machine (the load generator competes with the server and PostgreSQL for
+the same cores, as in perf.md). Record the output in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+ADMIN_URL = os.environ.get("BENCH_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+DB = "tollgate_bench_ingest"
+DB_URL = ADMIN_URL.rsplit("/", 1)[0] + "/" + DB
+BATCH = 10_000
+DUPLICATES = 1_000  # 10% of each batch is a resend of the previous batch's records
+
+SETUP = """
+from licensing.models import *
+from licensing.services import api_key_create
+licensor, _ = Licensor.objects.get_or_create(slug="bench-licensor", defaults={"name": "B"})
+host, _ = Host.objects.get_or_create(slug="bench-host", defaults={"name": "B", "currency": "USD"})
+lic, _ = License.objects.get_or_create(
+    slug="bench-license", licensor=licensor, defaults={"name": "B"})
+LicenseVersion.objects.get_or_create(license=lic, label="v1", defaults={
+    "effective_from": "2020-01-01T00:00:00Z", "currency": "USD",
+    "rules": [{"charge": {"type": "revenue_share", "percent": "10"}}]})
+LicensedModel.objects.get_or_create(
+    slug="bench-model", defaults={"licensor": licensor, "license": lic})
+print(host.pk, LicensedModel.objects.get(slug="bench-model").pk, lic.pk, licensor.pk)
+print(api_key_create(host=host).key)
+"""
+
+
+def _env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": DB_URL,
+        "DEBUG": "False",
+        "TOLLGATE_THROTTLE_RATE": "100000/min",  # the throttle runs, but never limits the bench
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def _manage(*args: str) -> str:
+    done = subprocess.run(
+        [PYTHON, "manage.py", *args],
+        cwd=ROOT,
+        env=_env(),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout
+
+
+def prepare_database() -> tuple[list[int], str]:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {DB}")
+    _manage("migrate", "--noinput")
+    ids_line, key = _manage("shell", "-c", SETUP).strip().splitlines()[-2:]
+    return [int(x) for x in ids_line.split()], key
+
+
+def preload(conn: psycopg.Connection, ids: list[int], rows: int) -> float:
+    """`rows` records and their claims, over the 10 months before this one, with random UUID
+    event ids (perf.md's trap: the unique index grows with them)."""
+    host, model, license, licensor = ids
+    now = datetime.now(UTC)
+    first = datetime(now.year, now.month, 1, tzinfo=UTC) - timedelta(days=300)
+    t0 = time.perf_counter()
+    with conn.transaction():
+        for k in range(-11, 1):
+            index = now.year * 12 + now.month - 1 + k
+            y, m = index // 12, index % 12 + 1
+            ny, nm = (index + 1) // 12, (index + 1) % 12 + 1
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS usage_record_p{y:04d}_{m:02d} PARTITION OF"
+                f" usage_record FOR VALUES FROM ('{y}-{m:02d}-01Z') TO ('{ny}-{nm:02d}-01Z')"
+            )
+        conn.execute(
+            "CREATE TEMP TABLE pre AS SELECT gen_random_uuid()::text AS event_id,"
+            " %s::timestamptz + (random() * 300 * 86400) * interval '1 second' AS occurred_at"
+            " FROM generate_series(1, %s)",
+            (first, rows),
+        )
+        conn.execute(
+            "INSERT INTO usage_key SELECT %s, event_id, '\\x00'::bytea, occurred_at FROM pre",
+            (host,),
+        )
+        conn.execute(
+            "INSERT INTO usage_record (host_id, event_id, model_id, license_id, licensor_id,"
+            " occurred_at, received_at, customer_category, input_tokens, cached_input_tokens,"
+            " output_tokens, requests, revenue, currency, region, customer_ref, corrects, late,"
+            " content_hash) SELECT %s, event_id, %s, %s, %s, occurred_at, now(), 'commercial',"
+            " 1000, 0, 200, 1, 1.5, 'USD', '', '', '', false, '\\x00'::bytea FROM pre",
+            (host, model, license, licensor),
+        )
+        conn.execute("DROP TABLE pre")
+    conn.execute("VACUUM ANALYZE usage_record")
+    conn.execute("VACUUM ANALYZE usage_key")
+    conn.execute("CHECKPOINT")
+    return time.perf_counter() - t0
+
+
+def raw_copy(conn: psycopg.Connection, ids: list[int], n: int, *, with_key: bool) -> float:
+    """rows/s of a plain COPY of n records of this month (the tuples are built before timing)."""
+    host, model, license, licensor = ids
+    at = datetime.now(UTC) - timedelta(minutes=10)
+    rows = [
+        (
+            host,
+            str(uuid.uuid4()),
+            model,
+            license,
+            licensor,
+            at,
+            at,
+            "commercial",
+            1000,
+            0,
+            200,
+            1,
+            "1.5",
+            "USD",
+            "",
+            "",
+            "",
+            False,
+            os.urandom(16),
+        )
+        for _ in range(n)
+    ]
+    t0 = time.perf_counter()
+    with conn.transaction():
+        if with_key:
+            with conn.cursor().copy("COPY usage_key FROM STDIN") as copy:
+                for r in rows:
+                    copy.write_row((host, r[1], r[18], at))
+        with conn.cursor().copy(
+            "COPY usage_record (host_id, event_id, model_id, license_id, licensor_id,"
+            " occurred_at, received_at, customer_category, input_tokens, cached_input_tokens,"
+            " output_tokens, requests, revenue, currency, region, customer_ref, corrects, late,"
+            " content_hash) FROM STDIN"
+        ) as copy:
+            for r in rows:
+                copy.write_row(r)
+    return n / (time.perf_counter() - t0)
+
+
+def make_batches(client: int, run: str, count: int) -> list[bytes]:
+    at = (datetime.now(UTC) - timedelta(minutes=30)).isoformat()
+
+    def rec(n: int) -> dict[str, Any]:
+        return {
+            "event_id": f"{run}-c{client}-{n}",
+            "model": "bench-model",
+            "occurred_at": at,
+            "customer_category": "commercial",
+            "input_tokens": 1000 + n % 977,
+            "output_tokens": 200,
+            "revenue": f"{n % 1000}.125",
+            "region": "US",
+        }
+
+    fresh = BATCH - DUPLICATES
+    bodies = []
+    for b in range(count + 1):  # batch 0 is the warm-up whose records batch 1 resends
+        records = [rec(b * fresh + i) for i in range(fresh)]
+        if b:
+            records += [rec((b - 1) * fresh + i) for i in range(DUPLICATES)]
+        bodies.append(orjson.dumps({"records": records}))
+    return bodies
+
+
+def client_main(args: tuple[int, str, str, str, int, float, Any, Any]) -> None:
+    client, url, key, run, count, duration, start, out = args
+    bodies = make_batches(client, run, count)
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    latencies: list[float] = []
+    records = stored = 0
+    with httpx.Client(base_url=url, headers=headers, timeout=300) as http:
+        http.post("/api/v1/usage", content=bodies[0]).raise_for_status()
+        start.wait()
+        deadline = time.perf_counter() + duration
+        for body in bodies[1:]:
+            if time.perf_counter() >= deadline:
+                break
+            t0 = time.perf_counter()
+            response = http.post("/api/v1/usage", content=body)
+            latencies.append(time.perf_counter() - t0)
+            response.raise_for_status()
+            result = response.json()
+            records += result["accepted"] + result["duplicates"] + result["rejected"]
+            stored += result["accepted"]
+            assert result["rejected"] == 0, result["results"][:3]
+            assert result["duplicates"] == DUPLICATES, result["duplicates"]
+    out.put((records, stored, latencies))
+
+
+def worker_peak_rss(master: int) -> int:
+    """Peak RSS (VmHWM, KiB) of the largest gunicorn worker (children of the master)."""
+    peak = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if fields.get("PPid", "").strip() == str(master) and "VmHWM" in fields:
+            peak = max(peak, int(fields["VmHWM"].split()[0]))
+    return peak
+
+
+def serve(workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            str(Path(PYTHON).parent / "gunicorn"),
+            "config.wsgi",
+            "-w",
+            str(workers),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--timeout",
+            "300",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=_env(),
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(url + "/healthz", timeout=2)
+            return process, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("gunicorn did not start")
+
+
+def http_run(url: str, key: str, run: str, clients: int, duration: float) -> dict[str, Any]:
+    # Enough batches for ~120k records/s per client; a client that runs out stops early.
+    count = max(3, int(duration * 12))
+    ctx = mp.get_context("fork")
+    start, out = ctx.Event(), ctx.Queue()
+    procs = [
+        ctx.Process(target=client_main, args=((c, url, key, run, count, duration, start, out),))
+        for c in range(clients)
+    ]
+    for p in procs:
+        p.start()
+    time.sleep(2 + count * 0.35)  # let every client build its bodies and send its warm-up
+    t0 = time.perf_counter()
+    start.set()
+    results = [out.get(timeout=duration + 600) for _ in procs]
+    elapsed = time.perf_counter() - t0
+    for p in procs:
+        p.join()
+    latencies = sorted(x for r in results for x in r[2])
+    return {
+        "records_per_s": sum(r[0] for r in results) / elapsed,
+        "stored_per_s": sum(r[1] for r in results) / elapsed,
+        "batches": len(latencies),
+        "p50_ms": 1000 * latencies[len(latencies) // 2],
+        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+    }
+
+
+def main(argv: list[str]) -> int:
+    quick = "--quick" in argv
+
+    def option(name: str, default: float) -> float:
+        return float(argv[argv.index(name) + 1]) if name in argv else default
+
+    rows = int(option("--rows", 200_000 if quick else 10_000_000))
+    duration = option("--duration", 5 if quick else 20)
+    repeats = int(option("--repeats", 1 if quick else 3))
+    clients = int(option("--clients", 4))
+    workers = int(option("--workers", 2))
+    copy_rows = 100_000 if quick else 500_000
+
+    ids, key = prepare_database()
+    with psycopg.connect(DB_URL, autocommit=True) as conn:
+        version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+    print(
+        f"PostgreSQL {version}, psycopg {psycopg.__version__}, {os.cpu_count()} cores;"
+        f" gunicorn {workers} sync workers, {clients} httpx client processes on the same machine;"
+        f" batches of {BATCH:,} ({DUPLICATES:,} resent); {duration:g}s x {repeats}",
+        flush=True,
+    )
+    for state in (0, rows):
+        with psycopg.connect(DB_URL, autocommit=True) as conn:
+            if state:
+                seconds = preload(conn, ids, state)
+                print(f"preloaded {state:,} rows in {seconds:.0f}s", flush=True)
+            held = conn.execute("SELECT count(*) FROM usage_key").fetchone()[0]  # type: ignore[index]
+            copy_alone = raw_copy(conn, ids, copy_rows, with_key=False)
+            copy_both = raw_copy(conn, ids, copy_rows, with_key=True)
+        server, url = serve(workers)
+        try:
+            runs = [
+                http_run(url, key, f"s{state}r{r}{uuid.uuid4().hex[:6]}", clients, duration)
+                for r in range(repeats)
+            ]
+            rss = worker_peak_rss(server.pid)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(30)
+        rates = [r["records_per_s"] for r in runs]
+        median = statistics.median(rates)
+        print(
+            f"\n== table holding {held:,} records ==\n"
+            f"raw COPY into usage_record alone:        {copy_alone:10,.0f} rows/s\n"
+            f"raw COPY into usage_key + usage_record:  {copy_both:10,.0f} rows/s\n"
+            f"POST /api/v1/usage: {median:10,.0f} records/s median"
+            f" (spread {min(rates):,.0f}-{max(rates):,.0f}; stored"
+            f" {statistics.median(r['stored_per_s'] for r in runs):,.0f}/s)\n"
+            f"  per batch: p50 {statistics.median(r['p50_ms'] for r in runs):.0f} ms,"
+            f" p99 {statistics.median(r['p99_ms'] for r in runs):.0f} ms,"
+            f" {sum(r['batches'] for r in runs)} batches\n"
+            f"  ratio vs COPY into usage_record:       {median / copy_alone:.2f}\n"
+            f"  ratio vs COPY into key + record:       {median / copy_both:.2f}\n"
+            f"  peak RSS of a gunicorn worker:         {rss / 1024:.0f} MiB",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
