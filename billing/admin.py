@@ -1,0 +1,281 @@
+"""Settlements in the admin, for licensors' reviewers and operators.
+
+A staff user linked to a licensor (`licensing.LicensorMembership`) sees only that licensor's
+settlements, everywhere: the list, a change page, the actions (another licensor's settlement is
+simply not found). A superuser sees all. Settlements are read-only here: the only writes are
+Approve and Dispute, which go through the same services as the API. Billing runs are read-only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.views.decorators.http import require_POST
+
+from billing.models import BillingRun, Settlement, SettlementLine, SettlementStatus
+from billing.services import SettlementStateError, settlement_approve, settlement_dispute
+
+
+def _actor(request: HttpRequest) -> str:
+    return f"admin:{request.user.get_username()}"
+
+
+def licensor_scope(request: HttpRequest, qs: QuerySet[Settlement]) -> QuerySet[Settlement]:
+    """The settlements this admin user may see: all for a superuser, their licensor's for a
+    member, none for anyone else."""
+    user = request.user
+    if user.is_superuser:
+        return qs
+    membership = getattr(user, "licensor_membership", None)
+    if membership is None:
+        return qs.none()
+    return qs.filter(licensor_id=membership.licensor_id)
+
+
+class SettlementLineInline(admin.TabularInline):
+    model = SettlementLine
+    extra = 0
+    can_delete = False
+    fields = [
+        "position",
+        "kind",
+        "model",
+        "customer_category",
+        "period",
+        "license_version",
+        "input_tokens",
+        "cached_input_tokens",
+        "output_tokens",
+        "requests",
+        "revenue",
+        "amount",
+        "description",
+        "flags",
+    ]
+    readonly_fields = [str(f) for f in fields]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class DisputeForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 60}),
+        max_length=5000,
+        help_text="What is wrong with this settlement; the host sees it.",
+    )
+
+
+@admin.register(Settlement)
+class SettlementAdmin(admin.ModelAdmin):
+    list_display = [
+        "period",
+        "licensor",
+        "host",
+        "currency",
+        "status",
+        "total_display",
+        "computed_at",
+    ]
+    list_filter = ["period", "host", "status", "currency"]
+    list_select_related = ["licensor", "host"]
+    search_fields = ["host__slug", "host__name", "id"]
+    ordering = ["-period", "host__slug"]
+    actions = ["approve_selected", "dispute_selected"]
+    inlines = [SettlementLineInline]
+    change_form_template = "admin/billing/settlement/change_form.html"
+    fields = [
+        "id",
+        "licensor",
+        "host",
+        "period",
+        "currency",
+        "status",
+        "total",
+        "usage_digest",
+        "terms_digest",
+        "record_count",
+        "flags",
+        "computed_at",
+        "run",
+        "approved_at",
+        "disputed_at",
+        "decided_by",
+        "dispute_reason",
+    ]
+    readonly_fields = [str(f) for f in fields]
+
+    @admin.display(description="total", ordering="total")
+    def total_display(self, obj: Settlement) -> str:
+        return f"{obj.total_display} {obj.currency}"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Settlement]:
+        return licensor_scope(request, super().get_queryset(request))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    # --- approve and dispute ----------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        own = [
+            path(
+                "<uuid:object_id>/approve/",
+                self.admin_site.admin_view(self.approve_view),
+                name="billing_settlement_approve",
+            ),
+            path(
+                "<uuid:object_id>/dispute/",
+                self.admin_site.admin_view(self.dispute_view),
+                name="billing_settlement_dispute",
+            ),
+        ]
+        return own + super().get_urls()
+
+    def _decidable(self, request: HttpRequest, object_id: Any) -> Settlement:
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        # Through get_queryset: another licensor's settlement is not found (404).
+        return get_object_or_404(self.get_queryset(request), pk=object_id)
+
+    def _change_url(self, settlement: Settlement) -> str:
+        return reverse("admin:billing_settlement_change", args=[settlement.pk])
+
+    def approve_view(self, request: HttpRequest, object_id: Any) -> HttpResponse:
+        return require_POST(self._approve)(request, object_id)
+
+    def _approve(self, request: HttpRequest, object_id: Any) -> HttpResponse:
+        settlement = self._decidable(request, object_id)
+        try:
+            settlement_approve(settlement=settlement, actor=_actor(request))
+        except SettlementStateError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        else:
+            self.message_user(request, f"Approved settlement {settlement}.", messages.SUCCESS)
+        return HttpResponseRedirect(self._change_url(settlement))
+
+    def dispute_view(self, request: HttpRequest, object_id: Any) -> HttpResponse:
+        settlement = self._decidable(request, object_id)
+        form = DisputeForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                settlement_dispute(
+                    settlement=settlement,
+                    reason=form.cleaned_data["reason"],
+                    actor=_actor(request),
+                )
+            except SettlementStateError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(request, f"Disputed settlement {settlement}.", messages.SUCCESS)
+            return HttpResponseRedirect(self._change_url(settlement))
+        return self._dispute_page(request, [settlement], form, action=None)
+
+    def _dispute_page(
+        self,
+        request: HttpRequest,
+        settlements: list[Settlement],
+        form: DisputeForm,
+        *,
+        action: str | None,
+    ) -> TemplateResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Dispute settlements" if len(settlements) > 1 else "Dispute settlement",
+            "settlements": settlements,
+            "form": form,
+            "action": action,
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/billing/settlement/dispute.html", context)
+
+    @admin.action(description="Approve selected settlements", permissions=["change"])
+    def approve_selected(self, request: HttpRequest, queryset: QuerySet[Settlement]) -> None:
+        approved, refused = 0, []
+        for settlement in queryset.filter(status=SettlementStatus.DRAFT):
+            try:
+                settlement_approve(settlement=settlement, actor=_actor(request))
+                approved += 1
+            except SettlementStateError as exc:
+                refused.append(str(exc))
+        skipped = queryset.exclude(status=SettlementStatus.DRAFT).count()
+        self.message_user(request, f"Approved {approved} settlement(s).", messages.SUCCESS)
+        if skipped:
+            self.message_user(
+                request, f"{skipped} selected settlement(s) were not drafts.", messages.WARNING
+            )
+        for text in refused:
+            self.message_user(request, text, messages.ERROR)
+
+    @admin.action(description="Dispute selected settlements…", permissions=["change"])
+    def dispute_selected(
+        self, request: HttpRequest, queryset: QuerySet[Settlement]
+    ) -> HttpResponse | None:
+        form = DisputeForm(request.POST if "reason" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            disputed = 0
+            for settlement in queryset.filter(status=SettlementStatus.DRAFT):
+                try:
+                    settlement_dispute(
+                        settlement=settlement,
+                        reason=form.cleaned_data["reason"],
+                        actor=_actor(request),
+                    )
+                    disputed += 1
+                except SettlementStateError as exc:
+                    self.message_user(request, str(exc), messages.ERROR)
+            self.message_user(request, f"Disputed {disputed} settlement(s).", messages.SUCCESS)
+            return None
+        # The intermediate page: the reason, then back to this action with the same selection.
+        return self._dispute_page(request, list(queryset), form, action="dispute_selected")
+
+
+@admin.register(BillingRun)
+class BillingRunAdmin(admin.ModelAdmin):
+    """Read-only: an operator watches a run advance (pairs done of total) and reads its error."""
+
+    list_display = [
+        "id",
+        "period",
+        "status",
+        "progress",
+        "groups_count",
+        "settlements_written",
+        "settlements_settled",
+        "started_at",
+        "finished_at",
+    ]
+    list_filter = ["status", "period"]
+    ordering = ["-started_at"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f.name for f in BillingRun._meta.fields] + ["progress"]
+
+    @admin.display(description="progress (pairs)")
+    def progress(self, obj: BillingRun) -> str:
+        return obj.progress
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
