@@ -157,3 +157,39 @@ def previous_period(today: date) -> str:
     first = today.replace(day=1)
     last_month = first - timedelta(days=1)
     return f"{last_month.year:04d}-{last_month.month:02d}"
+
+
+@dataclass
+class PostedUsage:
+    host: str
+    accepted: int
+    duplicates: int
+    rejected: int
+
+
+def demo_post_usage(world: DemoWorld, period: str, *, batch_size: int = 5000) -> list[PostedUsage]:
+    """POST the demo month to /api/v1/usage with each host's key, through the whole HTTP stack
+    (middleware, authentication, throttling, parsing) in-process: the server is not up yet."""
+    from django.test import Client
+
+    client = Client()
+    posted = []
+    for host, records in demo_usage(period).items():
+        totals = PostedUsage(host, 0, 0, 0)
+        for start in range(0, len(records), batch_size):
+            response = client.post(
+                "/api/v1/usage",
+                data=json.dumps({"records": records[start : start + batch_size]}),
+                content_type="application/json",
+                HTTP_AUTHORIZATION=f"Bearer {world.host_keys[host]}",
+            )
+            if response.status_code != 200:
+                raise RuntimeError(
+                    f"posting {host}'s usage: {response.status_code} {response.content!r}"
+                )
+            body = response.json()
+            totals.accepted += body["accepted"]
+            totals.duplicates += body["duplicates"]
+            totals.rejected += body["rejected"]
+        posted.append(totals)
+    return posted

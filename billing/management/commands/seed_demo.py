@@ -1,35 +1,72 @@
-"""`python manage.py seed_demo [--serve]`: the demo world, idempotent (README, "make demo")."""
+"""`python manage.py seed_demo [--usage] [--serve]`: the demo world, idempotent.
+
+`make demo` runs it with --serve: seed the catalog, keys and logins; post last month's demo usage
+through the REST API; run the monthly billing run for it; print the settlements; then serve the API
+and admin on 127.0.0.1:8000.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
-from billing.demo import demo_seed
+from billing.demo import demo_post_usage, demo_seed, previous_period
+from billing.selectors import settlements_for_period
+from ledger.money import quantize
+from licensing.catalog import CatalogError
 
 
 class Command(BaseCommand):
-    help = "Load the demo catalog, API keys and admin logins; with --serve, then serve on :8000."
+    help = (
+        "Load the demo catalog, API keys and admin logins; with --usage also post last month's "
+        "usage and bill it; with --serve do all that, then serve on 127.0.0.1:8000."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--serve", action="store_true", help="serve the API and admin after")
+        parser.add_argument(
+            "--usage", action="store_true", help="post a month of usage and bill it"
+        )
+        parser.add_argument("--serve", action="store_true", help="--usage, then serve")
+        parser.add_argument("--period", help="YYYY-MM of the demo month (default: last month)")
         parser.add_argument("--addrport", default="127.0.0.1:8000")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        world = demo_seed()
-        self.stdout.write(self.style.MIGRATE_HEADING("Catalog"))
+        heading = self.style.MIGRATE_HEADING
+        try:
+            world = demo_seed()
+        except CatalogError as exc:
+            raise CommandError(
+                "the demo catalog does not apply:\n  " + "\n  ".join(exc.errors)
+            ) from None
+        self.stdout.write(heading("Catalog"))
         for line in world.report.lines():
             self.stdout.write(f"  {line}")
-        self.stdout.write(self.style.MIGRATE_HEADING("API keys (demo keys: the same every run)"))
+
+        if options["usage"] or options["serve"]:
+            period = options["period"] or previous_period(timezone.now().date())
+            self.stdout.write(heading(f"Usage for {period}, posted to POST /api/v1/usage"))
+            for posted in demo_post_usage(world, period):
+                self.stdout.write(
+                    f"  {posted.host:<10} {posted.accepted:>6} accepted  "
+                    f"{posted.duplicates:>6} duplicates  {posted.rejected:>4} rejected"
+                )
+            self.stdout.write(heading(f"Billing run for {period}"))
+            call_command("run_billing", period=period, stdout=self.stdout, stderr=self.stderr)
+            self.stdout.write(heading(f"Settlements for {period}"))
+            self._settlements_table(period)
+
+        self.stdout.write(heading("API keys (demo keys: the same every run)"))
         for slug, key in world.host_keys.items():
             self.stdout.write(f"  host     {slug:<10} {key}")
         for slug, key in world.licensor_keys.items():
             self.stdout.write(f"  licensor {slug:<10} {key}")
-        self.stdout.write(self.style.MIGRATE_HEADING("Admin logins"))
+        self.stdout.write(heading("Admin logins"))
         for user, password, role in world.logins:
             self.stdout.write(f"  {user} / {password}  ({role})")
+
         if options["serve"]:
             addr = options["addrport"]
             self.stdout.write(
@@ -39,3 +76,16 @@ class Command(BaseCommand):
                 )
             )
             call_command("runserver", addr, use_reloader=False)
+
+    def _settlements_table(self, period: str) -> None:
+        """Each settlement with its lines, as a licensor reviews it."""
+        for s in settlements_for_period(period=period):
+            self.stdout.write(
+                f"  {s.licensor.slug} <- {s.host.slug}  {s.currency} "
+                f"{quantize(s.total, s.currency):>12}  {s.status}"
+            )
+            for line in s.lines.all():
+                what = " ".join(p for p in (line.kind, line.model, line.customer_category) if p)
+                self.stdout.write(
+                    f"      {what:<44} {quantize(line.amount, s.currency):>12}  {line.description}"
+                )
