@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from io import StringIO
 
 import pytest
@@ -55,3 +56,28 @@ def test_the_printed_keys_and_logins_work() -> None:
     assert browser.login(username="admin", password=DEMO_PASSWORD)
     assert browser.get("/admin/licensing/license/").status_code == 200
     assert f"admin / {DEMO_PASSWORD}" in out.getvalue()
+
+
+def test_the_demo_posts_a_month_bills_it_and_prints_the_settlements() -> None:
+    # when the demo's steps before serving run (make demo = seed_demo --serve)
+    out = StringIO()
+    call_command("seed_demo", "--usage", "--period", "2026-10", stdout=out)
+
+    # then every record was accepted through the API and billed into draft settlements
+    from billing.models import Settlement
+
+    text = out.getvalue()
+    assert "fireworks    2000 accepted       0 duplicates     0 rejected" in text
+    together = Settlement.objects.get(licensor__slug="minimax", host__slug="together")
+    assert together.status == "draft"
+    assert together.total == Decimal("10000.00")  # the minimum guarantee
+    assert "minimum guarantee true-up" in text
+    assert "minimax <- nebius  EUR" in text
+
+    # and running it again changes nothing: the records are duplicates, the drafts the same
+    again = StringIO()
+    call_command("seed_demo", "--usage", "--period", "2026-10", stdout=again)
+    assert "fireworks       0 accepted    2000 duplicates     0 rejected" in again.getvalue()
+    assert Settlement.objects.count() == 8
+    together.refresh_from_db()
+    assert together.status == "draft"
