@@ -1,0 +1,33 @@
+"""The Celery app of the worker that tests/billing/test_celery_worker.py starts as a subprocess:
+the project's app, with a short broker visibility timeout so that the messages of a worker killed
+with SIGKILL come back within seconds (Redis's default is an hour), and an optional pause before
+each pair task so that a test can kill the worker while a run is half done."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from celery.signals import task_prerun
+
+from config.celery import app
+
+app.conf.broker_transport_options = {
+    "visibility_timeout": int(os.environ.get("TEST_VISIBILITY_TIMEOUT", "4")),
+    # Sweep for abandoned messages every second, and never wait on a sweep lock left behind by
+    # the killed worker for longer than a few seconds.
+    "unacked_restore_interval": 1,
+    "unacked_restore_throttle": 1,
+    "unacked_mutex_expire": 5,
+}
+PAUSE = float(os.environ.get("TEST_PAIR_PAUSE", "0"))
+
+
+@task_prerun.connect
+def _pause_pairs(sender: Any = None, **kwargs: Any) -> None:
+    if PAUSE and getattr(sender, "name", "") == "billing.tasks.bill_pair":
+        time.sleep(PAUSE)
+
+
+__all__ = ["app"]

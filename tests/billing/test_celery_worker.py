@@ -1,0 +1,277 @@
+"""The billing run through a real Celery worker against Redis, started as a subprocess: the run
+completes; a worker killed with SIGKILL mid-run and restarted still leaves exactly one settlement
+per key and balanced books; a task delivered twice changes nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+from django.db import connection
+from rest_framework.test import APIClient
+
+from billing.models import BillingRun, BillingRunPair, Settlement
+from billing.services import settlement_approve
+from ledger.selectors import trial_balance
+from ledger.verify import verify_books
+from licensing.catalog import catalog_import
+from licensing.models import Host
+from tests.billing.conftest import minimax_catalog, post_usage, record, second_licensor_catalog
+from tests.conftest import skip_or_fail
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+HOSTS = tuple(f"host-{i:02d}" for i in range(8))
+PERIOD = "2026-10"
+
+
+def _broker_url() -> str:
+    url = os.environ.get("CELERY_BROKER_URL") or "redis://127.0.0.1:6379/15"
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_connect_timeout=1)
+        client.ping()
+        client.flushdb()  # our own db: no stale message of an earlier test run
+    except Exception as exc:
+        skip_or_fail(f"no Redis at {url} ({exc!r})")
+    return url
+
+
+def _test_database_url() -> str:
+    s = connection.settings_dict
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+class Worker:
+    """A `celery worker` subprocess on the test database; `kill()` is SIGKILL, no goodbye."""
+
+    def __init__(self, broker: str, log: Path, pause: float) -> None:
+        self.env = {
+            **os.environ,
+            "CELERY_BROKER_URL": broker,
+            "DATABASE_URL": _test_database_url(),
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "TEST_PAIR_PAUSE": str(pause),
+        }
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        celery = str(Path(sys.executable).parent / "celery")
+        self.proc = subprocess.Popen(
+            [
+                celery,
+                "-A",
+                "tests.billing.celery_app",
+                "worker",
+                "--pool=threads",
+                "--concurrency=4",
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def broker() -> str:
+    return _broker_url()
+
+
+@pytest.fixture
+def worker_factory(broker: str, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    workers: list[Worker] = []
+
+    def make(pause: float = 0.0) -> Worker:
+        w = Worker(broker, tmp_path / "worker.log", pause)
+        workers.append(w)
+        return w
+
+    yield make
+    for w in workers:
+        w.stop()
+
+
+@pytest.fixture
+def producer(broker: str) -> Celery:
+    """Sends tasks by name to the broker, as beat does (the test process itself runs eagerly)."""
+    return Celery("producer", broker=broker)
+
+
+@pytest.fixture
+def month_of_usage(client_for: Callable[..., APIClient]) -> dict[tuple[str, str], Decimal]:
+    """8 hosts x 2 licensors: 16 pairs. Returns the expected total per (licensor, host)."""
+    catalog_import(minimax_catalog(hosts=HOSTS))
+    catalog_import(second_licensor_catalog())
+    expected = {}
+    for i, slug in enumerate(HOSTS):
+        revenue = Decimal(1000 + 100 * i)
+        post_usage(
+            client_for(host=Host.objects.get(slug=slug)),
+            [
+                record(f"{slug}-m", revenue=f"{revenue}"),
+                record(f"{slug}-k", revenue=f"{revenue}", model="kimi-k2.5"),
+            ],
+        )
+        expected[("minimax", slug)] = revenue * Decimal("0.12")
+        expected[("kimi", slug)] = revenue * Decimal("0.05")
+    return expected
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, log: Path) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    tail = log.read_text()[-3000:] if log.exists() else "(no log)"
+    pytest.fail(f"timed out waiting for {what}; worker log:\n{tail}")
+
+
+def run_done() -> BillingRun | None:
+    return BillingRun.objects.filter(period=PERIOD, status="done").order_by("-id").first()
+
+
+def settlement_totals() -> dict[tuple[str, str], Decimal]:
+    return {
+        (s.licensor.slug, s.host.slug): s.total
+        for s in Settlement.objects.filter(period=PERIOD).select_related("licensor", "host")
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_completes_a_run_on_a_real_worker(
+    month_of_usage: dict[tuple[str, str], Decimal],
+    worker_factory: Callable[..., Worker],
+    producer: Celery,
+    tmp_path: Path,
+) -> None:
+    # given
+    worker = worker_factory()
+    worker.start()
+
+    # when: what beat sends on the 1st, for an explicit period
+    producer.send_task("billing.tasks.run_monthly_billing", args=[PERIOD])
+
+    # then
+    run = wait_for(run_done, timeout=60, what="the run", log=tmp_path / "worker.log")
+    assert (run.pairs_done, run.pairs_total) == (16, 16)
+    assert settlement_totals() == month_of_usage
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_finishes_after_the_worker_is_killed_mid_run(
+    month_of_usage: dict[tuple[str, str], Decimal],
+    worker_factory: Callable[..., Worker],
+    producer: Celery,
+    tmp_path: Path,
+) -> None:
+    # given: a worker whose pair tasks take a while
+    log = tmp_path / "worker.log"
+    first = worker_factory(pause=0.5)
+    first.start()
+    producer.send_task("billing.tasks.run_monthly_billing", args=[PERIOD])
+    wait_for(
+        lambda: BillingRunPair.objects.filter(done_at__isnull=False).count() >= 2,
+        timeout=60,
+        what="a few pairs done",
+        log=log,
+    )
+
+    # when: SIGKILL mid-run, then a new worker
+    first.kill()
+    done_at_kill = BillingRunPair.objects.filter(done_at__isnull=False).count()
+    assert done_at_kill < 16, "the run finished before the kill; nothing was tested"
+    worker_factory().start()
+
+    # then: the unacknowledged pair tasks come back and the run completes
+    run = wait_for(run_done, timeout=90, what="the run after restart", log=log)
+    assert (run.pairs_done, run.pairs_total) == (16, 16)
+    assert Settlement.objects.filter(period=PERIOD).count() == 16
+    assert settlement_totals() == month_of_usage
+    # and approving everything leaves balanced books
+    for settlement in Settlement.objects.filter(period=PERIOD):
+        settlement_approve(settlement=settlement, actor="test")
+    assert trial_balance() == {"USD": 0}
+    report = verify_books()
+    assert report.problems == []
+    assert report.entries == 16
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_changes_nothing_when_tasks_are_delivered_twice(
+    month_of_usage: dict[tuple[str, str], Decimal],
+    worker_factory: Callable[..., Worker],
+    producer: Celery,
+    tmp_path: Path,
+) -> None:
+    # given: a completed run
+    log = tmp_path / "worker.log"
+    worker_factory().start()
+    producer.send_task("billing.tasks.run_monthly_billing", args=[PERIOD])
+    run = wait_for(run_done, timeout=60, what="the run", log=log)
+    before = {
+        s.pk: (s.total, s.usage_digest, s.updated_at, [li.amount for li in s.lines.all()])
+        for s in Settlement.objects.filter(period=PERIOD)
+    }
+    pair = BillingRunPair.objects.filter(run=run).first()
+    assert pair is not None
+
+    # when: a pair task of that run delivered twice more
+    for _ in range(2):
+        producer.send_task("billing.tasks.bill_pair", args=[run.pk, pair.host_id, pair.licensor_id])
+    time.sleep(3)
+
+    # then: nothing was rewritten
+    after = {
+        s.pk: (s.total, s.usage_digest, s.updated_at, [li.amount for li in s.lines.all()])
+        for s in Settlement.objects.filter(period=PERIOD)
+    }
+    assert after == before
+    run.refresh_from_db()
+    assert (run.pairs_done, run.status) == (16, "done")
+
+    # when: the whole run delivered twice at once
+    producer.send_task("billing.tasks.run_monthly_billing", args=[PERIOD])
+    producer.send_task("billing.tasks.run_monthly_billing", args=[PERIOD])
+    wait_for(
+        lambda: BillingRun.objects.filter(period=PERIOD).exclude(status="running").count() == 3,
+        timeout=60,
+        what="both runs",
+        log=log,
+    )
+
+    # then: the same settlements (same ids), the same money
+    assert set(Settlement.objects.filter(period=PERIOD).values_list("pk", flat=True)) == set(before)
+    assert settlement_totals() == month_of_usage

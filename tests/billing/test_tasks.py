@@ -1,0 +1,53 @@
+"""The tasks as beat and the in-process (eager) mode run them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from billing.models import BillingRun, Settlement
+from billing.services import previous_period
+from billing.tasks import bill_pair, run_monthly_billing
+from config.celery import app
+from licensing.models import Host, Licensor
+from tests.billing.conftest import post_usage, record
+
+
+def test_it_schedules_the_monthly_run_on_the_first_at_two() -> None:
+    # given
+    entry = settings.CELERY_BEAT_SCHEDULE["monthly-billing"]
+
+    # then: beat names a registered task, on the 1st at 02:00 UTC
+    assert entry["task"] in app.tasks
+    assert entry["task"] == run_monthly_billing.name
+    assert entry["schedule"].day_of_month == {1}
+    assert entry["schedule"].hour == {2}
+    assert entry["schedule"].minute == {0}
+    assert run_monthly_billing.acks_late and bill_pair.acks_late
+
+
+def test_it_bills_the_previous_utc_month_by_default(
+    minimax_world: tuple[Host, Licensor], client_for: Callable[..., APIClient]
+) -> None:
+    # given: usage in the month before the current one
+    period = previous_period(datetime.now(UTC))
+    post_usage(
+        client_for(host=minimax_world[0]),
+        [record("prev-1", revenue="100.00", at=f"{period}-02T00:00:00Z")],
+    )
+
+    # when: what beat sends, run in-process (no broker configured)
+    run_id = run_monthly_billing.delay().get()
+
+    # then
+    run = BillingRun.objects.get(pk=run_id)
+    assert (run.period, run.status, run.progress) == (period, "done", "1/1")
+    assert Settlement.objects.get(period=period).total_display == "12.00"
+
+
+def test_it_knows_the_previous_month_across_a_year() -> None:
+    assert previous_period(datetime(2027, 1, 1, 2, tzinfo=UTC)) == "2026-12"
+    assert previous_period(datetime(2026, 11, 30, 23, 59, tzinfo=UTC)) == "2026-10"
