@@ -1,16 +1,18 @@
-"""The audit chain: how an entry's hash is computed. Pure (no Django, no I/O).
+"""The audit chain: what an entry's hash covers. Pure (no Django, no I/O).
 
-journal_post computes the hash here, in Python, under the chain lock; `manage.py verify_ledger`
-recomputes it here from the stored rows. One function, used by both, is what makes the chain
-reproducible: do not change the canonical form without a new `CHAIN_VERSION` and a migration
-story for the old entries.
+journal_post builds an entry's canonical content here; PostgreSQL (`ledger_post_entry`,
+migration 0003) hashes it under the chain lock together with the previous hash, the sequence
+and created_at, which only exist once the lock is held; `manage.py verify_ledger` recomputes the
+same digest here from the stored rows. Both sides hash exactly these bytes:
 
-hash = SHA-256( prev_hash (64 hex chars, ASCII) || "\\n" || canonical content (UTF-8 JSON) )
+    prev_hash "\\n" sequence "\\n" created_at "\\n" content
 
-The canonical content is a JSON object with sorted keys and no whitespace holding the chain
-version, the sequence, the idempotency key, memo, reference, reversed entry id, created_at
-(UTC, ISO 8601 with microseconds) and the postings sorted by (account id, currency, amount),
-each as [account_id, currency, amount in minor units].
+with prev_hash the previous entry's hex digest (64 zeros for sequence 1), sequence in decimal,
+created_at in UTC as 2026-03-01T12:00:00.123456Z (always microseconds: PostgreSQL keeps exactly
+that), and content a JSON object with sorted keys, no whitespace and ASCII only (so that no
+encoding can differ) holding the chain version, idempotency key, memo, reference, reversed entry
+id and the postings sorted by (account id, currency, amount), each [account_id, currency,
+amount in minor units]. Change none of it without a new CHAIN_VERSION.
 """
 
 from __future__ import annotations
@@ -34,52 +36,41 @@ class ChainPosting:
 
 
 @dataclass(frozen=True)
-class ChainEntry:
-    """What the hash covers: everything about an entry except its own hash and row id."""
+class EntryContent:
+    """What the content covers: everything about an entry but its chain position and time."""
 
-    sequence: int
     idempotency_key: str
     memo: str
     reference_type: str
     reference_id: str
     reverses_id: int | None
-    created_at: datetime
     postings: tuple[ChainPosting, ...]
-
-
-def canonical_timestamp(moment: datetime) -> str:
-    """UTC, always with microseconds: PostgreSQL's timestamptz keeps exactly microseconds, so the
-    value read back from the database gives the same text as the one hashed before the insert."""
-    if moment.tzinfo is None:
-        raise ValueError("created_at must be timezone-aware")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def sorted_postings(postings: Iterable[ChainPosting]) -> tuple[ChainPosting, ...]:
     return tuple(sorted(postings, key=lambda p: (p.account_id, p.currency, p.amount)))
 
 
-def canonical_content(entry: ChainEntry) -> bytes:
+def canonical_timestamp(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        raise ValueError("created_at must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical_content(entry: EntryContent) -> str:
     document = {
         "v": CHAIN_VERSION,
-        "sequence": entry.sequence,
         "key": entry.idempotency_key,
         "memo": entry.memo,
         "reference_type": entry.reference_type,
         "reference_id": entry.reference_id,
         "reverses": entry.reverses_id,
-        "created_at": canonical_timestamp(entry.created_at),
         "postings": [[p.account_id, p.currency, p.amount] for p in sorted_postings(entry.postings)],
     }
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
-        "utf-8"
-    )
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
-def entry_hash(prev_hash: str, entry: ChainEntry) -> str:
-    """Hex SHA-256 of the previous entry's hash and this entry's canonical content."""
-    digest = hashlib.sha256()
-    digest.update(prev_hash.encode("ascii"))
-    digest.update(b"\n")
-    digest.update(canonical_content(entry))
-    return digest.hexdigest()
+def entry_hash(*, prev_hash: str, sequence: int, created_at: datetime, content: str) -> str:
+    """Hex SHA-256 of the previous hash, the chain position, the time and the content."""
+    head = f"{prev_hash}\n{sequence}\n{canonical_timestamp(created_at)}\n"
+    return hashlib.sha256((head + content).encode("utf-8")).hexdigest()

@@ -22,9 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.db import IntegrityError, connection, transaction
-from django.utils import timezone
 
-from ledger.chain import GENESIS_HASH, ChainEntry, ChainPosting, entry_hash, sorted_postings
+from ledger.chain import ChainPosting, EntryContent, canonical_content, sorted_postings
 from ledger.models import Account, AccountKind, JournalEntry, Posting
 from licensing.models import Host, Licensor
 
@@ -288,83 +287,48 @@ def _content(
     )
 
 
-def _post(*, idempotency_key: str, content: _Content, chained: bool = True) -> JournalEntry:
+def _post(*, idempotency_key: str, content: _Content) -> JournalEntry:
     """Insert the entry and its postings, or return the one already under the key.
 
-    `chained=False` skips the chain (lock, head, hash): only bench/ledger.py uses it, on a scratch
-    database whose chain columns it has relaxed, to measure what the chain costs.
+    One round trip: ledger_post_entry (migration 0003) takes the chain lock, which serializes
+    posters until our transaction ends (the race it prevents: two posters reading the same
+    previous hash and forking the chain), reads the head, stamps created_at, hashes
+    `ledger.chain`'s canonical content and inserts. Must run inside a transaction.
     """
     if not idempotency_key or len(idempotency_key) > 200:
         raise ValueError("idempotency_key must be 1 to 200 characters")
-    # A replay (the common retry) needs no lock: read it first.
-    existing = JournalEntry.objects.filter(idempotency_key=idempotency_key).first()
-    if existing is not None:
-        return _same_or_conflict(existing, content)
-
-    sequence: int | None = None
-    prev_hash: str | None = None
-    digest: str | None = None
+    canonical = canonical_content(
+        EntryContent(
+            idempotency_key=idempotency_key,
+            memo=content.memo,
+            reference_type=content.reference_type,
+            reference_id=content.reference_id,
+            reverses_id=content.reverses_id,
+            postings=content.postings,
+        )
+    )
     with connection.cursor() as cursor:
-        if chained:
-            # Takes the chain lock until our transaction ends; see ledger_chain_head in migration
-            # 0002 for the race it prevents (two posters forking the chain).
-            cursor.execute("SELECT head_sequence, head_hash FROM ledger_chain_head()")
-            head_sequence, head_hash = cursor.fetchone()
-            sequence = (head_sequence or 0) + 1
-            prev_hash = head_hash or GENESIS_HASH
-        # Read the clock under the lock, so created_at never decreases along the chain.
-        created_at = timezone.now()
-        if chained:
-            assert sequence is not None and prev_hash is not None  # noqa: S101 (for mypy)
-            digest = entry_hash(
-                prev_hash,
-                ChainEntry(
-                    sequence=sequence,
-                    idempotency_key=idempotency_key,
-                    memo=content.memo,
-                    reference_type=content.reference_type,
-                    reference_id=content.reference_id,
-                    reverses_id=content.reverses_id,
-                    created_at=created_at,
-                    postings=content.postings,
-                ),
-            )
-        # ON CONFLICT on the key only: a concurrent poster of the same key that committed first
-        # wins and we return its entry; any other unique violation (a second reversal) raises.
         cursor.execute(
-            "INSERT INTO ledger_journalentry (sequence, idempotency_key, memo, reference_type,"
-            " reference_id, reverses_id, created_at, prev_hash, hash)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+            "SELECT entry_id, created, entry_sequence, entry_created_at, entry_prev_hash,"
+            " entry_hash FROM ledger_post_entry(%s, %s, %s, %s, %s, %s,"
+            " %s::bigint[], %s::bigint[], %s::varchar[])",
             [
-                sequence,
                 idempotency_key,
                 content.memo,
                 content.reference_type,
                 content.reference_id,
                 content.reverses_id,
-                created_at,
-                prev_hash,
-                digest,
-            ],
-        )
-        row = cursor.fetchone()
-        if row is None:
-            winner = JournalEntry.objects.get(idempotency_key=idempotency_key)
-            return _same_or_conflict(winner, content)
-        entry_id = row[0]
-        cursor.execute(
-            "INSERT INTO ledger_posting (entry_id, account_id, amount, currency)"
-            " SELECT %s, a, m, c"
-            " FROM unnest(%s::bigint[], %s::bigint[], %s::varchar[]) AS t(a, m, c)",
-            [
-                entry_id,
+                canonical,
                 [p.account_id for p in content.postings],
                 [p.amount for p in content.postings],
                 [p.currency for p in content.postings],
             ],
         )
-    entry = JournalEntry(  # type: ignore[misc]  # None only when unchained (the benchmark)
+        entry_id, created, sequence, created_at, prev_hash, digest = cursor.fetchone()
+    if not created:
+        # A replay, or a concurrent poster of the same key that committed first.
+        return _same_or_conflict(JournalEntry.objects.get(pk=entry_id), content)
+    entry = JournalEntry(
         id=entry_id,
         sequence=sequence,
         idempotency_key=idempotency_key,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
 
-from ledger.chain import GENESIS_HASH, ChainEntry, ChainPosting, entry_hash
+from ledger.chain import GENESIS_HASH, ChainPosting, EntryContent, canonical_content, entry_hash
 
 # Entries read per query while walking the chain (memory stays flat however long the chain).
 BATCH = 5000
@@ -164,20 +164,21 @@ def _walk_chain(cursor: CursorWrapper, report: Report) -> None:
                 found.append(f"sequence {sequence} where {expected_sequence} was expected")
             if prev_hash != previous_hash:
                 found.append(f"prev_hash {prev_hash} is not the previous hash {previous_hash}")
-            recomputed = entry_hash(
-                prev_hash,
-                ChainEntry(
-                    sequence=sequence,
-                    idempotency_key=key,
-                    memo=memo,
-                    reference_type=ref_type,
-                    reference_id=ref_id,
-                    reverses_id=reverses_id,
-                    created_at=created_at,
-                    postings=tuple(
-                        ChainPosting(account_id=a, currency=c, amount=m) for a, c, m in legs
-                    ),
+            content = EntryContent(
+                idempotency_key=key,
+                memo=memo,
+                reference_type=ref_type,
+                reference_id=ref_id,
+                reverses_id=reverses_id,
+                postings=tuple(
+                    ChainPosting(account_id=a, currency=c, amount=m) for a, c, m in legs
                 ),
+            )
+            recomputed = entry_hash(
+                prev_hash=prev_hash,
+                sequence=sequence,
+                created_at=created_at,
+                content=canonical_content(content),
             )
             if recomputed != stored_hash:
                 found.append(

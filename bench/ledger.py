@@ -1,0 +1,277 @@
+"""Ledger benchmark: `python -m bench ledger [--quick] [--writers N] [--entries N] [--repeats K]`.
+
+Entries per second for two-posting entries (debit a host receivable, credit a licensor payable),
+each in its own transaction, from `--writers` concurrent processes (default 4), each with its
+own connection, against the scratch database `tollgate_bench_ledger` on DATABASE_URL's server
+(created, migrated and dropped here) and its copy `tollgate_bench_ledger_nochain`. Three methods:
+
+1. `journal_post` — the real service: one call of ledger_post_entry (idempotency pre-check, the
+   chain lock, the head, the SHA-256 hash, the entry and postings), then the commit with the
+   deferred balance checks, the lock held until the commit is durable;
+2. `journal_post, no chain` — the same Python path against the copy, where ledger_post_entry is
+   replaced by one without lock, head and hash, and the chain columns and chain-link trigger
+   are dropped: what the chain costs;
+3. `raw psycopg, no chain` — the entry and postings INSERTs and the commit from plain psycopg,
+   no Django, on the copy: the floor of the database with every other trigger in place (the
+   baseline for the ratios).
+
+All 3 x `--writers` processes start and warm up first; then the methods take turns, run by run
+(`--repeats` rounds), so that the noise of a shared machine falls on all of them alike. The
+median and the spread (min-max) are printed, with the ratio to the baseline. Everything runs on
+this machine (the writers compete with PostgreSQL for the same cores). Record the output in
+docs/ledger.md, "Performance".
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+DB = "tollgate_bench_ledger"
+METHODS = ["journal_post", "journal_post, no chain", "raw psycopg, no chain"]
+WARMUP = 50  # entries per writer before each method's timed runs
+
+NOCHAIN = DB + "_nochain"
+RELAX_CHAIN = """
+ALTER TABLE ledger_journalentry ALTER COLUMN sequence DROP NOT NULL,
+    ALTER COLUMN prev_hash DROP NOT NULL, ALTER COLUMN hash DROP NOT NULL;
+DROP TRIGGER ledger_entry_chain_link ON ledger_journalentry;
+CREATE OR REPLACE FUNCTION ledger_post_entry(
+    p_key varchar, p_memo text, p_reference_type varchar, p_reference_id varchar,
+    p_reverses bigint, p_content text,
+    p_accounts bigint[], p_amounts bigint[], p_currencies varchar[],
+    OUT entry_id bigint, OUT created boolean, OUT entry_sequence bigint,
+    OUT entry_created_at timestamptz, OUT entry_prev_hash varchar, OUT entry_hash varchar
+) LANGUAGE plpgsql AS $$
+BEGIN
+    SELECT e.id INTO entry_id FROM ledger_journalentry e WHERE e.idempotency_key = p_key;
+    IF FOUND THEN
+        created := false;
+        RETURN;
+    END IF;
+    entry_created_at := clock_timestamp();
+    INSERT INTO ledger_journalentry (idempotency_key, memo, reference_type, reference_id,
+        reverses_id, created_at)
+    VALUES (p_key, p_memo, p_reference_type, p_reference_id, p_reverses, entry_created_at)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id INTO entry_id;
+    IF entry_id IS NULL THEN
+        SELECT e.id INTO entry_id FROM ledger_journalentry e WHERE e.idempotency_key = p_key;
+        created := false;
+        RETURN;
+    END IF;
+    INSERT INTO ledger_posting (entry_id, account_id, amount, currency)
+    SELECT entry_id, t.a, t.m, t.c FROM unnest(p_accounts, p_amounts, p_currencies) AS t(a, m, c);
+    created := true;
+END
+$$;
+"""
+
+
+def _server_url(database: str) -> str:
+    base = os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/postgres"
+    parts = urlsplit(base)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, ""))
+
+
+def _create_databases() -> None:
+    """Migrate the scratch database, open the bench accounts, then copy it for the no-chain
+    methods and relax the copy's chain."""
+    _drop_databases()
+    with psycopg.connect(_server_url("postgres"), autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {DB}")
+    env = {**os.environ, "DATABASE_URL": _server_url(DB), "DEBUG": "False"}
+    for command in (["migrate", "--noinput", "-v", "0"], ["shell", "-v", "0", "-c", SETUP]):
+        subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True)
+    with psycopg.connect(_server_url("postgres"), autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {NOCHAIN} TEMPLATE {DB}")
+    with psycopg.connect(_server_url(NOCHAIN), autocommit=True) as conn:
+        conn.execute(RELAX_CHAIN)
+
+
+def _drop_databases() -> None:
+    with psycopg.connect(_server_url("postgres"), autocommit=True) as admin:
+        for name in (NOCHAIN, DB):
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+SETUP = """
+from bench.ledger import _accounts
+_accounts()
+"""
+
+
+def _django(url: str) -> None:
+    os.environ["DATABASE_URL"] = url
+    os.environ["DEBUG"] = "False"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+
+
+def _accounts() -> tuple[Any, Any]:
+    from ledger.models import AccountKind
+    from ledger.services import account_for
+    from licensing.models import Host, Licensor
+
+    host, _ = Host.objects.get_or_create(slug="bench-host", defaults={"currency": "USD"})
+    licensor, _ = Licensor.objects.get_or_create(slug="bench-licensor")
+    return (
+        account_for(owner=host, kind=AccountKind.RECEIVABLE, currency="USD"),
+        account_for(owner=licensor, kind=AccountKind.PAYABLE, currency="USD"),
+    )
+
+
+def _writer(
+    method: str, index: int, entries: int, repeats: int, ready: Any, go: Any, out: Any
+) -> None:
+    """One writer process: warm up, wait for everyone, then at each `go` post `entries` entries,
+    timed, each in its own transaction."""
+    url = _server_url(DB if method == "journal_post" else NOCHAIN)
+    _django(url)
+    from django.db import connection
+
+    from ledger.services import PostingSpec, journal_post
+
+    debit, credit = _accounts()
+    legs = [
+        PostingSpec(account=debit, amount_minor=1250),
+        PostingSpec(account=credit, amount_minor=-1250),
+    ]
+    raw = psycopg.connect(url) if method.startswith("raw") else None
+
+    def post(key: str) -> None:
+        if raw is None:
+            journal_post(idempotency_key=key, memo="bench", postings=legs, reference_type="bench")
+            return
+        with raw.transaction():
+            entry_id = raw.execute(
+                "INSERT INTO ledger_journalentry (idempotency_key, memo, reference_type,"
+                " reference_id, created_at) VALUES (%s, 'bench', 'bench', '', now())"
+                " RETURNING id",
+                [key],
+            ).fetchone()[0]  # type: ignore[index]
+            raw.execute(
+                "INSERT INTO ledger_posting (entry_id, account_id, amount, currency)"
+                " VALUES (%s, %s, 1250, 'USD'), (%s, %s, -1250, 'USD')",
+                [entry_id, debit.pk, entry_id, credit.pk],
+            )
+
+    tag = f"{METHODS.index(method)}:w{index}"
+    for i in range(WARMUP):
+        post(f"{tag}:warm:{i}")
+    ready.wait()
+    for repeat in range(repeats):
+        go.wait()
+        start = time.monotonic()
+        for i in range(entries):
+            post(f"{tag}:r{repeat}:{i}")
+        out.put((repeat, start, time.monotonic()))
+    connection.close()
+    if raw is not None:
+        raw.close()
+
+
+def _measure(writers: int, entries: int, repeats: int) -> dict[str, list[float]]:
+    """Entries/s of each method and run: all writers' entries over the wall time from the first
+    start to the last finish (CLOCK_MONOTONIC is one clock for every process on the machine)."""
+    context = mp.get_context("spawn")
+    ready = context.Barrier(writers * len(METHODS) + 1)
+    go = {method: context.Barrier(writers + 1) for method in METHODS}
+    out = {method: context.Queue() for method in METHODS}
+    processes = [
+        context.Process(
+            target=_writer,
+            args=(method, i, entries, repeats, ready, go[method], out[method]),
+        )
+        for method in METHODS
+        for i in range(writers)
+    ]
+    for process in processes:
+        process.start()
+    ready.wait(timeout=300)
+    rates: dict[str, list[float]] = {method: [] for method in METHODS}
+    for _ in range(repeats):
+        for method in METHODS:
+            go[method].wait(timeout=300)
+            spans = [out[method].get(timeout=300)[1:] for _ in range(writers)]
+            wall = max(end for _, end in spans) - min(start for start, _ in spans)
+            rates[method].append(writers * entries / wall)
+    for process in processes:
+        process.join(timeout=60)
+        if process.exitcode != 0:
+            raise RuntimeError(f"a writer failed (exit code {process.exitcode})")
+    return rates
+
+
+def _verify(url: str) -> str:
+    env = {**os.environ, "DATABASE_URL": url, "DEBUG": "False"}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "verify_ledger"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = (result.stdout + result.stderr).strip().splitlines() or ["?"]
+    return f"exit {result.returncode}: {lines[0]} / {lines[-1]}"
+
+
+def main(argv: list[str]) -> int:
+    quick = "--quick" in argv
+    writers = _option(argv, "--writers", 4)
+    entries = _option(argv, "--entries", 200 if quick else 400)
+    repeats = _option(argv, "--repeats", 1 if quick else 3)
+    started = time.monotonic()
+    _create_databases()
+    try:
+        with psycopg.connect(_server_url(DB), autocommit=True) as conn:
+            server = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+            sync = conn.execute("SHOW synchronous_commit").fetchone()[0]  # type: ignore[index]
+        import django
+
+        print(
+            f"PostgreSQL {server} (synchronous_commit={sync}), psycopg {psycopg.__version__},"
+            f" Django {django.get_version()}, {os.cpu_count()} cores, writers on the same machine"
+        )
+        print(
+            f"{writers} writer processes per method x {entries} two-posting entries per run,"
+            f" one transaction per entry, {repeats} run(s) per method (interleaved) after"
+            f" {WARMUP} warm-up entries per writer; tables start empty"
+        )
+        results = _measure(writers, entries, repeats)
+        baseline = statistics.median(results[METHODS[-1]])
+        print(f"{'method':<24} {'entries/s (median)':>19} {'spread (min-max)':>18} {'ratio':>7}")
+        for method, rates in results.items():
+            median = statistics.median(rates)
+            spread = f"{min(rates):,.0f}-{max(rates):,.0f}"
+            print(f"{method:<24} {median:>19,.0f} {spread:>18} {median / baseline:>7.2f}")
+        print(f"chain written by journal_post: verify_ledger {_verify(_server_url(DB))}")
+        print(f"total {time.monotonic() - started:.0f} s")
+    finally:
+        _drop_databases()
+    return 0
+
+
+def _option(argv: list[str], name: str, default: int) -> int:
+    for arg in argv:
+        if arg.startswith(name + "="):
+            return int(arg.split("=", 1)[1])
+    return default
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
