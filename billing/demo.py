@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.models import Permission, User
 from django.db import transaction
@@ -25,6 +25,9 @@ from licensing.auth import HOST_PREFIX, LICENSOR_PREFIX
 from licensing.catalog import ImportReport, catalog_import
 from licensing.models import Host, Licensor, LicensorMembership
 from licensing.services import api_key_store
+
+if TYPE_CHECKING:
+    from billing.models import Settlement
 
 CATALOG = Path(__file__).resolve().parent.parent / "licensing" / "fixtures" / "demo_catalog.json"
 DEMO_PASSWORD = "tollgate-demo"  # noqa: S105 - demo logins only, printed by seed_demo
@@ -193,3 +196,19 @@ def demo_post_usage(world: DemoWorld, period: str, *, batch_size: int = 5000) ->
             totals.rejected += body["rejected"]
         posted.append(totals)
     return posted
+
+
+def demo_approve(period: str) -> Settlement | None:
+    """Approve MiniMax's Fireworks settlement, as its reviewer would, so the demo's ledger holds
+    an accrual; the other drafts are left for the reviewer to approve or dispute in the admin."""
+    from billing.models import Settlement
+    from billing.services import settlement_approve
+
+    settlement = Settlement.objects.filter(
+        period=period, licensor__slug="minimax", host__slug="fireworks"
+    ).first()
+    if settlement is None:
+        return None
+    if settlement.status == "draft":
+        settlement = settlement_approve(settlement=settlement, actor="demo")
+    return settlement

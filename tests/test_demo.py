@@ -73,6 +73,11 @@ def test_the_demo_posts_a_month_bills_it_and_prints_the_settlements() -> None:
     assert together.total == Decimal("10000.00")  # the minimum guarantee
     assert "minimum guarantee true-up" in text
     assert "minimax <- nebius  EUR" in text
+    # and the approved one is on the books, which verify_ledger finds clean
+    assert Settlement.objects.get(licensor__slug="minimax", host__slug="fireworks").status == (
+        "approved"
+    )
+    assert "OK: every entry balances and the chain holds" in text
 
     # and running it again changes nothing: the records are duplicates, the drafts the same
     again = StringIO()

@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from billing.demo import demo_post_usage, demo_seed, previous_period
+from billing.demo import demo_approve, demo_post_usage, demo_seed, previous_period
 from billing.selectors import settlements_for_period
 from ledger.money import quantize
 from licensing.catalog import CatalogError
@@ -55,8 +55,16 @@ class Command(BaseCommand):
                 )
             self.stdout.write(heading(f"Billing run for {period}"))
             call_command("run_billing", period=period, stdout=self.stdout, stderr=self.stderr)
+            approved = demo_approve(period)
             self.stdout.write(heading(f"Settlements for {period}"))
             self._settlements_table(period)
+            if approved is not None:
+                self.stdout.write(
+                    f"  (the demo approved {approved.licensor.slug} <- {approved.host.slug} and "
+                    "posted its accrual; log in as minimax to review the others)"
+                )
+            self.stdout.write(heading("Ledger"))
+            call_command("verify_ledger", stdout=self.stdout, stderr=self.stderr)
 
         self.stdout.write(heading("API keys (demo keys: the same every run)"))
         for slug, key in world.host_keys.items():
