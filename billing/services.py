@@ -26,7 +26,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from billing import aggregation
@@ -178,22 +178,80 @@ def _group(row: dict[str, Any]) -> UsageGroup:
     )
 
 
-def _terms_for(license_id: int, host_id: int) -> list[Terms]:
-    rows: list[LicenseVersion | Agreement] = [
-        *LicenseVersion.objects.filter(license_id=license_id),
-        *Agreement.objects.filter(license_id=license_id, host_id=host_id),
-    ]
-    return [terms_from_row(r) for r in rows]
+@dataclass
+class CatalogSnapshot:
+    """The catalog and the pending re-ratings as one run sees them, read once per run and process
+    instead of once per pair (a run has hundreds of pairs; the catalog has tens of terms).
+
+    A catalog change made while a run is going is seen by the next run; terms that have rated
+    usage are locked anyway, so only terms not used yet could change meanwhile."""
+
+    license_slugs: dict[int, str]
+    versions: dict[int, list[tuple[int, Terms]]]  # license id -> (row id, terms)
+    agreements: dict[tuple[int, int], list[tuple[int, Terms]]]  # (host, license) -> ...
+    locked: set[tuple[str, int]]  # ("version" | "agreement", row id) already locked
+    rerate: dict[tuple[int, int], set[str]] | None = None  # (host, licensor) -> settled months
+
+    @classmethod
+    def load(cls) -> CatalogSnapshot:
+        versions: dict[int, list[tuple[int, Terms]]] = defaultdict(list)
+        agreements: dict[tuple[int, int], list[tuple[int, Terms]]] = defaultdict(list)
+        locked: set[tuple[str, int]] = set()
+        for v in LicenseVersion.objects.all():
+            versions[v.license_id].append((v.pk, terms_from_row(v)))
+            if v.locked_at is not None:
+                locked.add(("version", v.pk))
+        for a in Agreement.objects.all():
+            agreements[(a.host_id, a.license_id)].append((a.pk, terms_from_row(a)))
+            if a.locked_at is not None:
+                locked.add(("agreement", a.pk))
+        return cls(
+            license_slugs=dict(License.objects.values_list("id", "slug")),
+            versions=dict(versions),
+            agreements=dict(agreements),
+            locked=locked,
+        )
+
+    def terms(self, license_id: int, host_id: int) -> list[Terms]:
+        return [t for _, t in self.versions.get(license_id, [])] + [
+            t for _, t in self.agreements.get((host_id, license_id), [])
+        ]
+
+    def periods_to_rerate(self, *, host_id: int, licensor_id: int, period: str) -> set[str]:
+        """Earlier months of the pair with usage their settlement did not rate: late records,
+        and records that arrived while the draft waited for approval (PendingRerate)."""
+        if self.rerate is None:
+            rerate: dict[tuple[int, int], set[str]] = defaultdict(set)
+            for h, lic, p in aggregation.late_usage_periods(before_period=period):
+                rerate[(h, lic)].add(p)
+            for h, lic, p in PendingRerate.objects.filter(period__lt=period).values_list(
+                "host_id", "licensor_id", "period"
+            ):
+                rerate[(h, lic)].add(p)
+            self.rerate = dict(rerate)
+        return self.rerate.get((host_id, licensor_id), set())
 
 
-def _rate_license(period: str, rows: Sequence[dict[str, Any]]) -> RatingResult:
+_snapshots: dict[int, CatalogSnapshot] = {}
+
+
+def _snapshot_for_run(run_id: int) -> CatalogSnapshot:
+    if run_id not in _snapshots:
+        _snapshots.clear()  # one run at a time per process is the common case; keep memory flat
+        _snapshots[run_id] = CatalogSnapshot.load()
+    return _snapshots[run_id]
+
+
+def _rate_license(
+    period: str, rows: Sequence[dict[str, Any]], catalog: CatalogSnapshot
+) -> RatingResult:
     """Rate one (host, license) month from its aggregated rows."""
     year = period_bounds(period)[0].year
     first = rows[0]
     window = WindowState(year, Decimal(first["ytd_revenue"]), int(first["ytd_tokens"]))
     return rate(
         period=period,
-        terms=_terms_for(first["license_id"], first["host_id"]),
+        terms=catalog.terms(first["license_id"], first["host_id"]),
         usage=[_group(r) for r in rows],
         window_state=window,
     )
@@ -212,7 +270,7 @@ def _line_flags(line: Line, flags: Iterable[Any]) -> list[str]:
 
 
 def rate_pair_period(
-    period: str, rows: Iterable[dict[str, Any]], license_slugs: dict[int, str]
+    period: str, rows: Iterable[dict[str, Any]], catalog: CatalogSnapshot
 ) -> dict[str, _Bundle]:
     """A pair's own month, per currency: lines, flags and digests from its aggregated rows."""
     by_license: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -220,10 +278,10 @@ def rate_pair_period(
         by_license[row["license_id"]].append(row)
     bundles: dict[str, _Bundle] = defaultdict(_Bundle)
     for license_id, license_rows in sorted(by_license.items()):
-        result = _rate_license(period, license_rows)
+        result = _rate_license(period, license_rows, catalog)
         currency = result.currency or license_rows[0]["currency"]
         bundle = bundles[currency]
-        slug = license_slugs[license_id]
+        slug = catalog.license_slugs[license_id]
         bundle.usage_digests[slug] = result.usage_digest
         bundle.terms_digests[slug] = result.terms_digest
         bundle.record_count += sum(int(r["record_count"]) for r in license_rows)
@@ -255,29 +313,19 @@ def _line_from_row(row: SettlementLine) -> Line:
     )
 
 
-def _settled_periods_to_rerate(*, host_id: int, licensor_id: int, period: str) -> list[str]:
-    """Earlier months of the pair that are settled and received usage since: late records, and
-    records that arrived while the draft waited for approval (PendingRerate)."""
-    periods = {
-        p
-        for _, _, p in aggregation.late_usage_periods(
-            before_period=period, host_id=host_id, licensor_id=licensor_id
-        )
-    }
-    periods.update(
-        PendingRerate.objects.filter(
-            host_id=host_id, licensor_id=licensor_id, period__lt=period
-        ).values_list("period", flat=True)
-    )
-    settled = set(
-        Settlement.objects.filter(
-            host_id=host_id,
-            licensor_id=licensor_id,
-            period__in=periods,
-            status__in=SETTLED_STATUSES,
-        ).values_list("period", flat=True)
-    )
-    return sorted(settled)
+def _settled_periods_to_rerate(
+    *, host_id: int, licensor_id: int, period: str, catalog: CatalogSnapshot
+) -> list[str]:
+    periods = catalog.periods_to_rerate(host_id=host_id, licensor_id=licensor_id, period=period)
+    if not periods:
+        return []
+    settled = Settlement.objects.filter(
+        host_id=host_id,
+        licensor_id=licensor_id,
+        period__in=periods,
+        status__in=SETTLED_STATUSES,
+    ).values_list("period", flat=True)
+    return sorted(set(settled))
 
 
 def _adjustments(
@@ -287,13 +335,13 @@ def _adjustments(
     period: str,
     snapshot_at: datetime | None,
     bundles: dict[str, _Bundle],
-    license_slugs: dict[int, str],
+    catalog: CatalogSnapshot,
 ) -> None:
     """Add to `bundles` the adjustment lines of every settled month that received usage since:
     re-rated with all its usage, minus everything already billed for it (its settlement and the
     adjustments of other settlements; never the drafts of `period` being recomputed)."""
     for settled_period in _settled_periods_to_rerate(
-        host_id=host_id, licensor_id=licensor_id, period=period
+        host_id=host_id, licensor_id=licensor_id, period=period, catalog=catalog
     ):
         rows = aggregation.aggregate_groups(
             settled_period,
@@ -317,7 +365,7 @@ def _adjustments(
             first = license_rows[0]
             result = rerate_settled(
                 period=settled_period,
-                terms=_terms_for(license_id, host_id),
+                terms=catalog.terms(license_id, host_id),
                 usage=[_group(r) for r in license_rows],
                 window_state=WindowState(
                     year, Decimal(first["ytd_revenue"]), int(first["ytd_tokens"])
@@ -330,7 +378,7 @@ def _adjustments(
             bundle = bundles.setdefault(currency, _Bundle())
             for line in result.lines:
                 bundle.lines.append((license_id, line, []))
-            slug = license_slugs[license_id]
+            slug = catalog.license_slugs[license_id]
             key = f"{slug}@{settled_period}"
             bundle.usage_digests.setdefault(key, result.usage_digest)
             bundle.terms_digests.setdefault(key, result.terms_digest)
@@ -351,52 +399,63 @@ def _pair_lock(host_id: int, licensor_id: int, period: str) -> None:
 def billing_pair_settle(*, run_id: int, host_id: int, licensor_id: int) -> PairOutcome:
     """Write the settlements of one (licensor, host) pair for the run's period. Idempotent: a
     pair already done in this run, or a run superseded by a newer one, changes nothing."""
-    run = BillingRun.objects.get(pk=run_id)
-    _pair_lock(host_id, licensor_id, run.period)
+    with connection.cursor() as cursor:
+        # A draft is re-derivable from usage, so this commit need not wait for the WAL flush: a
+        # database crash can only lose whole pair transactions (never part of one), and their
+        # tasks, not yet acknowledged, run again. Approval, which posts money, stays durable.
+        cursor.execute("SET LOCAL synchronous_commit TO off")
     # FOR UPDATE: a duplicate delivery of this task waits here, then sees done_at and stops.
-    pair = BillingRunPair.objects.select_for_update().get(
-        run_id=run_id, host_id=host_id, licensor_id=licensor_id
+    pair = (
+        BillingRunPair.objects.select_for_update(of=("self",))
+        .select_related("run")
+        .get(run_id=run_id, host_id=host_id, licensor_id=licensor_id)
     )
-    if pair.done_at is not None:
+    run = pair.run
+    if pair.done_at is not None or run.status == BillingRun.Status.SUPERSEDED:
         return PairOutcome(skipped=True)
-    run.refresh_from_db(fields=["status"])
-    if run.status == BillingRun.Status.SUPERSEDED:
-        return PairOutcome(skipped=True)
+    _pair_lock(host_id, licensor_id, run.period)
 
     period = run.period
-    license_slugs = dict(License.objects.values_list("id", "slug"))
+    catalog = _snapshot_for_run(run_id)
     rows = list(
         BillingRunGroup.objects.filter(run_id=run_id, host_id=host_id, licensor_id=licensor_id)
         .order_by("id")
         .values(*aggregation.COLUMNS)
     )
-    bundles = rate_pair_period(period, rows, license_slugs)
+    bundles = rate_pair_period(period, rows, catalog)
     _adjustments(
         host_id=host_id,
         licensor_id=licensor_id,
         period=period,
         snapshot_at=run.snapshot_at,
         bundles=bundles,
-        license_slugs=license_slugs,
+        catalog=catalog,
     )
-    outcome = _write_settlements(run=run, host_id=host_id, licensor_id=licensor_id, bundles=bundles)
+    outcome = _write_settlements(
+        run=run, host_id=host_id, licensor_id=licensor_id, bundles=bundles, catalog=catalog
+    )
 
     now = timezone.now()
-    pair.done_at = now
-    pair.save(update_fields=["done_at"])
+    BillingRunPair.objects.filter(pk=pair.pk).update(done_at=now)
+    # One statement: progress, and `done` for the pair that completes the run.
+    last = Q(status=BillingRun.Status.RUNNING) & Q(pairs_done__gte=F("pairs_total") - 1)
     BillingRun.objects.filter(pk=run_id).update(
         pairs_done=F("pairs_done") + 1,
         settlements_written=F("settlements_written") + len(outcome.written),
         settlements_settled=F("settlements_settled") + len(outcome.settled),
+        status=Case(When(last, then=Value(BillingRun.Status.DONE)), default=F("status")),
+        finished_at=Case(When(last, then=Value(now)), default=F("finished_at")),
     )
-    BillingRun.objects.filter(
-        pk=run_id, status=BillingRun.Status.RUNNING, pairs_done__gte=F("pairs_total")
-    ).update(status=BillingRun.Status.DONE, finished_at=now)
     return outcome
 
 
 def _write_settlements(
-    *, run: BillingRun, host_id: int, licensor_id: int, bundles: dict[str, _Bundle]
+    *,
+    run: BillingRun,
+    host_id: int,
+    licensor_id: int,
+    bundles: dict[str, _Bundle],
+    catalog: CatalogSnapshot,
 ) -> PairOutcome:
     outcome = PairOutcome()
     # FOR UPDATE: an approval of one of these drafts waits until this recompute commits, then
@@ -463,12 +522,22 @@ def _write_settlements(
         )
         # Terms that rated usage are locked: from now on the catalog cannot change them, so this
         # settlement can be re-derived (--verify) from the same terms.
-        LicenseVersion.objects.filter(pk__in=bundle.locked_versions, locked_at__isnull=True).update(
-            locked_at=computed_at
-        )
-        Agreement.objects.filter(pk__in=bundle.locked_agreements, locked_at__isnull=True).update(
-            locked_at=computed_at
-        )
+        versions = {i for i in bundle.locked_versions if ("version", i) not in catalog.locked}
+        agreements = {i for i in bundle.locked_agreements if ("agreement", i) not in catalog.locked}
+        if versions:
+            LicenseVersion.objects.filter(pk__in=versions, locked_at__isnull=True).update(
+                locked_at=computed_at
+            )
+        if agreements:
+            Agreement.objects.filter(pk__in=agreements, locked_at__isnull=True).update(
+                locked_at=computed_at
+            )
+
+        # Noted only after commit: a rolled-back pair must not leave its terms "locked" here.
+        def remember(v: set[int] = versions, a: set[int] = agreements) -> None:
+            catalog.locked.update([("version", i) for i in v] + [("agreement", i) for i in a])
+
+        transaction.on_commit(remember)
         outcome.written.append(settlement)
     for currency, settlement in existing.items():
         if currency not in bundles and settlement.status == SettlementStatus.DRAFT:
@@ -633,7 +702,7 @@ def settlements_verify(*, period: str) -> tuple[int, list[VerifyProblem]]:
     received by its `computed_at`, late ones excluded) and the locked terms; report any line or
     digest that would differ. Adjustment lines (of earlier months) are not re-derived here.
     Returns (settlements checked, problems)."""
-    license_slugs = dict(License.objects.values_list("id", "slug"))
+    catalog = CatalogSnapshot.load()
     problems: list[VerifyProblem] = []
     settled = list(
         Settlement.objects.filter(period=period, status__in=SETTLED_STATUSES)
@@ -650,7 +719,7 @@ def settlements_verify(*, period: str) -> tuple[int, list[VerifyProblem]]:
                 received_until=s.computed_at,
             ),
         )
-        bundle = rate_pair_period(period, rows, license_slugs).get(s.currency, _Bundle())
+        bundle = rate_pair_period(period, rows, catalog).get(s.currency, _Bundle())
         expected = sorted((_line_tuple(line) for _, line, _ in bundle.lines), key=lambda t: repr(t))
         stored = sorted(
             (
