@@ -154,7 +154,8 @@ class _Bundle:
     locked_agreements: set[int] = field(default_factory=set)
 
     def digests(self) -> tuple[str, str]:
-        """One license: the engine's digests as they are; several: a digest of theirs."""
+        """One license: the engine's digests as they are; several (or none, a settlement of
+        adjustments only): a digest of theirs by license slug."""
         if len(self.usage_digests) == 1:
             return next(iter(self.usage_digests.values())), next(iter(self.terms_digests.values()))
         return _digest(self.usage_digests), _digest(self.terms_digests)
@@ -376,12 +377,10 @@ def _adjustments(
                 continue
             currency = result.currency or first["currency"]
             bundle = bundles.setdefault(currency, _Bundle())
+            # The settlement's digests stay those of its own month's usage and terms: the
+            # adjustment lines are differences against other settlements, not a rating.
             for line in result.lines:
                 bundle.lines.append((license_id, line, []))
-            slug = catalog.license_slugs[license_id]
-            key = f"{slug}@{settled_period}"
-            bundle.usage_digests.setdefault(key, result.usage_digest)
-            bundle.terms_digests.setdefault(key, result.terms_digest)
 
 
 def _pair_lock(host_id: int, licensor_id: int, period: str) -> None:
@@ -733,7 +732,7 @@ def settlements_verify(*, period: str) -> tuple[int, list[VerifyProblem]]:
                 t for t in expected if t not in stored
             ]
             problems.append(VerifyProblem(s, f"lines differ from a re-rating: {diff[:2]}"))
-        usage_digest, terms_digest = bundle.digests() if bundle.usage_digests else ("", "")
+        usage_digest, terms_digest = bundle.digests()
         if usage_digest != s.usage_digest:
             problems.append(VerifyProblem(s, "usage_digest differs from a re-rating"))
         if terms_digest != s.terms_digest:

@@ -113,6 +113,9 @@ def test_it_rerates_usage_that_arrived_while_the_draft_waited(
     assert PendingRerate.objects.filter(period="2026-10").exists()
     november = settlement_of(licensor="minimax", host="fireworks", period="2026-11")
     assert lines_of(november) == [("adjustment", "2026-10", "commercial", Decimal("12.00"))]
+    # and a settlement of adjustments only verifies once settled
+    settlement_approve(settlement=november, actor="test")
+    assert "all match" in run_billing("2026-11", "--verify")
 
 
 def test_it_verifies_settled_months_and_names_a_tampered_settlement(
