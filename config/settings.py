@@ -77,12 +77,14 @@ TEMPLATES = [
 # One engine everywhere: there is no SQLite fallback.
 DATABASES: dict[str, Any]
 if env("DATABASE_URL"):
-    DATABASES = {"default": dj_database_url.parse(env("DATABASE_URL"), conn_max_age=0)}
+    DATABASES = {"default": dj_database_url.parse(env("DATABASE_URL"))}
 else:
     from config.embedded_db import database_settings
 
     DATABASES = {"default": database_settings()}
 DATABASES["default"].setdefault("OPTIONS", {})
+# Persistent connections (seconds): a busy host's batches must not pay a connection each.
+DATABASES["default"]["CONN_MAX_AGE"] = envint("DB_CONN_MAX_AGE", "60")
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
