@@ -1,5 +1,5 @@
-"""The billing run against a bare SQL GROUP BY over the same rows, in the same run (docs/performance.md,
-"Billing"):
+"""The billing run against a bare SQL GROUP BY over the same rows, in the same run
+(docs/performance.md, "Billing"):
 
     python -m bench billing            # 1M rows, then 10M rows (~10 minutes)
     python -m bench billing --quick    # 1M rows only
@@ -134,7 +134,8 @@ def generate(first: int, last: int) -> float:
                    (%(licensors)s::bigint[])[1 + (g / 50) %% 20],
                    timestamptz '2026-10-01 00:00+00' + ((g * 7919) %% 2678400) * interval '1 s',
                    now(),
-                   (ARRAY['commercial', 'individual', 'research', 'nonprofit'])[1 + (g / 1000) %% 4],
+                   (ARRAY['commercial', 'individual', 'research', 'nonprofit'])
+                       [1 + (g / 1000) %% 4],
                    1000 + g %% 500, g %% 100, 200 + g %% 300, 1,
                    ((g %% 10000) / 100.0)::numeric(20, 6), 'USD',
                    CASE WHEN g %% 3 = 0 THEN 'US' ELSE '' END, '', '', false, '\\x00'::bytea
@@ -219,13 +220,13 @@ def child() -> int:
     return 0
 
 
-def measure(rows: int) -> dict[str, object]:
+def measure(rows: int) -> dict[str, float]:
     bare_group_by()  # warm-up: the partition into the OS cache and shared buffers
     bare = [bare_group_by() for _ in range(REPEAT)]
     runs = [billing_run() for _ in range(REPEAT)]
     bare_s = [b[0] for b in bare]
     run_s = [float(r["seconds"]) for r in runs]
-    result = {
+    result: dict[str, float] = {
         "rows": rows,
         "groups_bare": bare[0][1],
         "bare_median_s": statistics.median(bare_s),
@@ -238,11 +239,11 @@ def measure(rows: int) -> dict[str, object]:
         "peak_rss_mb": max(float(r["peak_rss_mb"]) for r in runs),
         "rss_mb_before_run": runs[0]["rss_mb_before_run"],
     }
-    result["ratio"] = float(result["billing_median_s"]) / float(result["bare_median_s"])  # type: ignore[arg-type]
+    result["ratio"] = result["billing_median_s"] / result["bare_median_s"]
     return result
 
 
-def report(r: dict[str, object]) -> None:
+def report(r: dict[str, float]) -> None:
     print(
         f"  {r['rows']:>10,} rows: bare GROUP BY {r['bare_median_s']:.2f}s "
         f"(±{r['bare_spread_s']:.2f}, {r['groups_bare']} groups) | billing run "
@@ -277,8 +278,8 @@ def main(argv: list[str]) -> int:
         print(f"  generated 9M more rows in {generate(1_000_001, 10_000_000):.0f}s", flush=True)
         results.append(measure(10_000_000))
         report(results[-1])
-        growth = float(results[1]["peak_rss_mb"]) - float(results[0]["peak_rss_mb"])  # type: ignore[arg-type]
-        ratio = float(results[1]["ratio"])  # type: ignore[arg-type]
+        growth = results[1]["peak_rss_mb"] - results[0]["peak_rss_mb"]
+        ratio = results[1]["ratio"]
         print(
             f"  RSS growth 1M -> 10M: {growth:+.1f} MB (target < 50); ratio at 10M: "
             f"{ratio:.2f} (target <= 1.5)",
