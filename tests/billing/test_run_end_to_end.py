@@ -3,8 +3,10 @@ JSON, as a licensor and a host read it."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 
+from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from licensing.models import Agreement, Host, Licensor
@@ -74,3 +76,28 @@ def test_it_bills_example_1_share_by_agreement(
     assert [s["id"] for s in host_view] == [str(settlement.pk)]
     # the agreement that rated the usage is now locked
     assert Agreement.objects.get(label="fi-2026-06").locked_at is not None
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_it_shows_progress_on_a_terminal_and_one_line_per_settlement(
+    minimax_world: tuple[Host, Licensor], client_for: Callable[..., APIClient]
+) -> None:
+    # given
+    post_usage(client_for(host=minimax_world[0]), [record("c-1", revenue="100.00")])
+    out = _Terminal()
+
+    # when
+    call_command("run_billing", "--period", "2026-10", stdout=out)
+
+    # then
+    text = out.getvalue()
+    assert "\r  billing 2026-10: 1/1 pairs," in text
+    settlement_lines = [line for line in text.splitlines() if line.startswith("minimax ")]
+    assert len(settlement_lines) == 1
+    assert "fireworks" in settlement_lines[0]
+    assert "12.00" in settlement_lines[0]
+    assert "draft" in settlement_lines[0]

@@ -213,3 +213,19 @@ def test_it_refuses_an_unknown_status(billed_october: Settlement) -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT status FROM billing_settlement WHERE id = %s", [billed_october.pk])
         assert cursor.fetchone() == ("draft",)
+
+
+def test_it_takes_the_platform_fee_from_the_licensors_share(
+    billed_october: Settlement, settings: pytest.FixtureRequest
+) -> None:
+    # given: a 10% platform fee
+    settings.TOLLGATE_PLATFORM_FEE_PERCENT = "10"  # type: ignore[attr-defined]
+
+    # when
+    settlement_approve(settlement=billed_october, actor="test")
+
+    # then: the host owes 9036.00; the licensor is owed 8132.40; the platform earns 903.60
+    assert party_balances(owner=billed_october.host) == {"USD": {"receivable": 903600}}
+    assert party_balances(owner=billed_october.licensor) == {"USD": {"payable": -813240}}
+    assert party_balances(owner=None) == {"USD": {"platform_revenue": -90360}}
+    assert trial_balance() == {"USD": 0}
