@@ -180,7 +180,7 @@ def test_it_groups_threshold_usage_like_the_reference_grouping(
     # given: thresholds on monthly revenue and on tokens, a version change mid-month, and
     # records with corrections, in random order and with tied timestamps
     rng = random.Random(seed)
-    rules = [
+    rules: list[dict[str, Any]] = [
         {
             "match": {"customer_category": ["commercial"]},
             "charge": {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from celery.schedules import crontab
 from django.conf import settings
 from rest_framework.test import APIClient
 
@@ -23,9 +24,11 @@ def test_it_schedules_the_monthly_run_on_the_first_at_two() -> None:
     # then: beat names a registered task, on the 1st at 02:00 UTC
     assert entry["task"] in app.tasks
     assert entry["task"] == run_monthly_billing.name
-    assert entry["schedule"].day_of_month == {1}
-    assert entry["schedule"].hour == {2}
-    assert entry["schedule"].minute == {0}
+    schedule = entry["schedule"]
+    assert isinstance(schedule, crontab)
+    # celery-types does not declare crontab's parsed fields
+    fields = (schedule.day_of_month, schedule.hour, schedule.minute)  # type: ignore[attr-defined]
+    assert fields == ({1}, {2}, {0})
     assert run_monthly_billing.acks_late and bill_pair.acks_late
 
 
