@@ -93,6 +93,10 @@ class SettlementOutput(serializers.Serializer):
     lines = LineOutput(many=True)
 
 
+class SettlementListOutput(serializers.Serializer):
+    results = SettlementOutput(many=True)
+
+
 def _principal(request: Request) -> Principal:
     user = request.user
     assert isinstance(user, Principal)  # noqa: S101 - the permission classes guarantee it
@@ -120,7 +124,7 @@ class SettlementListApi(APIView):
         host = serializers.CharField(required=False)
         status = serializers.ChoiceField(choices=SettlementStatus.choices, required=False)
 
-    @extend_schema(parameters=[FilterSerializer], responses={200: SettlementOutput(many=True)})
+    @extend_schema(parameters=[FilterSerializer], responses={200: SettlementListOutput})
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
