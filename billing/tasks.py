@@ -8,6 +8,7 @@ skipped; a run started twice supersedes the first).
 from __future__ import annotations
 
 from celery import shared_task
+from django.db import OperationalError
 from django.utils import timezone
 
 from billing.models import BillingRunPair
@@ -35,11 +36,21 @@ def run_monthly_billing(period: str | None = None) -> int:
     return run.pk
 
 
-@shared_task(name="billing.tasks.bill_pair", acks_late=True, max_retries=5)
+@shared_task(
+    name="billing.tasks.bill_pair",
+    acks_late=True,
+    # A lost connection or a deadlock victim: the pair's transaction rolled back whole, so the
+    # task is simply run again.
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+)
 def bill_pair(run_id: int, host_id: int, licensor_id: int) -> int:
     """Write one pair's settlements for the run's period; returns how many were written."""
     try:
         outcome = billing_pair_settle(run_id=run_id, host_id=host_id, licensor_id=licensor_id)
+    except OperationalError:
+        raise
     except Exception as exc:
         # The pair's transaction rolled back; the run shows the error to the operator.
         billing_run_fail(run_id=run_id, error=f"host={host_id} licensor={licensor_id}: {exc!r}")
