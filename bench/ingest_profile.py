@@ -1,0 +1,101 @@
+"""Where a worker's time goes per batch: `python -m bench.ingest_profile [--batches=N]`.
+
+In-process (Django's test client, no gunicorn, no HTTP), against the scratch database
+`tollgate_bench_profile`, with the same bodies as `bench.ingest` (10,000 records: 9,000 fresh and
+1,000 resent). Prints per batch: wall time, this process's CPU time (decode, validation, hashing,
+COPY encoding, DRF) and the rest (waiting on PostgreSQL), all per record in µs. With `--cprofile`
+it also prints the top functions of one run. The figures go to docs/performance.md ("Ingestion").
+"""
+
+from __future__ import annotations
+
+import cProfile
+import os
+import pstats
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+
+import psycopg
+
+from bench import ingest
+
+DB = "tollgate_bench_profile"
+DB_URL = ingest.ADMIN_URL.rsplit("/", 1)[0] + "/" + DB
+
+
+def main(argv: list[str]) -> int:
+    batches = 8
+    for arg in argv:
+        if arg.startswith("--batches="):
+            batches = int(arg.split("=", 1)[1])
+    with psycopg.connect(ingest.ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {DB}")
+    env = {**ingest._env(), "DATABASE_URL": DB_URL}
+    setup = subprocess.run(
+        [ingest.PYTHON, "manage.py", "migrate", "--noinput"],
+        cwd=ingest.ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    del setup
+    os.environ.update(env)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    from contextlib import redirect_stdout
+    from io import StringIO
+
+    buffer = StringIO()
+    with redirect_stdout(buffer):
+        exec(ingest.SETUP, {})  # noqa: S102 - our own constant
+    key = buffer.getvalue().strip().splitlines()[-1]
+
+    from django.test import Client
+
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {key}")
+    bodies = ingest.make_batches(0, uuid.uuid4().hex[:8], batches)
+
+    def post(body: bytes) -> None:
+        response = client.post("/api/v1/usage", data=body, content_type="application/json")
+        assert response.status_code == 200, response.content[:500]
+        result = response.json()
+        assert result["rejected"] == 0, result["results"][:3]
+
+    post(bodies[0])  # warm-up: connection, catalog, partitions
+    walls, cpus = [], []
+    profiler = cProfile.Profile() if "--cprofile" in argv else None
+    for body in bodies[1:]:
+        if profiler:
+            profiler.enable()
+        w0, c0 = time.perf_counter(), time.process_time()
+        post(body)
+        walls.append(time.perf_counter() - w0)
+        cpus.append(time.process_time() - c0)
+        if profiler:
+            profiler.disable()
+    wall, cpu = statistics.median(walls), statistics.median(cpus)
+    per = 1e6 / ingest.BATCH
+    print(
+        f"{len(walls)} batches of {ingest.BATCH:,}: wall {wall * 1000:.0f} ms"
+        f" ({wall * per:.1f} µs/record), worker CPU {cpu * 1000:.0f} ms"
+        f" ({cpu * per:.1f} µs/record), waiting on PostgreSQL {(wall - cpu) * 1000:.0f} ms"
+        f" ({(wall - cpu) * per:.1f} µs/record)"
+    )
+    if profiler:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    from django.db import connection
+
+    connection.close()
+    with psycopg.connect(ingest.ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
