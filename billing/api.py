@@ -124,7 +124,11 @@ class SettlementListApi(APIView):
         host = serializers.CharField(required=False)
         status = serializers.ChoiceField(choices=SettlementStatus.choices, required=False)
 
-    @extend_schema(parameters=[FilterSerializer], responses={200: SettlementListOutput})
+    @extend_schema(
+        operation_id="v1_settlements_list",
+        parameters=[FilterSerializer],
+        responses={200: SettlementListOutput},
+    )
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)

@@ -13,32 +13,40 @@ from licensing.auth import ApiKeyThrottle, IsHost
 from licensing.selectors import model_terms_for_host
 
 
+class TermsOutput(serializers.Serializer):
+    """The terms in force for the calling host: its agreement, else the public version."""
+
+    kind = serializers.ChoiceField(choices=["version", "agreement"])
+    label = serializers.CharField()  # type: ignore[assignment]
+    effective_from = serializers.DateTimeField()
+    currency = serializers.CharField()
+    rules = serializers.JSONField()
+    minimum_per_month = serializers.DecimalField(max_digits=20, decimal_places=6, allow_null=True)
+    cap_per_month = serializers.DecimalField(max_digits=20, decimal_places=6, allow_null=True)
+    attribution = serializers.CharField(allow_null=True)
+
+
+class ModelOutput(serializers.Serializer):
+    slug = serializers.CharField()
+    name = serializers.CharField()
+    licensor = serializers.CharField()
+    license = serializers.CharField(help_text="the license that rates it (a derivative's parent's)")
+    parent = serializers.CharField(allow_null=True)  # type: ignore[assignment]
+    aliases = serializers.ListField(child=serializers.CharField())
+    terms = TermsOutput(allow_null=True, help_text="null when no terms are in force yet")
+
+
+class ModelListOutput(serializers.Serializer):
+    results = ModelOutput(many=True)
+
+
 class ModelListApi(APIView):
+    """GET /api/v1/models: every model, its licensor and the terms in force for this host."""
+
     permission_classes = [IsHost]
     throttle_classes = [ApiKeyThrottle]
 
-    class TermsSerializer(serializers.Serializer):
-        kind = serializers.ChoiceField(choices=["version", "agreement"])
-        label = serializers.CharField()  # type: ignore[assignment]
-        effective_from = serializers.DateTimeField()
-        currency = serializers.CharField()
-        rules = serializers.JSONField()
-        minimum_per_month = serializers.DecimalField(
-            max_digits=20, decimal_places=6, allow_null=True
-        )
-        cap_per_month = serializers.DecimalField(max_digits=20, decimal_places=6, allow_null=True)
-        attribution = serializers.CharField(allow_null=True)
-
-    class OutputSerializer(serializers.Serializer):
-        slug = serializers.CharField()
-        name = serializers.CharField()
-        licensor = serializers.CharField()
-        license = serializers.CharField()
-        parent = serializers.CharField(allow_null=True)  # type: ignore[assignment]
-        aliases = serializers.ListField(child=serializers.CharField())
-        terms = serializers.JSONField(allow_null=True)
-
-    @extend_schema(responses={200: OutputSerializer(many=True)})
+    @extend_schema(operation_id="v1_models_list", responses={200: ModelListOutput})
     def get(self, request: Request) -> Response:
         host = request.user.host  # type: ignore[union-attr]
         rows = model_terms_for_host(host=host, at=timezone.now())
