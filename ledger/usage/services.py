@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -363,52 +363,46 @@ def usage_batch_ingest_valid(
 
     partitions.partitions_ensure({(d.year, d.month) for d in batch.occurred_at})
 
-    # One stage row per record, in `_Resolved.row()` order; the hash text is
+    # One line of COPY text per record, written by us rather than by psycopg's write_row
+    # (~2.5 µs per row of 17 values; the f-string is ~0.5 µs). The hash text is
     # wire.content_hash_text's, inlined (a call per record costs ~0.3 µs), with the revenue
-    # normalized as wire.normalized_revenue does. tests/usage/test_fast_path.py holds both equal.
+    # normalized as wire.normalized_revenue does; tests/usage/test_fast_path.py holds both
+    # paths equal. Every value but customer_ref is from a closed alphabet (checked), so the
+    # line is the hash text with tabs for separators, unless some customer_ref needs COPY's
+    # escapes (or holds the separator).
+    refs = {r.customer_ref for r in records if r.customer_ref}
+    special = any(ch in ref for ref in refs for ch in "\\\t\n\r\x1f")
     blake2b = hashlib.blake2b
-    rows: list[tuple[Any, ...]] = []
-    append = rows.append
+    lines: list[str] = []
+    hashes: list[str] = []
     for r, at_text in zip(records, batch.occurred_text, strict=True):
         model_id, license_id, licensor_id = ids[r.model]
         revenue = r.revenue
+        if "." in revenue:
+            revenue = revenue.rstrip("0").rstrip(".")
         currency = r.currency or host_currency
         region = r.region or ""
         ref = r.customer_ref or ""
-        digest = blake2b(
-            (
-                f"{model_id}\x1f{at_text}\x1f{r.customer_category}\x1f{r.input_tokens}"
-                f"\x1f{r.cached_input_tokens}\x1f{r.output_tokens}\x1f{r.requests}"
-                f"\x1f{revenue.rstrip('0').rstrip('.') if '.' in revenue else revenue}"
-                f"\x1f{currency}\x1f{region}\x1f{ref}\x1f"
-            ).encode(),
-            digest_size=16,
-        ).digest()
-        append(
-            (
-                r.event_id,
-                model_id,
-                license_id,
-                licensor_id,
-                at_text,
-                r.customer_category,
-                r.input_tokens,
-                r.cached_input_tokens,
-                r.output_tokens,
-                r.requests,
-                revenue,
-                currency,
-                region,
-                ref,
-                "",
-                False,
-                digest,
-            )
+        text = (
+            f"{model_id}\x1f{at_text}\x1f{r.customer_category}\x1f{r.input_tokens}"
+            f"\x1f{r.cached_input_tokens}\x1f{r.output_tokens}\x1f{r.requests}\x1f{revenue}"
+            f"\x1f{currency}\x1f{region}\x1f{ref}\x1f"
+        )
+        digest = blake2b(text.encode(), digest_size=16).hexdigest()
+        hashes.append(digest)
+        if special:
+            head = text[: -len(ref) - 1].replace("\x1f", "\t") + _copy_escape(ref) + "\t"
+        else:
+            head = text.replace("\x1f", "\t")
+        lines.append(
+            f"{head}\t{r.event_id}\t{license_id}\t{licensor_id}\tf\t\\\\x{digest}\n"
         )
 
     for attempt in range(DEADLOCK_RETRIES):
         try:
-            outcome, late = _write_valid(host=host, rows=rows, batch=batch, now=now)
+            outcome, late = _write_valid(
+                host=host, data="".join(lines), event_ids=event_ids, hashes=hashes, now=now
+            )
             break
         except OperationalError as exc:
             if (
@@ -433,29 +427,57 @@ def usage_batch_ingest_valid(
     return result
 
 
+def _copy_escape(text: str) -> str:
+    """A value for COPY's text format."""
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+# The fast path's COPY columns: the hash text's fields first (wire.content_hash_text's order),
+# then the rest; the stage and INSERT_SQL are the per-record path's.
+VALID_COPY_COLUMNS = (
+    "model_id, occurred_at, customer_category, input_tokens, cached_input_tokens, output_tokens,"
+    " requests, revenue, currency, region, customer_ref, corrects, event_id, license_id,"
+    " licensor_id, late, content_hash"
+)
+# Late (the slow path decides it in Python per record): the stage rows whose (licensor, UTC month)
+# the host has closed.
+MARK_LATE_SQL = """
+UPDATE usage_stage s SET late = true FROM usage_periodclose p
+WHERE p.host_id = %s AND p.licensor_id = s.licensor_id
+  AND p.period = to_char(s.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM')
+RETURNING s.event_id
+"""
+
+
 @transaction.atomic(durable=True)
 def _write_valid(
-    *, host: Host, rows: list[tuple[Any, ...]], batch: ValidBatch, now: datetime
+    *, host: Host, data: str, event_ids: list[str], hashes: list[str], now: datetime
 ) -> tuple[Outcome, int]:
-    """`_write` for the fast path's stage rows (no corrections). Returns the outcome of the
+    """`_write` for the fast path's COPY text (no corrections). Returns the outcome of the
     event_ids not simply accepted, and how many of the accepted are late."""
     outcome: Outcome = {}
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", [PERIOD_LOCK_CLASS, host.pk])
-        cursor.execute(
-            "SELECT licensor_id, period FROM usage_periodclose WHERE host_id = %s", [host.pk]
-        )
-        closed = {(licensor, period) for licensor, period in cursor.fetchall()}
-        if closed:
-            rows = [
-                (*row[:15], (row[3], f"{at:%Y-%m}") in closed, row[16])
-                for row, at in zip(rows, batch.occurred_at, strict=True)
-            ]
+        cursor.execute("SELECT 1 FROM usage_periodclose WHERE host_id = %s LIMIT 1", [host.pk])
+        any_closed = cursor.fetchone() is not None
         cursor.execute(STAGE_SQL)
         cursor.execute("TRUNCATE usage_stage")
-        _stage_and_insert(cursor, host=host, rows=rows, now=now, outcome=outcome)
-    late = sum(1 for row in rows if row[15] and row[0] not in outcome) if closed else 0
-    return outcome, late
+        with cursor.cursor.copy(f"COPY usage_stage ({VALID_COPY_COLUMNS}) FROM STDIN") as copy:
+            copy.write(data)
+        late_ids: set[str] = set()
+        if any_closed:
+            cursor.execute(MARK_LATE_SQL, [host.pk])
+            late_ids = {row[0] for row in cursor.fetchall()}
+        _insert_staged(
+            cursor,
+            host=host,
+            now=now,
+            outcome=outcome,
+            hashes_of=lambda wanted: {
+                e: bytes.fromhex(h) for e, h in zip(event_ids, hashes, strict=True) if e in wanted
+            },
+        )
+    return outcome, len(late_ids - outcome.keys())
 
 
 Outcome = dict[str, tuple[str, tuple[str, str] | None]]
@@ -507,13 +529,32 @@ def _stage_and_insert(
         write_row = copy.write_row
         for row in rows:
             write_row(row)
+    _insert_staged(
+        cursor,
+        host=host,
+        now=now,
+        outcome=outcome,
+        hashes_of=lambda wanted: {row[0]: row[-1] for row in rows if row[0] in wanted},
+    )
+
+
+def _insert_staged(
+    cursor: Any,
+    *,
+    host: Host,
+    now: datetime,
+    outcome: Outcome,
+    hashes_of: Callable[[set[str]], dict[str, bytes]],
+) -> None:
+    """The claim-and-insert of the staged rows; the unclaimed go into `outcome` as duplicate or
+    conflict. `hashes_of(event_ids)` gives the content hashes of those staged event_ids."""
     cursor.execute(INSERT_SQL, {"host": host.pk, "now": now})
     unclaimed = {row[0] for row in cursor.fetchall()}
     if not unclaimed:
         return
     # These were claimed before (by an earlier batch, or a concurrent one that has committed:
     # ON CONFLICT waited for it). Same hash: duplicate; another hash: conflict.
-    by_id = {row[0]: row[-1] for row in rows if row[0] in unclaimed}
+    by_id = hashes_of(unclaimed)
     cursor.execute(
         "SELECT event_id, content_hash FROM usage_key WHERE host_id = %s AND event_id = ANY(%s)",
         [host.pk, list(by_id)],

@@ -271,6 +271,7 @@ def test_it_answers_and_stores_like_the_per_record_path(catalog: Any, host: Any,
         record("e5", revenue="5.1", input_tokens=5, cached_input_tokens=0),  # the same record
         record("e6", revenue="6.11", input_tokens=6),  # other content
         record("alias", model="MiniMaxAI/MiniMax-M2.7", region="GB"),
+        record("escapes", customer_ref="tab\tbackslash\\newline\nreturn\rseparator\x1f."),
         record("offset", occurred_at=(AT + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S+01:00")),
     ]
     fast = post(second).json()
@@ -278,9 +279,12 @@ def test_it_answers_and_stores_like_the_per_record_path(catalog: Any, host: Any,
 
     # then the answers and the stored rows are the same
     assert fast == slow
-    assert fast["accepted"] == 2 and fast["duplicates"] == 6 and fast["rejected"] == 1
+    assert fast["accepted"] == 3 and fast["duplicates"] == 6 and fast["rejected"] == 1
     assert _stored(host) == _stored(twin)
-    assert UsageKey.objects.filter(host=host).count() == 22
+    assert UsageKey.objects.filter(host=host).count() == 23
+    assert UsageRecord.objects.get(host=host, event_id="escapes").customer_ref == (
+        "tab\tbackslash\\newline\nreturn\rseparator\x1f."
+    )
 
 
 def test_it_checks_the_currency_per_record_when_the_terms_change_within_a_batch(
