@@ -2,9 +2,10 @@
 
 The ingest path (docs/ingestion.md walks through it):
 
-1. validate every record in Python (`wire.validate_record`), resolve models, licenses and the
-   currency of the terms in force from a per-batch catalog snapshot (a handful of queries per
-   batch, never one per record);
+1. validate: an all-valid batch takes the fast path (`usage_batch_ingest_valid`, checks per
+   batch over columns); any other batch `wire.validate_record` per record, the reference for
+   every answer. Resolve models, licenses and the currency of the terms in force from a
+   per-batch catalog snapshot (a handful of queries per batch, never one per record);
 2. create missing month partitions (own short transaction);
 3. in ONE transaction: COPY the originals into a temporary staging table, then one statement
    `WITH claimed AS (INSERT INTO usage_key ... ON CONFLICT DO NOTHING RETURNING ...)
