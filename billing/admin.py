@@ -19,10 +19,12 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from billing.models import BillingRun, Settlement, SettlementLine, SettlementStatus
 from billing.services import SettlementStateError, settlement_approve, settlement_dispute
+from ledger.money import quantize
 
 
 def _actor(request: HttpRequest) -> str:
@@ -56,12 +58,20 @@ class SettlementLineInline(admin.TabularInline):
         "cached_input_tokens",
         "output_tokens",
         "requests",
-        "revenue",
-        "amount",
+        "revenue_display",
+        "amount_display",
         "description",
         "flags",
     ]
     readonly_fields = [str(f) for f in fields]
+
+    @admin.display(description="revenue")
+    def revenue_display(self, obj: SettlementLine) -> str:
+        return format(quantize(obj.revenue, obj.settlement.currency), "f")
+
+    @admin.display(description="amount")
+    def amount_display(self, obj: SettlementLine) -> str:
+        return format(quantize(obj.amount, obj.settlement.currency), "f")
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -103,11 +113,11 @@ class SettlementAdmin(admin.ModelAdmin):
         "period",
         "currency",
         "status",
-        "total",
+        "total_display",
         "usage_digest",
         "terms_digest",
         "record_count",
-        "flags",
+        "flags_display",
         "computed_at",
         "run",
         "approved_at",
@@ -121,8 +131,47 @@ class SettlementAdmin(admin.ModelAdmin):
     def total_display(self, obj: Settlement) -> str:
         return f"{obj.total_display} {obj.currency}"
 
+    @admin.display(description="flags")
+    def flags_display(self, obj: Settlement) -> str:
+        """The engine's flags as sentences: unlicensed usage and attribution obligations."""
+        if not obj.flags:
+            return "none"
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join(
+                "",
+                "<li><strong>{}</strong> {} {}: {} ({} records)</li>",
+                (
+                    (
+                        f.get("kind", ""),
+                        f.get("model") or "",
+                        f.get("customer_category") or "",
+                        f.get("message", ""),
+                        f.get("record_count", ""),
+                    )
+                    for f in obj.flags
+                ),
+            ),
+        )
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Settlement]:
         return licensor_scope(request, super().get_queryset(request))
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        # Every field is read-only: decisions go through Approve and Dispute, not Save.
+        extra_context = {
+            **(extra_context or {}),
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -205,7 +205,9 @@ class Settlement(models.Model):
         indexes = [models.Index(fields=["host", "period"])]
 
     def __str__(self) -> str:
-        return f"{self.licensor_id}/{self.host_id} {self.period} {self.currency} ({self.status})"
+        return (
+            f"{self.licensor.slug} ← {self.host.slug} {self.period} {self.currency} ({self.status})"
+        )
 
     @property
     def is_settled(self) -> bool:
@@ -260,7 +262,8 @@ class SettlementLine(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.model} {self.customer_category} {self.amount}"
+        what = " ".join(p for p in (self.kind, self.model, self.customer_category) if p)
+        return f"#{self.position} {what}"
 
 
 class PendingRerate(models.Model):
