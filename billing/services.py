@@ -626,17 +626,20 @@ def settlement_approve(*, settlement: Settlement, actor: str) -> Settlement:
         return Settlement.objects.get(pk=settlement.pk)
     _close_and_check(fresh)
     amount_minor = to_minor_units(quantize(fresh.total, fresh.currency), fresh.currency)
-    if amount_minor > 0:
-        from ledger.services import post_settlement_accrual
+    if amount_minor:
+        from ledger.services import post_settlement_accrual, post_settlement_credit
 
+        # A negative total (late corrections took back more than the month added) is a credit
+        # to the host: the mirror entry. A zero total posts nothing (no zero amounts).
+        post = post_settlement_accrual if amount_minor > 0 else post_settlement_credit
         # Last in the transaction: posting takes the ledger's chain lock, held until commit.
-        post_settlement_accrual(
+        post(
             settlement_id=str(fresh.pk),
             host=fresh.host,
             licensor=fresh.licensor,
             currency=fresh.currency,
-            amount_minor=amount_minor,
-            platform_fee_minor=_platform_fee_minor(amount_minor, fresh.currency),
+            amount_minor=abs(amount_minor),
+            platform_fee_minor=_platform_fee_minor(abs(amount_minor), fresh.currency),
             memo=f"Settlement {fresh.licensor.slug}/{fresh.host.slug} {fresh.period} approved",
         )
     return fresh

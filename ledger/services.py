@@ -192,6 +192,44 @@ def post_settlement_accrual(
 
 
 @transaction.atomic
+def post_settlement_credit(
+    *,
+    settlement_id: str,
+    host: Host,
+    licensor: Licensor,
+    currency: str,
+    amount_minor: int,
+    platform_fee_minor: int = 0,
+    memo: str = "",
+) -> JournalEntry:
+    """A settlement with a negative total is approved (corrections of settled months took more
+    back than the month added): the mirror of an accrual. Credit the host's receivable by
+    `amount_minor` (positive); debit the licensor's payable by its share and platform revenue by
+    the fee given back. Idempotent per settlement (key `settlement:<id>:credit`)."""
+    _require_positive(amount_minor, "amount_minor")
+    if isinstance(platform_fee_minor, bool) or not isinstance(platform_fee_minor, int):
+        raise TypeError("platform_fee_minor must be an int of minor units")
+    if not 0 <= platform_fee_minor <= amount_minor:
+        raise ValueError("platform_fee_minor must be between 0 and amount_minor")
+    receivable = account_for(owner=host, kind=AccountKind.RECEIVABLE, currency=currency)
+    legs = [PostingSpec(account=receivable, amount_minor=-amount_minor)]
+    licensor_share = amount_minor - platform_fee_minor
+    if licensor_share:
+        payable = account_for(owner=licensor, kind=AccountKind.PAYABLE, currency=currency)
+        legs.append(PostingSpec(account=payable, amount_minor=licensor_share))
+    if platform_fee_minor:
+        revenue = account_for(owner=None, kind=AccountKind.PLATFORM_REVENUE, currency=currency)
+        legs.append(PostingSpec(account=revenue, amount_minor=platform_fee_minor))
+    return journal_post(
+        idempotency_key=f"settlement:{settlement_id}:credit",
+        memo=memo or f"Settlement {settlement_id} approved (credit)",
+        postings=legs,
+        reference_type="settlement",
+        reference_id=str(settlement_id),
+    )
+
+
+@transaction.atomic
 def post_host_payment(
     *, payment_id: str, host: Host, currency: str, amount_minor: int, memo: str = ""
 ) -> JournalEntry:

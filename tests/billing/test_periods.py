@@ -184,3 +184,30 @@ def test_it_names_the_tampered_settlement_on_stderr(
     err = capsys.readouterr().err
     assert f"MISMATCH settlement {october.pk} (minimax/fireworks 2026-10 USD)" in err
     assert "usage_digest differs" in err
+
+
+def test_a_month_whose_corrections_take_back_more_is_a_credit_on_the_books(
+    minimax_world: tuple[Host, Licensor], client_for: Callable[..., APIClient]
+) -> None:
+    # given: October settled at $120.00 (12% of $1,000 of commercial revenue)
+    host, licensor = minimax_world
+    client = client_for(host=host)
+    post_usage(client, [record("oct-1", revenue="1000.00")])
+    run_billing("2026-10")
+    settlement_approve(
+        settlement=settlement_of(licensor="minimax", host="fireworks", period="2026-10"),
+        actor="test",
+    )
+
+    # when: in November the host corrects that record down by $500 and reports nothing else
+    post_usage(client, [record("oct-1-fix", revenue="-500.00", corrects="oct-1")])
+    run_billing("2026-11")
+    november = settlement_of(licensor="minimax", host="fireworks", period="2026-11")
+
+    # then: November is a $60.00 credit, and approving it posts the mirror of an accrual
+    assert lines_of(november) == [("adjustment", "2026-10", "commercial", Decimal("-60.00"))]
+    assert november.total == Decimal("-60.00")
+    settlement_approve(settlement=november, actor="test")
+    assert party_balances(owner=host) == {"USD": {"receivable": 12000 - 6000}}
+    assert party_balances(owner=licensor) == {"USD": {"payable": -12000 + 6000}}
+    assert trial_balance() == {"USD": 0}

@@ -105,3 +105,27 @@ def test_it_opens_one_account_when_threads_race_for_it(db):
     # then: all got the same account
     assert len(set(results)) == 1 and isinstance(results[0], int), results
     assert Account.objects.filter(host=host).count() == 1
+
+
+def test_a_settlement_credit_mirrors_an_accrual_once() -> None:
+    # given a host and a licensor whose settlement came out negative
+    from ledger.services import post_settlement_credit
+    from tests.factories import LicensorFactory
+
+    host, licensor = HostFactory(slug="credit-host"), LicensorFactory(slug="credit-lic")
+
+    # when the credit is posted twice (a retry)
+    first = post_settlement_credit(
+        settlement_id="s-neg", host=host, licensor=licensor, currency="USD",
+        amount_minor=6000, platform_fee_minor=600,
+    )
+    again = post_settlement_credit(
+        settlement_id="s-neg", host=host, licensor=licensor, currency="USD",
+        amount_minor=6000, platform_fee_minor=600,
+    )
+
+    # then one entry credits the host's receivable and debits the payable and the fee
+    assert again.pk == first.pk
+    assert party_balances(owner=host) == {"USD": {"receivable": -6000}}
+    assert party_balances(owner=licensor) == {"USD": {"payable": 5400}}
+    assert party_balances(owner=None) == {"USD": {"platform_revenue": 600}}
