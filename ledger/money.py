@@ -113,7 +113,7 @@ def parse_decimal(value: object, *, field: str, max_places: int | None = None) -
         result = value
     elif isinstance(value, str):
         if not _is_plain_decimal(value):
-            raise ValueError(f"{field}: {value!r} is not a decimal number such as \"12.50\"")
+            raise ValueError(f'{field}: {value!r} is not a decimal number such as "12.50"')
         try:
             result = Decimal(value)
         except InvalidOperation:  # pragma: no cover - the pattern check already rejects these

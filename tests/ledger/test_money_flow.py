@@ -116,12 +116,20 @@ def test_a_settlement_credit_mirrors_an_accrual_once() -> None:
 
     # when the credit is posted twice (a retry)
     first = post_settlement_credit(
-        settlement_id="s-neg", host=host, licensor=licensor, currency="USD",
-        amount_minor=6000, platform_fee_minor=600,
+        settlement_id="s-neg",
+        host=host,
+        licensor=licensor,
+        currency="USD",
+        amount_minor=6000,
+        platform_fee_minor=600,
     )
     again = post_settlement_credit(
-        settlement_id="s-neg", host=host, licensor=licensor, currency="USD",
-        amount_minor=6000, platform_fee_minor=600,
+        settlement_id="s-neg",
+        host=host,
+        licensor=licensor,
+        currency="USD",
+        amount_minor=6000,
+        platform_fee_minor=600,
     )
 
     # then one entry credits the host's receivable and debits the payable and the fee
