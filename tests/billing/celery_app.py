@@ -23,6 +23,15 @@ app.conf.broker_transport_options = {
 }
 PAUSE = float(os.environ.get("TEST_PAIR_PAUSE", "0"))
 
+# For the beat test: the project's own monthly entry (its task name and options), fired every
+# second for a fixed period instead of on the 1st at 02:00.
+if os.environ.get("TEST_BEAT_PERIOD"):
+    from django.conf import settings
+
+    monthly = dict(settings.CELERY_BEAT_SCHEDULE["monthly-billing"])
+    monthly.update(schedule=1.0, args=(os.environ["TEST_BEAT_PERIOD"],))
+    app.conf.beat_schedule = {"monthly-billing": monthly}
+
 
 @task_prerun.connect
 def _pause_pairs(sender: Any = None, **kwargs: Any) -> None:

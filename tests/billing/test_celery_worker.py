@@ -68,20 +68,25 @@ class Worker:
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, *command: str) -> None:
         celery = str(Path(sys.executable).parent / "celery")
         self.proc = subprocess.Popen(
             [
                 celery,
                 "-A",
                 "tests.billing.celery_app",
-                "worker",
-                "--pool=threads",
-                "--concurrency=4",
-                "--loglevel=INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
+                *(
+                    command
+                    or (
+                        "worker",
+                        "--pool=threads",
+                        "--concurrency=4",
+                        "--loglevel=INFO",
+                        "--without-gossip",
+                        "--without-mingle",
+                        "--without-heartbeat",
+                    )
+                ),
             ],
             cwd=ROOT,
             env=self.env,
@@ -188,6 +193,27 @@ def test_it_completes_a_run_on_a_real_worker(
     run = wait_for(run_done, timeout=60, what="the run", log=tmp_path / "worker.log")
     assert (run.pairs_done, run.pairs_total) == (16, 16)
     assert settlement_totals() == month_of_usage
+
+
+@pytest.mark.django_db(transaction=True)
+def test_beat_starts_the_monthly_run_on_its_schedule(
+    month_of_usage: dict[tuple[str, str], Decimal],
+    worker_factory: Callable[..., Worker],
+    tmp_path: Path,
+) -> None:
+    # given: a worker, and a real beat process whose monthly entry fires every second
+    worker_factory().start()
+    beat = worker_factory()
+    beat.env["TEST_BEAT_PERIOD"] = PERIOD
+    beat.start("beat", "--loglevel=INFO", f"--schedule={tmp_path / 'beat-schedule'}")
+
+    # when: beat sends the entry and the worker runs it
+    run = wait_for(run_done, timeout=60, what="beat's run", log=tmp_path / "worker.log")
+
+    # then: the run billed every pair, once
+    assert (run.pairs_done, run.pairs_total) == (16, 16)
+    assert settlement_totals() == month_of_usage
+    assert "Sending due task monthly-billing" in (tmp_path / "worker.log").read_text()
 
 
 @pytest.mark.django_db(transaction=True)
