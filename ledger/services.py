@@ -168,24 +168,10 @@ def post_settlement_accrual(
     """A settlement is approved: the host owes `amount_minor`; the licensor is owed that less the
     platform fee, which is platform revenue. Debit host receivable; credit licensor payable and
     platform revenue. Idempotent per settlement (key `settlement:<id>:accrual`)."""
-    _require_positive(amount_minor, "amount_minor")
-    if isinstance(platform_fee_minor, bool) or not isinstance(platform_fee_minor, int):
-        raise TypeError("platform_fee_minor must be an int of minor units")
-    if not 0 <= platform_fee_minor <= amount_minor:
-        raise ValueError("platform_fee_minor must be between 0 and amount_minor")
-    receivable = account_for(owner=host, kind=AccountKind.RECEIVABLE, currency=currency)
-    legs = [PostingSpec(account=receivable, amount_minor=amount_minor)]
-    licensor_share = amount_minor - platform_fee_minor
-    if licensor_share:
-        payable = account_for(owner=licensor, kind=AccountKind.PAYABLE, currency=currency)
-        legs.append(PostingSpec(account=payable, amount_minor=-licensor_share))
-    if platform_fee_minor:
-        revenue = account_for(owner=None, kind=AccountKind.PLATFORM_REVENUE, currency=currency)
-        legs.append(PostingSpec(account=revenue, amount_minor=-platform_fee_minor))
     return journal_post(
         idempotency_key=f"settlement:{settlement_id}:accrual",
         memo=memo or f"Settlement {settlement_id} approved",
-        postings=legs,
+        postings=_settlement_legs(host, licensor, currency, amount_minor, platform_fee_minor, +1),
         reference_type="settlement",
         reference_id=str(settlement_id),
     )
@@ -206,27 +192,35 @@ def post_settlement_credit(
     back than the month added): the mirror of an accrual. Credit the host's receivable by
     `amount_minor` (positive); debit the licensor's payable by its share and platform revenue by
     the fee given back. Idempotent per settlement (key `settlement:<id>:credit`)."""
-    _require_positive(amount_minor, "amount_minor")
-    if isinstance(platform_fee_minor, bool) or not isinstance(platform_fee_minor, int):
-        raise TypeError("platform_fee_minor must be an int of minor units")
-    if not 0 <= platform_fee_minor <= amount_minor:
-        raise ValueError("platform_fee_minor must be between 0 and amount_minor")
-    receivable = account_for(owner=host, kind=AccountKind.RECEIVABLE, currency=currency)
-    legs = [PostingSpec(account=receivable, amount_minor=-amount_minor)]
-    licensor_share = amount_minor - platform_fee_minor
-    if licensor_share:
-        payable = account_for(owner=licensor, kind=AccountKind.PAYABLE, currency=currency)
-        legs.append(PostingSpec(account=payable, amount_minor=licensor_share))
-    if platform_fee_minor:
-        revenue = account_for(owner=None, kind=AccountKind.PLATFORM_REVENUE, currency=currency)
-        legs.append(PostingSpec(account=revenue, amount_minor=platform_fee_minor))
     return journal_post(
         idempotency_key=f"settlement:{settlement_id}:credit",
         memo=memo or f"Settlement {settlement_id} approved (credit)",
-        postings=legs,
+        postings=_settlement_legs(host, licensor, currency, amount_minor, platform_fee_minor, -1),
         reference_type="settlement",
         reference_id=str(settlement_id),
     )
+
+
+def _settlement_legs(
+    host: Host, licensor: Licensor, currency: str, amount_minor: int, fee_minor: int, sign: int
+) -> list[PostingSpec]:
+    """The legs of an accrual (sign +1: debit the host's receivable, credit the licensor's
+    payable and the platform's fee) or of its mirror, a credit (sign -1)."""
+    _require_positive(amount_minor, "amount_minor")
+    if isinstance(fee_minor, bool) or not isinstance(fee_minor, int):
+        raise TypeError("platform_fee_minor must be an int of minor units")
+    if not 0 <= fee_minor <= amount_minor:
+        raise ValueError("platform_fee_minor must be between 0 and amount_minor")
+    receivable = account_for(owner=host, kind=AccountKind.RECEIVABLE, currency=currency)
+    legs = [PostingSpec(account=receivable, amount_minor=sign * amount_minor)]
+    licensor_share = amount_minor - fee_minor
+    if licensor_share:
+        payable = account_for(owner=licensor, kind=AccountKind.PAYABLE, currency=currency)
+        legs.append(PostingSpec(account=payable, amount_minor=-sign * licensor_share))
+    if fee_minor:
+        revenue = account_for(owner=None, kind=AccountKind.PLATFORM_REVENUE, currency=currency)
+        legs.append(PostingSpec(account=revenue, amount_minor=-sign * fee_minor))
+    return legs
 
 
 @transaction.atomic
