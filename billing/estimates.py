@@ -1,0 +1,59 @@
+"""What a host's month comes to so far: the draft settlements a billing run would write now,
+computed by the same aggregation and rating code, without writing anything.
+
+`GET /api/v1/usage/summary?period=` shows it as the estimated charge. It rates the period's own
+usage as it stands (late records included); adjustments of earlier settled months are not part
+of it: they appear on the next settlement.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from billing.aggregation import UsageFilter, aggregate_groups
+from billing.services import CatalogSnapshot, rate_pair_period
+from ledger.money import quantize
+from licensing.models import Host, Licensor
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One (licensor, currency) draft as it would be now."""
+
+    licensor: str
+    currency: str
+    total: Decimal  # major units, on the currency's minor unit: the sum of the rounded lines
+    # (model, customer category) -> the usage lines' amounts, rounded
+    by_model_category: dict[tuple[str, str], Decimal] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "licensor": self.licensor,
+            "currency": self.currency,
+            "total": format(quantize(self.total, self.currency), "f"),
+        }
+
+
+def settlement_estimates(*, host: Host, period: str) -> list[Estimate]:
+    rows = aggregate_groups(period, UsageFilter(host_id=host.pk))
+    if not rows:
+        return []
+    catalog = CatalogSnapshot.load()
+    by_licensor: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_licensor[row["licensor_id"]].append(row)
+    slugs = dict(Licensor.objects.filter(pk__in=by_licensor).values_list("pk", "slug"))
+    estimates = []
+    for licensor_id, licensor_rows in sorted(by_licensor.items(), key=lambda i: slugs[i[0]]):
+        for currency, bundle in sorted(rate_pair_period(period, licensor_rows, catalog).items()):
+            per_line: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+            total = Decimal(0)
+            for _, line, _ in bundle.lines:
+                total += line.amount
+                if line.kind == "usage":
+                    per_line[(line.model, line.customer_category)] += line.amount
+            estimates.append(Estimate(slugs[licensor_id], currency, total, dict(per_line)))
+    return estimates
