@@ -278,13 +278,24 @@ class SummaryLineSerializer(serializers.Serializer):
     requests = serializers.IntegerField()
     revenue = serializers.CharField()
     late_records = serializers.IntegerField()
+    estimated_charge = serializers.CharField(
+        allow_null=True,
+        help_text="the usage lines' amount for this model and category so far, in the terms' "
+        "currency; null when no terms rate it",
+    )
+
+
+class EstimateSerializer(serializers.Serializer):
+    licensor = serializers.CharField()
+    currency = serializers.CharField()
+    total = serializers.CharField(help_text="the draft's total so far, minimums and caps included")
 
 
 class SummarySerializer(serializers.Serializer):
     period = serializers.CharField()
     totals = SummaryLineSerializer(many=True)
-    estimated_charge = serializers.CharField(
-        allow_null=True, help_text="null until billing provides an estimate"
+    estimated_charge = EstimateSerializer(
+        many=True, help_text="what a billing run would write now, per licensor and currency"
     )
 
 

@@ -8,6 +8,7 @@ import binascii
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from django.db.models import Count, Q, Sum
@@ -195,9 +196,22 @@ def usage_totals(*, host: Host, period: str) -> list[dict[str, Any]]:
 
 
 def usage_summary(*, host: Host, period: str) -> dict[str, Any]:
-    """Totals so far for the month, and `estimated_charge`: null for now. The rating engine
-    (licensing.rating) needs terms, a year-to-date window state and the version of each record,
-    which billing assembles; it will provide the estimate for this endpoint (see the report of
-    issue 4)."""
+    """Totals so far for the month, each with its estimated charge, and the estimate per
+    licensor and currency (minimums and caps included): what a billing run would write now,
+    computed by billing's own aggregation and rating (`billing.estimates`)."""
+    from billing.estimates import settlement_estimates
+
     totals = usage_totals(host=host, period=period)
-    return {"period": period, "totals": totals, "estimated_charge": None}
+    estimates = settlement_estimates(host=host, period=period)
+    by_line: dict[tuple[str, str, str], Decimal] = {}
+    for estimate in estimates:
+        for (model, category), amount in estimate.by_model_category.items():
+            by_line[(model, category, estimate.currency)] = amount
+    for row in totals:
+        amount = by_line.get((row["model"], row["customer_category"], row["currency"]))
+        row["estimated_charge"] = None if amount is None else format(amount, "f")
+    return {
+        "period": period,
+        "totals": totals,
+        "estimated_charge": [e.to_json() for e in estimates],
+    }

@@ -77,7 +77,11 @@ def test_it_sums_a_month_per_model_and_category(catalog: Any, post: Any, host_cl
     assert commercial["records"] == 2
     assert commercial["input_tokens"] == 1500
     assert commercial["revenue"] == "3.000000"
-    assert body["estimated_charge"] is None
+    # and each carries the estimate billing would write now: 12% of commercial, research free
+    assert commercial["estimated_charge"] == "0.36"
+    research = next(t for t in body["totals"] if t["customer_category"] == "research")
+    assert research["estimated_charge"] == "0.00"
+    assert body["estimated_charge"] == [{"licensor": "minimax", "currency": "USD", "total": "0.36"}]
     assert host_client.get("/api/v1/usage/summary?period=2026-13").status_code == 400
 
 
