@@ -208,8 +208,8 @@ def usage_summary(*, host: Host, period: str) -> dict[str, Any]:
         for (model, category), amount in estimate.by_model_category.items():
             by_line[(model, category, estimate.currency)] = amount
     for row in totals:
-        amount = by_line.get((row["model"], row["customer_category"], row["currency"]))
-        row["estimated_charge"] = None if amount is None else format(amount, "f")
+        estimated = by_line.get((row["model"], row["customer_category"], row["currency"]))
+        row["estimated_charge"] = None if estimated is None else format(estimated, "f")
     return {
         "period": period,
         "totals": totals,
