@@ -181,11 +181,22 @@ class Settlement(models.Model):
     approved_at = models.DateTimeField(null=True, blank=True)
     disputed_at = models.DateTimeField(null=True, blank=True)
     decided_by = models.CharField(max_length=200, blank=True)  # who approved or disputed
+    # Invoicing through Stripe (billing/stripe_gateway.py, docs/stripe.md). The invoice id is set
+    # once, with the move to `invoiced` (trigger of migration 0003); NULL (not "") until then,
+    # so that the unique constraint holds only between real ids.
+    stripe_invoice_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    # The claim of an invoicing attempt: set by the worker that calls Stripe, cleared when it
+    # fails; a claim older than INVOICING_LEASE is a dead worker's and may be taken over.
+    invoicing_started_at = models.DateTimeField(null=True, blank=True)
+    invoice_error = models.TextField(blank=True)  # the last failed attempt, for the operator
+    invoiced_at = models.DateTimeField(null=True, blank=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-period", "licensor__slug", "host__slug", "currency"]
+        permissions = [("send_invoice", "Can send a settlement's invoice through Stripe")]
         constraints = [
             models.UniqueConstraint(
                 fields=["licensor", "host", "period", "currency"],
@@ -200,6 +211,11 @@ class Settlement(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(currency__regex=r"^[A-Z]{3}$"), name="billing_settlement_currency_iso"
+            ),
+            # Invoiced means a Stripe invoice exists, and we know which.
+            models.CheckConstraint(
+                condition=~Q(status__in=["invoiced", "paid"]) | Q(stripe_invoice_id__isnull=False),
+                name="billing_settlement_invoiced_has_invoice",
             ),
         ]
         indexes = [models.Index(fields=["host", "period"])]
@@ -285,3 +301,23 @@ class PendingRerate(models.Model):
 
     def __str__(self) -> str:
         return f"{self.host_id}/{self.licensor_id} {self.period}"
+
+
+class StripeEvent(models.Model):
+    """A Stripe webhook event we processed: the unique `event_id` is what makes each event
+    processed once (Stripe delivers at least once, and retries for days). The row is inserted in
+    the same transaction as the event's effects, so an event whose processing failed leaves no
+    row and is processed again on Stripe's next delivery."""
+
+    event_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=100)
+    object_id = models.CharField(max_length=255, blank=True)  # e.g. the invoice's id
+    outcome = models.CharField(max_length=200, blank=True)  # what processing did, for operators
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} {self.type}"

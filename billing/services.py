@@ -642,7 +642,19 @@ def settlement_approve(*, settlement: Settlement, actor: str) -> Settlement:
             platform_fee_minor=_platform_fee_minor(abs(amount_minor), fresh.currency),
             memo=f"Settlement {fresh.licensor.slug}/{fresh.host.slug} {fresh.period} approved",
         )
+    if amount_minor > 0 and settings.STRIPE_API_KEY:
+        _queue_invoice(str(fresh.pk))
     return fresh
+
+
+def _queue_invoice(settlement_id: str) -> None:
+    """Invoice through Stripe once the approval is committed (docs/stripe.md); without
+    STRIPE_API_KEY approval stops at `approved`. robust: in-process (eager) Celery runs the task
+    right here, and a Stripe failure must not turn a committed approval into an error; the
+    hourly sweep and the admin's "Send invoice" retry it."""
+    from billing.tasks import invoice_settlement
+
+    transaction.on_commit(lambda: invoice_settlement.delay(settlement_id), robust=True)
 
 
 @transaction.atomic(durable=True)

@@ -1,4 +1,5 @@
-"""Celery tasks of the billing run: thin, they take ids and call services (billing/services.py).
+"""Celery tasks of the billing run and of Stripe invoicing: thin, they take ids and call services
+(billing/services.py, billing/invoicing.py).
 
 Both are `acks_late`: a worker killed mid-task leaves the message unacknowledged, the broker
 delivers it again, and the services make the second delivery harmless (a pair already done is
@@ -9,9 +10,12 @@ from __future__ import annotations
 
 from celery import shared_task
 from django.db import OperationalError
+from django.db.models import Q
 from django.utils import timezone
 
-from billing.models import BillingRunPair
+from billing import stripe_gateway
+from billing.invoicing import INVOICING_LEASE, InvoicingInProgress, settlement_invoice
+from billing.models import BillingRunPair, Settlement, SettlementStatus
 from billing.services import (
     billing_pair_settle,
     billing_run_fail,
@@ -56,3 +60,48 @@ def bill_pair(run_id: int, host_id: int, licensor_id: int) -> int:
         billing_run_fail(run_id=run_id, error=f"host={host_id} licensor={licensor_id}: {exc!r}")
         raise
     return len(outcome.written)
+
+
+@shared_task(
+    name="billing.tasks.invoice_settlement",
+    acks_late=True,
+    # Stripe unreachable, rate-limited or failing: the whole invoicing is run again later and
+    # continues what Stripe already holds (idempotency keys, metadata search).
+    autoretry_for=stripe_gateway.TRANSIENT_ERRORS,
+    retry_backoff=30,
+    retry_backoff_max=3600,
+    max_retries=10,
+)
+def invoice_settlement(settlement_id: str) -> str | None:
+    """Send an approved settlement's Stripe invoice; returns its id (None: not invoiced, e.g.
+    Stripe is not configured, the total is not positive, or another worker holds the claim)."""
+    if not stripe_gateway.is_configured():
+        return None
+    settlement = Settlement.objects.get(pk=settlement_id)
+    try:
+        return settlement_invoice(settlement=settlement).stripe_invoice_id
+    except InvoicingInProgress:
+        return None  # its holder finishes it; a dead holder's claim expires for the sweep
+
+
+@shared_task(name="billing.tasks.invoice_pending_settlements")
+def invoice_pending_settlements() -> int:
+    """The sweep (beat, hourly): approved settlements with a positive total and no invoice whose
+    queued task was lost (broker down at approval, a worker's retries exhausted). Returns how
+    many tasks it queued."""
+    if not stripe_gateway.is_configured():
+        return 0
+    stale = timezone.now() - INVOICING_LEASE
+    pending = (
+        Settlement.objects.filter(
+            status=SettlementStatus.APPROVED, stripe_invoice_id__isnull=True, total__gt=0
+        )
+        .filter(Q(invoicing_started_at__isnull=True) | Q(invoicing_started_at__lt=stale))
+        .order_by("approved_at")
+        .values_list("pk", flat=True)
+    )
+    count = 0
+    for pk in pending:
+        invoice_settlement.delay(str(pk))
+        count += 1
+    return count

@@ -148,6 +148,11 @@ CELERY_BEAT_SCHEDULE = {
             day_of_month=env("BILLING_CRON_DAY", "1"),
         ),
     },
+    # Approved settlements whose invoicing task was lost (no-op without STRIPE_API_KEY).
+    "stripe-invoicing-sweep": {
+        "task": "billing.tasks.invoice_pending_settlements",
+        "schedule": crontab(minute="40"),
+    },
     # Usage partitions are created ahead of time so that no insert waits for DDL.
     "usage-partitions": {
         "task": "ledger.usage.tasks.ensure_usage_partitions",
@@ -159,6 +164,8 @@ CELERY_BEAT_SCHEDULE = {
 STRIPE_API_KEY = env("STRIPE_API_KEY")
 STRIPE_API_BASE = env("STRIPE_API_BASE")
 STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET")
+# Days a host has to pay a Stripe invoice (collection_method send_invoice).
+STRIPE_DAYS_UNTIL_DUE = envint("STRIPE_DAYS_UNTIL_DUE", "30")
 
 # Platform fee taken on settlements, in percent of the settlement total (0 = none).
 TOLLGATE_PLATFORM_FEE_PERCENT = env("TOLLGATE_PLATFORM_FEE_PERCENT", "0")
