@@ -2,8 +2,9 @@
 
 Every amount is a signed int of the currency's minor unit (cents for USD): debit > 0, credit < 0.
 
-Transactions: these services are `@transaction.atomic` without `durable=True`, because billing
-calls them inside its own transaction (a settlement and its accrual commit together). Posting
+Transactions: these services open a transaction when called outside one (`transaction.atomic`),
+never `durable=True`, because billing calls them inside its own transaction (a settlement and its
+accrual commit together); journal_post adds no savepoint when nested (see _post_batch). Posting
 takes the chain lock (`ledger_chain_head`, migration 0002), which is held until the *caller's*
 transaction ends, so:
 - post ledger entries last in a transaction, after every other lock is taken (a fixed order:
@@ -54,6 +55,17 @@ class PostingSpec:
 
 
 @dataclass(frozen=True)
+class EntrySpec:
+    """One entry of journal_post_many: the arguments of journal_post."""
+
+    idempotency_key: str
+    memo: str
+    postings: Sequence[PostingSpec]
+    reference_type: str
+    reference_id: str = ""
+
+
+@dataclass(frozen=True)
 class _Content:
     """What an idempotency key stands for: two posts with the same key must agree on all of it."""
 
@@ -81,7 +93,6 @@ def account_for(*, owner: Licensor | Host | None, kind: str, currency: str) -> A
     return account
 
 
-@transaction.atomic
 def journal_post(
     *,
     idempotency_key: str,
@@ -95,15 +106,46 @@ def journal_post(
     The same key with the same memo, reference and postings returns the existing entry; the same
     key with anything else raises IdempotencyConflict. Concurrent calls with one key make one
     entry: the unique constraint on the key decides (INSERT ... ON CONFLICT DO NOTHING).
+    journal_post_many of one entry: one round trip, and no savepoint when nested.
     """
-    content = _content(
-        memo=memo,
-        postings=postings,
-        reference_type=reference_type,
-        reference_id=reference_id,
-        reverses_id=None,
+    (entry,) = journal_post_many(
+        entries=[
+            EntrySpec(
+                idempotency_key=idempotency_key,
+                memo=memo,
+                postings=postings,
+                reference_type=reference_type,
+                reference_id=reference_id,
+            )
+        ]
     )
-    return _post(idempotency_key=idempotency_key, content=content)
+    return entry
+
+
+def journal_post_many(*, entries: Sequence[EntrySpec]) -> list[JournalEntry]:
+    """Post several balanced entries in one round trip, in order, contiguous on the chain (no
+    other poster's entry between them); return them in the order given.
+
+    Each entry behaves as journal_post: a key already posted with the same content returns the
+    existing entry, with other content raises IdempotencyConflict, and then nothing of the batch
+    is written. Every entry is validated before anything is written (UnbalancedEntry,
+    ValueError); a key may appear once per batch. The chain lock is taken once for the batch, so
+    a bulk caller (a payout run, a bulk approval) pays the lock and the commit once per batch.
+    """
+    batch = [
+        (
+            spec.idempotency_key,
+            _content(
+                memo=spec.memo,
+                postings=spec.postings,
+                reference_type=spec.reference_type,
+                reference_id=spec.reference_id,
+                reverses_id=None,
+            ),
+        )
+        for spec in entries
+    ]
+    return _post_batch(batch)
 
 
 @transaction.atomic
@@ -320,88 +362,163 @@ def _content(
 
 
 def _post(*, idempotency_key: str, content: _Content) -> JournalEntry:
-    """Insert the entry and its postings, or return the one already under the key.
+    """Post one entry (see _post_batch)."""
+    (entry,) = _post_batch([(idempotency_key, content)])
+    return entry
 
-    One round trip: ledger_post_entry (migration 0003) takes the chain lock, which serializes
-    posters until our transaction ends (the race it prevents: two posters reading the same
-    previous hash and forking the chain), reads the head, stamps created_at, hashes
-    `ledger.chain`'s canonical content and inserts. Must run inside a transaction.
+
+def _post_batch(batch: Sequence[tuple[str, _Content]]) -> list[JournalEntry]:
+    """Insert the entries and their postings, or return those already under their keys.
+
+    One round trip: ledger_post_entries (migration 0004) takes the chain lock once, which
+    serializes posters until our transaction ends (the race it prevents: two posters reading the
+    same previous hash and forking the chain), then for each entry reads the head, stamps
+    created_at, hashes `ledger.chain`'s canonical content and inserts.
     """
-    if not idempotency_key or len(idempotency_key) > 200:
-        raise ValueError("idempotency_key must be 1 to 200 characters")
-    canonical = canonical_content(
-        EntryContent(
-            idempotency_key=idempotency_key,
+    keys = [key for key, _ in batch]
+    for key in keys:
+        if not key or len(key) > 200:
+            raise ValueError("idempotency_key must be 1 to 200 characters")
+    if len(set(keys)) != len(keys):
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        raise ValueError(f"an idempotency key may appear once per batch: {', '.join(twice)}")
+    if not batch:
+        return []
+    # No savepoint for one entry. Whatever fails in the database here (a bug: an account that
+    # does not exist; a deadlock or a timeout, which a retry of the whole transaction handles)
+    # leaves the caller's transaction unusable anyway; the errors a caller may catch and go on
+    # after (ValueError, UnbalancedEntry above, IdempotencyConflict below) are raised outside
+    # this block, and for one entry a conflict means nothing was written. A batch may have
+    # written entries before its conflict is found: it gets a savepoint (two round trips for
+    # the whole batch) so that the conflict undoes them and leaves the caller's transaction
+    # usable, as for journal_post.
+    with transaction.atomic(savepoint=len(batch) > 1):
+        rows = _call_post_entries(batch)
+        entries, conflict = _resolve(batch, rows)
+        if conflict is not None and any(created for _, created, *_ in rows):
+            raise conflict
+    if conflict is not None:
+        raise conflict
+    return entries
+
+
+def _call_post_entries(batch: Sequence[tuple[str, _Content]]) -> list[tuple]:
+    positions: list[int] = []
+    accounts: list[int] = []
+    amounts: list[int] = []
+    currencies: list[str] = []
+    contents: list[str] = []
+    for position, (key, content) in enumerate(batch, start=1):
+        contents.append(
+            canonical_content(
+                EntryContent(
+                    idempotency_key=key,
+                    memo=content.memo,
+                    reference_type=content.reference_type,
+                    reference_id=content.reference_id,
+                    reverses_id=content.reverses_id,
+                    postings=content.postings,
+                )
+            )
+        )
+        for posting in content.postings:
+            positions.append(position)
+            accounts.append(posting.account_id)
+            amounts.append(posting.amount)
+            currencies.append(posting.currency)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT entry_id, created, entry_sequence, entry_created_at, entry_prev_hash,"
+            " entry_hash FROM ledger_post_entries(%s::varchar[], %s::text[], %s::varchar[],"
+            " %s::varchar[], %s::bigint[], %s::text[], %s::integer[], %s::bigint[],"
+            " %s::bigint[], %s::varchar[])",
+            [
+                [key for key, _ in batch],
+                [content.memo for _, content in batch],
+                [content.reference_type for _, content in batch],
+                [content.reference_id for _, content in batch],
+                [content.reverses_id for _, content in batch],
+                contents,
+                positions,
+                accounts,
+                amounts,
+                currencies,
+            ],
+        )
+        return cursor.fetchall()
+
+
+def _resolve(
+    batch: Sequence[tuple[str, _Content]], rows: Sequence[tuple]
+) -> tuple[list[JournalEntry], IdempotencyConflict | None]:
+    """The entries of the batch, made or replayed; or the first replay whose stored content
+    differs from the batch's (a replay, or a concurrent poster of the same key that committed
+    first)."""
+    stored = _stored_entries([entry_id for entry_id, created, *_ in rows if not created])
+    entries: list[JournalEntry] = []
+    for (key, content), row in zip(batch, rows, strict=True):
+        entry_id, created, sequence, created_at, prev_hash, digest = row
+        if not created:
+            entry, stored_content = stored[entry_id]
+            conflict = _conflict(entry, stored_content, content)
+            if conflict is not None:
+                return [], conflict
+            entries.append(entry)
+            continue
+        entry = JournalEntry(
+            id=entry_id,
+            sequence=sequence,
+            idempotency_key=key,
             memo=content.memo,
             reference_type=content.reference_type,
             reference_id=content.reference_id,
             reverses_id=content.reverses_id,
-            postings=content.postings,
+            created_at=created_at,
+            prev_hash=prev_hash,
+            hash=digest,
         )
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT entry_id, created, entry_sequence, entry_created_at, entry_prev_hash,"
-            " entry_hash FROM ledger_post_entry(%s, %s, %s, %s, %s, %s,"
-            " %s::bigint[], %s::bigint[], %s::varchar[])",
-            [
-                idempotency_key,
-                content.memo,
-                content.reference_type,
-                content.reference_id,
-                content.reverses_id,
-                canonical,
-                [p.account_id for p in content.postings],
-                [p.amount for p in content.postings],
-                [p.currency for p in content.postings],
-            ],
+        entry._state.adding = False
+        entry._state.db = connection.alias
+        entries.append(entry)
+    return entries, None
+
+
+def _stored_entries(entry_ids: Sequence[int]) -> dict[int, tuple[JournalEntry, _Content]]:
+    """The entries already posted, with their content as journal_post would have built it (two
+    queries however many)."""
+    if not entry_ids:
+        return {}
+    legs: dict[int, list[ChainPosting]] = defaultdict(list)
+    for entry_id, account_id, currency, amount in Posting.objects.filter(
+        entry_id__in=entry_ids
+    ).values_list("entry_id", "account_id", "currency", "amount"):
+        legs[entry_id].append(ChainPosting(account_id=account_id, currency=currency, amount=amount))
+    return {
+        entry.pk: (
+            entry,
+            _Content(
+                memo=entry.memo,
+                reference_type=entry.reference_type,
+                reference_id=entry.reference_id,
+                reverses_id=entry.reverses_id,
+                postings=sorted_postings(legs[entry.pk]),
+            ),
         )
-        entry_id, created, sequence, created_at, prev_hash, digest = cursor.fetchone()
-    if not created:
-        # A replay, or a concurrent poster of the same key that committed first.
-        return _same_or_conflict(JournalEntry.objects.get(pk=entry_id), content)
-    entry = JournalEntry(
-        id=entry_id,
-        sequence=sequence,
-        idempotency_key=idempotency_key,
-        memo=content.memo,
-        reference_type=content.reference_type,
-        reference_id=content.reference_id,
-        reverses_id=content.reverses_id,
-        created_at=created_at,
-        prev_hash=prev_hash,
-        hash=digest,
-    )
-    entry._state.adding = False
-    entry._state.db = connection.alias
-    return entry
+        for entry in JournalEntry.objects.filter(pk__in=entry_ids)
+    }
 
 
-def _stored_content(entry: JournalEntry) -> _Content:
-    return _Content(
-        memo=entry.memo,
-        reference_type=entry.reference_type,
-        reference_id=entry.reference_id,
-        reverses_id=entry.reverses_id,
-        postings=sorted_postings(
-            ChainPosting(account_id=account_id, currency=currency, amount=amount)
-            for account_id, currency, amount in Posting.objects.filter(entry=entry).values_list(
-                "account_id", "currency", "amount"
-            )
-        ),
-    )
-
-
-def _same_or_conflict(entry: JournalEntry, content: _Content) -> JournalEntry:
-    stored = _stored_content(entry)
+def _conflict(
+    entry: JournalEntry, stored: _Content, content: _Content
+) -> IdempotencyConflict | None:
     if stored == content:
-        return entry
+        return None
     differences = [
         name
         for name in ("memo", "reference_type", "reference_id", "reverses_id", "postings")
         if getattr(stored, name) != getattr(content, name)
     ]
-    raise IdempotencyConflict(
+    return IdempotencyConflict(
         f"idempotency key {entry.idempotency_key!r} was already used by journal entry "
         f"#{entry.sequence} with a different {', '.join(differences)}; "
         "use a new key for a new entry, or journal_reverse to correct that one"
