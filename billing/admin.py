@@ -3,7 +3,10 @@
 A staff user linked to a licensor (`licensing.LicensorMembership`) sees only that licensor's
 settlements, everywhere: the list, a change page, the actions (another licensor's settlement is
 simply not found). A superuser sees all. Settlements are read-only here: the only writes are
-Approve and Dispute, which go through the same services as the API. Billing runs are read-only.
+Approve and Dispute, which go through the same services as the API, and "Send invoice" (Stripe),
+for operators only: it needs the `billing.send_invoice` permission (superusers have it) and is
+never offered to a licensor's reviewer, whatever they were granted: the licensor does not invoice
+the host, the platform does. Billing runs and Stripe events are read-only.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
-from billing.models import BillingRun, Settlement, SettlementLine, SettlementStatus
+from billing import stripe_gateway
+from billing.invoicing import settlement_invoice
+from billing.models import BillingRun, Settlement, SettlementLine, SettlementStatus, StripeEvent
 from billing.services import SettlementStateError, settlement_approve, settlement_dispute
 from ledger.money import quantize
 
@@ -103,7 +108,7 @@ class SettlementAdmin(admin.ModelAdmin):
     list_select_related = ["licensor", "host"]
     search_fields = ["host__slug", "host__name", "id"]
     ordering = ["-period", "host__slug"]
-    actions = ["approve_selected", "dispute_selected"]
+    actions = ["approve_selected", "dispute_selected", "send_invoice_selected"]
     inlines = [SettlementLineInline]
     change_form_template = "admin/billing/settlement/change_form.html"
     fields = [
@@ -124,6 +129,10 @@ class SettlementAdmin(admin.ModelAdmin):
         "disputed_at",
         "decided_by",
         "dispute_reason",
+        "stripe_invoice_id",
+        "invoiced_at",
+        "paid_at",
+        "invoice_error",
     ]
     readonly_fields = [str(f) for f in fields]
 
@@ -293,6 +302,72 @@ class SettlementAdmin(admin.ModelAdmin):
             return None
         # The intermediate page: the reason, then back to this action with the same selection.
         return self._dispute_page(request, list(queryset), form, action="dispute_selected")
+
+    # --- Stripe invoicing -------------------------------------------------------------------
+
+    def has_send_invoice_permission(self, request: HttpRequest) -> bool:
+        """Operators only: a licensor's reviewer (a staff member linked to a licensor) never
+        invoices, whatever permissions were granted to them."""
+        user = request.user
+        if getattr(user, "licensor_membership", None) is not None:
+            return False
+        return bool(user.is_active and user.is_staff and user.has_perm("billing.send_invoice"))
+
+    @admin.action(
+        description="Send invoice (Stripe) for selected settlements", permissions=["send_invoice"]
+    )
+    def send_invoice_selected(self, request: HttpRequest, queryset: QuerySet[Settlement]) -> None:
+        if not stripe_gateway.is_configured():
+            self.message_user(request, "Stripe is not configured (STRIPE_API_KEY).", messages.ERROR)
+            return
+        sent, not_sent = [], []
+        # Stripe is called per settlement, outside any transaction (the service refuses one).
+        for settlement in queryset.filter(status=SettlementStatus.APPROVED):
+            try:
+                done = settlement_invoice(settlement=settlement)
+            except SettlementStateError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            except Exception as exc:  # a Stripe error: shown, kept on the settlement, retryable
+                self.message_user(request, f"{settlement}: {exc}", messages.ERROR)
+            else:
+                if done.stripe_invoice_id:
+                    sent.append(done.stripe_invoice_id)
+                else:
+                    not_sent.append(str(done))
+        if sent:
+            self.message_user(
+                request, f"Invoiced {len(sent)}: {', '.join(sent)}.", messages.SUCCESS
+            )
+        for text in not_sent:
+            self.message_user(
+                request, f"{text}: a total of zero or less is not invoiced.", messages.WARNING
+            )
+        skipped = queryset.exclude(status=SettlementStatus.APPROVED).count()
+        if skipped:
+            self.message_user(
+                request, f"{skipped} selected settlement(s) were not approved.", messages.WARNING
+            )
+
+
+@admin.register(StripeEvent)
+class StripeEventAdmin(admin.ModelAdmin):
+    """Read-only: the Stripe events received, and what processing each did."""
+
+    list_display = ["event_id", "type", "object_id", "outcome", "received_at"]
+    list_filter = ["type"]
+    search_fields = ["event_id", "object_id"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f.name for f in StripeEvent._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(BillingRun)
