@@ -210,3 +210,15 @@ def test_it_keeps_a_stripe_invoice_id_once_set_in_postgresql(stripe_world: Any) 
         Settlement.objects.filter(pk=invoiced.pk).update(status="approved")
     invoiced.refresh_from_db()
     assert invoiced.status == "invoiced"
+
+
+def test_it_gives_a_stripe_invoice_to_approved_settlements_only(stripe_world: Any) -> None:
+    # given: a draft
+    draft = billed_settlement(revenue="75300.00")
+
+    # when / then: PostgreSQL refuses an invoice id on it, and `invoiced` without one
+    with pytest.raises(IntegrityError, match="only an approved"), transaction.atomic():
+        Settlement.objects.filter(pk=draft.pk).update(stripe_invoice_id="in_1")
+    approved = approve_without_invoicing(draft)
+    with pytest.raises(IntegrityError, match="invoiced_has_invoice"), transaction.atomic():
+        Settlement.objects.filter(pk=approved.pk).update(status="invoiced")
