@@ -129,8 +129,10 @@ def worker_factory(broker: str, tmp_path: Path) -> Iterator[Callable[..., Worker
 
 @pytest.fixture
 def producer(broker: str) -> Celery:
-    """Sends tasks by name to the broker, as beat does (the test process itself runs eagerly)."""
-    return Celery("producer", broker=broker)
+    """Sends tasks by name to the broker, as beat does (the test process itself runs eagerly).
+    Not the current app: shared tasks (`.delay`) of later tests would resolve to it and go to
+    this broker instead of running in-process."""
+    return Celery("producer", broker=broker, set_as_current=False)
 
 
 @pytest.fixture
