@@ -427,25 +427,42 @@ def _call_post_entries(batch: Sequence[tuple[str, _Content]]) -> list[tuple]:
             amounts.append(posting.amount)
             currencies.append(posting.currency)
     with connection.cursor() as cursor:
+        # The arrays go as array literals built here: Django binds parameters client-side, and
+        # psycopg then escapes every array element with a regular expression, which cost more
+        # than all the rest of the Python side (~60 us per entry: a content is full of quotes).
         cursor.execute(
             "SELECT entry_id, created, entry_sequence, entry_created_at, entry_prev_hash,"
             " entry_hash FROM ledger_post_entries(%s::varchar[], %s::text[], %s::varchar[],"
             " %s::varchar[], %s::bigint[], %s::text[], %s::integer[], %s::bigint[],"
             " %s::bigint[], %s::varchar[])",
             [
-                [key for key, _ in batch],
-                [content.memo for _, content in batch],
-                [content.reference_type for _, content in batch],
-                [content.reference_id for _, content in batch],
-                [content.reverses_id for _, content in batch],
-                contents,
-                positions,
-                accounts,
-                amounts,
-                currencies,
+                _text_array([key for key, _ in batch]),
+                _text_array([content.memo for _, content in batch]),
+                _text_array([content.reference_type for _, content in batch]),
+                _text_array([content.reference_id for _, content in batch]),
+                _int_array([content.reverses_id for _, content in batch]),
+                _text_array(contents),
+                _int_array(positions),
+                _int_array(accounts),
+                _int_array(amounts),
+                _text_array(currencies),
             ],
         )
         return cursor.fetchall()
+
+
+def _text_array(values: Sequence[str]) -> str:
+    """A PostgreSQL array literal of strings: each element quoted, backslash and double quote
+    escaped (the only characters that need it inside quotes)."""
+    return (
+        "{"
+        + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+        + "}"
+    )
+
+
+def _int_array(values: Sequence[int | None]) -> str:
+    return "{" + ",".join("NULL" if v is None else str(int(v)) for v in values) + "}"
 
 
 def _resolve(

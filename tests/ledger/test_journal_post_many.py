@@ -232,3 +232,30 @@ def test_it_posts_one_entry_without_a_savepoint_in_the_callers_transaction(usd):
         ]
         assert JournalEntry.objects.get().pk == entry.pk
     assert JournalEntry.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['quote " backslash \\ brace { } comma , "NULL"', "NULL", "", "  padded  ", "Gebühr — 東京\n"],
+)
+def test_it_stores_the_text_of_each_entry_exactly_as_given(usd, text):
+    # given: memos and references full of what an array literal must escape
+    specs = [
+        EntrySpec(
+            idempotency_key=f"text-{n}:{text}",
+            memo=text,
+            postings=_spec(usd, "x").postings,
+            reference_type="payout",
+            reference_id=text,
+        )
+        for n in range(2)
+    ]
+    # when: they are posted in one call
+    entries = journal_post_many(entries=specs)
+    # then: the stored text is the given text, the chain verifies, and a replay matches
+    stored = JournalEntry.objects.order_by("sequence")
+    assert [(e.idempotency_key, e.memo, e.reference_id) for e in stored] == [
+        (s.idempotency_key, text, text) for s in specs
+    ]
+    assert verify_books().ok
+    assert [e.pk for e in journal_post_many(entries=specs)] == [e.pk for e in entries]
