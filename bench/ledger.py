@@ -1,28 +1,33 @@
-"""Ledger benchmark: `python -m bench ledger [--quick] [--writers N] [--entries N] [--repeats K]`.
+"""Ledger benchmark: `python -m bench ledger [--quick] [--writers N] [--entries N] [--repeats K]
+[--batch N] [--only=TEXT ...]` (--only: the methods whose name contains TEXT).
 
-Entries per second for two-posting entries (debit a host receivable, credit a licensor payable),
-each in its own transaction, from `--writers` concurrent processes (default 4), each with its
-own connection, against the scratch database `tollgate_bench_ledger` on DATABASE_URL's server
-(created, migrated and dropped here) and its copy `tollgate_bench_ledger_nochain`. Three methods:
+Entries per second for two-posting entries (debit a host receivable, credit a licensor payable)
+from `--writers` concurrent processes (default 4), each with its own connection, against the
+scratch database `tollgate_bench_ledger` on DATABASE_URL's server (created, migrated and dropped
+here) and its copy `tollgate_bench_ledger_nochain`. The methods:
 
-1. `journal_post` — the real service: one call of ledger_post_entry (idempotency pre-check, the
-   chain lock, the head, the SHA-256 hash, the entry and postings), then the commit with the
-   deferred balance checks, the lock held until the commit is durable;
-2. `journal_post, 20 per commit` — the real service, called 20 times in one transaction, as a
-   bulk caller (a payout run, a bulk approval) does: the chain lock and the durable commit are
-   paid once per 20 entries;
-3. `journal_post, no chain` — the same Python path against the copy, where ledger_post_entry is
-   replaced by one without lock, head and hash, and the chain columns and chain-link trigger
-   are dropped: what the chain costs;
-4. `raw psycopg, no chain` — the entry and postings INSERTs and the commit from plain psycopg,
-   no Django, on the copy: the floor of the database with every other trigger in place (the
-   baseline for the ratios).
+1. `journal_post` — the real service, each entry in its own transaction: one call of
+   ledger_post_entries (idempotency pre-check, the chain lock, the head, the SHA-256 hash, the
+   entry and postings), then the commit with the deferred balance checks, the lock held until
+   the commit is durable;
+2. `journal_post, N per commit` — the real service, called N (`--batch`, default 20) times in
+   one transaction, as a bulk caller that posts entry by entry does: the chain lock and the
+   durable commit are paid once per N entries, the round trip still once per entry;
+3. `journal_post_many, N per call` — the bulk service: N entries in one call (one round trip,
+   the chain lock taken once) and one transaction;
+4. `journal_post_many, N per call, no chain` — the same against the copy, where
+   ledger_post_entries is replaced by one without lock, head and hash, and the chain columns and
+   chain-link trigger are dropped: what the chain costs the bulk path;
+5. `journal_post, no chain` — method 1 against the copy: what the chain costs one entry;
+6. `raw psycopg, no chain` — the entry and postings INSERTs and the commit from plain psycopg,
+   no Django, on the copy, one entry per transaction: the floor of the database with every other
+   trigger in place (the baseline for the ratios).
 
-All 4 x `--writers` processes start and warm up first; then the methods take turns, run by run
+All 6 x `--writers` processes start and warm up first; then the methods take turns, run by run
 (`--repeats` rounds), so that the noise of a shared machine falls on all of them alike. The
 median and the spread (min-max) are printed, with the ratio to the baseline. Everything runs on
 this machine (the writers compete with PostgreSQL for the same cores). Record the output in
-docs/ledger.md, "Performance".
+docs/ledger.md, "Performance", and docs/performance.md, "Ledger".
 """
 
 from __future__ import annotations
@@ -41,13 +46,20 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 DB = "tollgate_bench_ledger"
-BATCH = 20  # entries per transaction for the batched method (a payout run, a bulk approval)
-METHODS = [
-    "journal_post",
-    f"journal_post, {BATCH} per commit",
-    "journal_post, no chain",
-    "raw psycopg, no chain",
-]
+BATCH = 20  # default entries per transaction of the batched methods (a payout run, a bulk approval)
+
+
+def _methods(batch: int) -> list[str]:
+    return [
+        "journal_post",
+        f"journal_post, {batch} per commit",
+        f"journal_post_many, {batch} per call",
+        f"journal_post_many, {batch} per call, no chain",
+        "journal_post, no chain",
+        "raw psycopg, no chain",
+    ]
+
+
 WARMUP = 50  # entries per writer before each method's timed runs
 
 NOCHAIN = DB + "_nochain"
@@ -55,33 +67,42 @@ RELAX_CHAIN = """
 ALTER TABLE ledger_journalentry ALTER COLUMN sequence DROP NOT NULL,
     ALTER COLUMN prev_hash DROP NOT NULL, ALTER COLUMN hash DROP NOT NULL;
 DROP TRIGGER ledger_entry_chain_link ON ledger_journalentry;
-CREATE OR REPLACE FUNCTION ledger_post_entry(
-    p_key varchar, p_memo text, p_reference_type varchar, p_reference_id varchar,
-    p_reverses bigint, p_content text,
-    p_accounts bigint[], p_amounts bigint[], p_currencies varchar[],
-    OUT entry_id bigint, OUT created boolean, OUT entry_sequence bigint,
-    OUT entry_created_at timestamptz, OUT entry_prev_hash varchar, OUT entry_hash varchar
+CREATE OR REPLACE FUNCTION ledger_post_entries(
+    p_keys varchar[], p_memos text[], p_reference_types varchar[], p_reference_ids varchar[],
+    p_reverses bigint[], p_contents text[],
+    p_posting_entry integer[], p_accounts bigint[], p_amounts bigint[], p_currencies varchar[]
+) RETURNS TABLE (
+    entry_id bigint, created boolean, entry_sequence bigint, entry_created_at timestamptz,
+    entry_prev_hash varchar, entry_hash varchar
 ) LANGUAGE plpgsql AS $$
+DECLARE
+    ids bigint[];
+    made boolean[];
+    stamp timestamptz := clock_timestamp();
 BEGIN
-    SELECT e.id INTO entry_id FROM ledger_journalentry e WHERE e.idempotency_key = p_key;
-    IF FOUND THEN
-        created := false;
-        RETURN;
-    END IF;
-    entry_created_at := clock_timestamp();
-    INSERT INTO ledger_journalentry (idempotency_key, memo, reference_type, reference_id,
-        reverses_id, created_at)
-    VALUES (p_key, p_memo, p_reference_type, p_reference_id, p_reverses, entry_created_at)
-    ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING id INTO entry_id;
-    IF entry_id IS NULL THEN
-        SELECT e.id INTO entry_id FROM ledger_journalentry e WHERE e.idempotency_key = p_key;
-        created := false;
-        RETURN;
-    END IF;
+    SELECT array_agg(e.id ORDER BY k.i) INTO ids
+    FROM unnest(p_keys) WITH ORDINALITY AS k(key, i)
+    LEFT JOIN ledger_journalentry e ON e.idempotency_key = k.key;
+    SELECT array_agg(x IS NULL ORDER BY i) INTO made FROM unnest(ids) WITH ORDINALITY AS t(x, i);
+    WITH inserted AS (
+        INSERT INTO ledger_journalentry AS e (idempotency_key, memo, reference_type,
+            reference_id, reverses_id, created_at)
+        SELECT p_keys[k.i], p_memos[k.i], p_reference_types[k.i], p_reference_ids[k.i],
+            p_reverses[k.i], stamp
+        FROM generate_subscripts(p_keys, 1) AS k(i) WHERE made[k.i] ORDER BY k.i
+        RETURNING e.id, e.idempotency_key
+    )
+    SELECT array_agg(coalesce(ins.id, ids[k.i]) ORDER BY k.i) INTO ids
+    FROM unnest(p_keys) WITH ORDINALITY AS k(key, i)
+    LEFT JOIN inserted ins ON ins.idempotency_key = k.key;
     INSERT INTO ledger_posting (entry_id, account_id, amount, currency)
-    SELECT entry_id, t.a, t.m, t.c FROM unnest(p_accounts, p_amounts, p_currencies) AS t(a, m, c);
-    created := true;
+    SELECT ids[t.e], t.a, t.m, t.c
+    FROM unnest(p_posting_entry, p_accounts, p_amounts, p_currencies) AS t(e, a, m, c)
+    WHERE made[t.e];
+    RETURN QUERY
+    SELECT ids[k.i], made[k.i], NULL::bigint, CASE WHEN made[k.i] THEN stamp END,
+        NULL::varchar, NULL::varchar
+    FROM generate_subscripts(p_keys, 1) AS k(i) ORDER BY k.i;
 END
 $$;
 """
@@ -144,15 +165,22 @@ def _accounts() -> tuple[Any, Any]:
 
 
 def _writer(
-    method: str, index: int, entries: int, repeats: int, ready: Any, go: Any, out: Any
+    method: str,
+    tag: str,
+    entries: int,
+    repeats: int,
+    batch: int,
+    ready: Any,
+    go: Any,
+    out: Any,
 ) -> None:
     """One writer process: warm up, wait for everyone, then at each `go` post `entries` entries,
-    timed, each in its own transaction."""
+    timed, each in its own transaction (or `batch` per transaction for the batched methods)."""
     url = _server_url(NOCHAIN if "no chain" in method else DB)
     _django(url)
     from django.db import connection, transaction
 
-    from ledger.services import PostingSpec, journal_post
+    from ledger.services import EntrySpec, PostingSpec, journal_post, journal_post_many
 
     debit, credit = _accounts()
     legs = [
@@ -178,47 +206,65 @@ def _writer(
                 [entry_id, debit.pk, entry_id, credit.pk],
             )
 
-    tag = f"{METHODS.index(method)}:w{index}"
-    for i in range(WARMUP):
-        post(f"{tag}:warm:{i}")
+    def post_together(keys: list[str]) -> None:
+        """One transaction for `keys`: the chain lock and the durable commit (an fsync) are paid
+        once per batch instead of once per entry."""
+        if method.startswith("journal_post_many"):
+            # One round trip too.
+            journal_post_many(
+                entries=[
+                    EntrySpec(
+                        idempotency_key=k, memo="bench", postings=legs, reference_type="bench"
+                    )
+                    for k in keys
+                ]
+            )
+            return
+        with transaction.atomic():
+            for key in keys:
+                post(key)
+
+    per_transaction = batch if f"{batch} per " in method else 1
+    for first in range(0, WARMUP, per_transaction):
+        post_together(
+            [f"{tag}:warm:{i}" for i in range(first, min(first + per_transaction, WARMUP))]
+        )
     ready.wait()
-    per_commit = BATCH if "per commit" in method else 1
     for repeat in range(repeats):
         go.wait()
         start = time.monotonic()
-        for first in range(0, entries, per_commit):
-            # One transaction for `per_commit` entries: the chain lock and the durable commit
-            # (an fsync) are paid once per batch instead of once per entry.
-            with transaction.atomic():
-                for i in range(first, min(first + per_commit, entries)):
-                    post(f"{tag}:r{repeat}:{i}")
+        for first in range(0, entries, per_transaction):
+            last = min(first + per_transaction, entries)
+            post_together([f"{tag}:r{repeat}:{i}" for i in range(first, last)])
         out.put((repeat, start, time.monotonic()))
     connection.close()
     if raw is not None:
         raw.close()
 
 
-def _measure(writers: int, entries: int, repeats: int) -> dict[str, list[float]]:
+def _measure(
+    writers: int, entries: int, repeats: int, batch: int, methods: list[str]
+) -> dict[str, list[float]]:
     """Entries/s of each method and run: all writers' entries over the wall time from the first
     start to the last finish (CLOCK_MONOTONIC is one clock for every process on the machine)."""
     context = mp.get_context("spawn")
-    ready = context.Barrier(writers * len(METHODS) + 1)
-    go = {method: context.Barrier(writers + 1) for method in METHODS}
-    out = {method: context.Queue() for method in METHODS}
+    ready = context.Barrier(writers * len(methods) + 1)
+    go = {method: context.Barrier(writers + 1) for method in methods}
+    out = {method: context.Queue() for method in methods}
     processes = [
         context.Process(
             target=_writer,
-            args=(method, i, entries, repeats, ready, go[method], out[method]),
+            args=(method, f"{m}:w{i}", entries, repeats, batch, ready, go[method], out[method]),
         )
-        for method in METHODS
+        for m, method in enumerate(methods)
         for i in range(writers)
     ]
     for process in processes:
         process.start()
     ready.wait(timeout=300)
-    rates: dict[str, list[float]] = {method: [] for method in METHODS}
+    rates: dict[str, list[float]] = {method: [] for method in methods}
     for _ in range(repeats):
-        for method in METHODS:
+        for method in methods:
             go[method].wait(timeout=300)
             spans = [out[method].get(timeout=300)[1:] for _ in range(writers)]
             wall = max(end for _, end in spans) - min(start for start, _ in spans)
@@ -249,6 +295,7 @@ def main(argv: list[str]) -> int:
     writers = _option(argv, "--writers", 4)
     entries = _option(argv, "--entries", 200 if quick else 400)
     repeats = _option(argv, "--repeats", 1 if quick else 3)
+    batch = _option(argv, "--batch", BATCH)
     started = time.monotonic()
     _create_databases()
     try:
@@ -263,17 +310,21 @@ def main(argv: list[str]) -> int:
         )
         print(
             f"{writers} writer processes per method x {entries} two-posting entries per run,"
-            f" one transaction per entry (but the batched method), {repeats} run(s) per method"
+            f" one transaction per entry (but {batch} in the batched methods), {repeats} run(s)"
+            " per method"
             f" (interleaved) after {WARMUP} warm-up entries per writer; tables start empty"
         )
-        results = _measure(writers, entries, repeats)
-        baseline = statistics.median(results[METHODS[-1]])
-        print(f"{'method':<24} {'entries/s (median)':>19} {'spread (min-max)':>18} {'ratio':>7}")
+        only = [a.split("=", 1)[1] for a in argv if a.startswith("--only=")]
+        methods = [m for m in _methods(batch) if not only or any(o in m for o in only)]
+        results = _measure(writers, entries, repeats, batch, methods)
+        raw = results.get(_methods(batch)[-1])
+        baseline = statistics.median(raw) if raw else float("nan")
+        print(f"{'method':<42} {'entries/s (median)':>19} {'spread (min-max)':>18} {'ratio':>7}")
         for method, rates in results.items():
             median = statistics.median(rates)
             spread = f"{min(rates):,.0f}-{max(rates):,.0f}"
-            print(f"{method:<24} {median:>19,.0f} {spread:>18} {median / baseline:>7.2f}")
-        print(f"chain written by journal_post: verify_ledger {_verify(_server_url(DB))}")
+            print(f"{method:<42} {median:>19,.0f} {spread:>18} {median / baseline:>7.2f}")
+        print(f"chain written by the chained methods: verify_ledger {_verify(_server_url(DB))}")
         print(f"total {time.monotonic() - started:.0f} s")
     finally:
         _drop_databases()
