@@ -394,12 +394,15 @@ def _post_batch(batch: Sequence[tuple[str, _Content]]) -> list[JournalEntry]:
     # usable, as for journal_post.
     with transaction.atomic(savepoint=len(batch) > 1):
         rows = _call_post_entries(batch)
-        entries, conflict = _resolve(batch, rows)
+        stored = _stored_entries([entry_id for entry_id, created, *_ in rows if not created])
+        conflict = _first_conflict(batch, rows, stored)
         if conflict is not None and any(created for _, created, *_ in rows):
             raise conflict
     if conflict is not None:
         raise conflict
-    return entries
+    # Built after the block: when it is the outermost, the chain lock is released at its commit,
+    # and the other posters need not wait for these objects.
+    return _entries(batch, rows, stored)
 
 
 def _call_post_entries(batch: Sequence[tuple[str, _Content]]) -> list[tuple]:
@@ -465,22 +468,34 @@ def _int_array(values: Sequence[int | None]) -> str:
     return "{" + ",".join("NULL" if v is None else str(int(v)) for v in values) + "}"
 
 
-def _resolve(
-    batch: Sequence[tuple[str, _Content]], rows: Sequence[tuple]
-) -> tuple[list[JournalEntry], IdempotencyConflict | None]:
-    """The entries of the batch, made or replayed; or the first replay whose stored content
-    differs from the batch's (a replay, or a concurrent poster of the same key that committed
-    first)."""
-    stored = _stored_entries([entry_id for entry_id, created, *_ in rows if not created])
-    entries: list[JournalEntry] = []
-    for (key, content), row in zip(batch, rows, strict=True):
-        entry_id, created, sequence, created_at, prev_hash, digest = row
+def _first_conflict(
+    batch: Sequence[tuple[str, _Content]],
+    rows: Sequence[tuple],
+    stored: dict[int, tuple[JournalEntry, _Content]],
+) -> IdempotencyConflict | None:
+    """The first replay whose stored content differs from the batch's (a replay, or a
+    concurrent poster of the same key that committed first)."""
+    for (_, content), (entry_id, created, *_) in zip(batch, rows, strict=True):
         if not created:
             entry, stored_content = stored[entry_id]
             conflict = _conflict(entry, stored_content, content)
             if conflict is not None:
-                return [], conflict
-            entries.append(entry)
+                return conflict
+    return None
+
+
+def _entries(
+    batch: Sequence[tuple[str, _Content]],
+    rows: Sequence[tuple],
+    stored: dict[int, tuple[JournalEntry, _Content]],
+) -> list[JournalEntry]:
+    """The entries of the batch in its order: the stored ones for replays, the new ones built
+    from what ledger_post_entries returned (no query)."""
+    entries: list[JournalEntry] = []
+    for (key, content), row in zip(batch, rows, strict=True):
+        entry_id, created, sequence, created_at, prev_hash, digest = row
+        if not created:
+            entries.append(stored[entry_id][0])
             continue
         entry = JournalEntry(
             id=entry_id,
@@ -497,7 +512,7 @@ def _resolve(
         entry._state.adding = False
         entry._state.db = connection.alias
         entries.append(entry)
-    return entries, None
+    return entries
 
 
 def _stored_entries(entry_ids: Sequence[int]) -> dict[int, tuple[JournalEntry, _Content]]:
