@@ -67,6 +67,35 @@ RELAX_CHAIN = """
 ALTER TABLE ledger_journalentry ALTER COLUMN sequence DROP NOT NULL,
     ALTER COLUMN prev_hash DROP NOT NULL, ALTER COLUMN hash DROP NOT NULL;
 DROP TRIGGER ledger_entry_chain_link ON ledger_journalentry;
+CREATE OR REPLACE FUNCTION ledger_post_entry(
+    p_key varchar, p_memo text, p_reference_type varchar, p_reference_id varchar,
+    p_reverses bigint, p_content text,
+    p_accounts bigint[], p_amounts bigint[], p_currencies varchar[],
+    OUT entry_id bigint, OUT created boolean, OUT entry_sequence bigint,
+    OUT entry_created_at timestamptz, OUT entry_prev_hash varchar, OUT entry_hash varchar
+) LANGUAGE plpgsql AS $$
+BEGIN
+    SELECT e.id INTO entry_id FROM ledger_journalentry e WHERE e.idempotency_key = p_key;
+    IF FOUND THEN
+        created := false;
+        RETURN;
+    END IF;
+    entry_created_at := clock_timestamp();
+    INSERT INTO ledger_journalentry (idempotency_key, memo, reference_type, reference_id,
+        reverses_id, created_at)
+    VALUES (p_key, p_memo, p_reference_type, p_reference_id, p_reverses, entry_created_at)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id INTO entry_id;
+    IF entry_id IS NULL THEN
+        SELECT e.id INTO entry_id FROM ledger_journalentry e WHERE e.idempotency_key = p_key;
+        created := false;
+        RETURN;
+    END IF;
+    INSERT INTO ledger_posting (entry_id, account_id, amount, currency)
+    SELECT entry_id, t.a, t.m, t.c FROM unnest(p_accounts, p_amounts, p_currencies) AS t(a, m, c);
+    created := true;
+END
+$$;
 CREATE OR REPLACE FUNCTION ledger_post_entries(
     p_keys varchar[], p_memos text[], p_reference_types varchar[], p_reference_ids varchar[],
     p_reverses bigint[], p_contents text[],

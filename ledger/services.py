@@ -370,7 +370,8 @@ def _post(*, idempotency_key: str, content: _Content) -> JournalEntry:
 def _post_batch(batch: Sequence[tuple[str, _Content]]) -> list[JournalEntry]:
     """Insert the entries and their postings, or return those already under their keys.
 
-    One round trip: ledger_post_entries (migration 0004) takes the chain lock once, which
+    One round trip: ledger_post_entries (migration 0004; ledger_post_entry of 0003 for a single
+    entry, which does the same with fewer statements) takes the chain lock once, which
     serializes posters until our transaction ends (the race it prevents: two posters reading the
     same previous hash and forking the chain), then for each entry reads the head, stamps
     created_at, hashes `ledger.chain`'s canonical content and inserts.
@@ -430,6 +431,27 @@ def _call_post_entries(batch: Sequence[tuple[str, _Content]]) -> list[tuple]:
             amounts.append(posting.amount)
             currencies.append(posting.currency)
     with connection.cursor() as cursor:
+        if len(batch) == 1:
+            # One entry: ledger_post_entry (migration 0003) does the same with fewer statements
+            # (~130 us less under the chain lock than ledger_post_entries for one entry).
+            key, content = batch[0]
+            cursor.execute(
+                "SELECT entry_id, created, entry_sequence, entry_created_at, entry_prev_hash,"
+                " entry_hash FROM ledger_post_entry(%s, %s, %s, %s, %s, %s,"
+                " %s::bigint[], %s::bigint[], %s::varchar[])",
+                [
+                    key,
+                    content.memo,
+                    content.reference_type,
+                    content.reference_id,
+                    content.reverses_id,
+                    contents[0],
+                    _int_array(accounts),
+                    _int_array(amounts),
+                    _text_array(currencies),
+                ],
+            )
+            return [cursor.fetchone()]
         # The arrays go as array literals built here: Django binds parameters client-side, and
         # psycopg then escapes every array element with a regular expression, which cost more
         # than all the rest of the Python side (~60 us per entry: a content is full of quotes).

@@ -16,15 +16,11 @@ with `content` the canonical JSON built in Python from the same values passed as
 arguments. created_at is the clock read under the lock, but never earlier than the head's own
 created_at: along the chain it does not decrease, even if the wall clock steps back.
 
-ledger_post_entry is dropped: the services call this function only, so that one SQL text
-builds the hash the chain depends on (the reverse migration restores it from 0003).
+ledger_post_entry stays for a single entry (journal_post): for one entry it is ~130 us
+faster than this function (fewer statements), and every poster waits for that time too.
 """
 
-from importlib import import_module
-
 from django.db import migrations
-
-POST_ENTRY = import_module("ledger.migrations.0003_post_entry_function")
 
 FORWARD = r"""
 CREATE FUNCTION ledger_post_entries(
@@ -130,17 +126,12 @@ BEGIN
 END
 $$;
 
-DROP FUNCTION ledger_post_entry(varchar, text, varchar, varchar, bigint, text, bigint[],
-    bigint[], varchar[]);
 """
 
-BACKWARD = (
-    POST_ENTRY.FORWARD
-    + """
+BACKWARD = """
 DROP FUNCTION ledger_post_entries(varchar[], text[], varchar[], varchar[], bigint[], text[],
     integer[], bigint[], bigint[], varchar[]);
 """
-)
 
 
 class Migration(migrations.Migration):

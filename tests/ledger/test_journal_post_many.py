@@ -228,7 +228,7 @@ def test_it_posts_one_entry_without_a_savepoint_in_the_callers_transaction(usd):
         # usable after both refusals
         assert [q["sql"].split("(")[0] for q in queries] == [
             "SELECT entry_id, created, entry_sequence, entry_created_at, entry_prev_hash,"
-            " entry_hash FROM ledger_post_entries"
+            " entry_hash FROM ledger_post_entry"
         ]
         assert JournalEntry.objects.get().pk == entry.pk
     assert JournalEntry.objects.count() == 1
