@@ -7,7 +7,7 @@ scratch database `tollgate_bench_ledger` on DATABASE_URL's server (created, migr
 here) and its copy `tollgate_bench_ledger_nochain`. The methods:
 
 1. `journal_post` — the real service, each entry in its own transaction: one call of
-   ledger_post_entries (idempotency pre-check, the chain lock, the head, the SHA-256 hash, the
+   ledger_post_entry (idempotency pre-check, the chain lock, the head, the SHA-256 hash, the
    entry and postings), then the commit with the deferred balance checks, the lock held until
    the commit is durable;
 2. `journal_post, N per commit` — the real service, called N (`--batch`, default 20) times in
@@ -16,8 +16,9 @@ here) and its copy `tollgate_bench_ledger_nochain`. The methods:
 3. `journal_post_many, N per call` — the bulk service: N entries in one call (one round trip,
    the chain lock taken once) and one transaction;
 4. `journal_post_many, N per call, no chain` — the same against the copy, where
-   ledger_post_entries is replaced by one without lock, head and hash, and the chain columns and
-   chain-link trigger are dropped: what the chain costs the bulk path;
+   ledger_post_entries and ledger_post_entry are replaced by versions without lock, head and
+   hash, and the chain columns and chain-link trigger are dropped: what the chain costs the bulk
+   path;
 5. `journal_post, no chain` — method 1 against the copy: what the chain costs one entry;
 6. `raw psycopg, no chain` — the entry and postings INSERTs and the commit from plain psycopg,
    no Django, on the copy, one entry per transaction: the floor of the database with every other

@@ -1,9 +1,10 @@
 """The audit chain: what an entry's hash covers. Pure (no Django, no I/O).
 
 journal_post builds an entry's canonical content here; PostgreSQL (`ledger_post_entry`,
-migration 0003) hashes it under the chain lock together with the previous hash, the sequence
-and created_at, which only exist once the lock is held; `manage.py verify_ledger` recomputes the
-same digest here from the stored rows. Both sides hash exactly these bytes:
+migration 0003, or `ledger_post_entries` for a batch, migration 0004) hashes it under the chain
+lock together with the previous hash, the sequence and created_at, which only exist once the
+lock is held; `manage.py verify_ledger` recomputes the same digest here from the stored rows.
+Both sides hash exactly these bytes:
 
     prev_hash "\\n" sequence "\\n" created_at "\\n" content
 
