@@ -714,7 +714,7 @@ def _line_tuple(line: Line) -> tuple[object, ...]:
 def settlements_verify(*, period: str) -> tuple[int, list[VerifyProblem]]:
     """Re-rate every settled settlement of `period` from the usage it was computed from (records
     received by its `computed_at`, late ones excluded) and the locked terms; report any line or
-    digest that would differ. Adjustment lines (of earlier months) are not re-derived here.
+    digest that would differ, and re-derive its adjustment lines of earlier months.
     Returns (settlements checked, problems)."""
     catalog = CatalogSnapshot.load()
     problems: list[VerifyProblem] = []
@@ -761,7 +761,55 @@ def settlements_verify(*, period: str) -> tuple[int, list[VerifyProblem]]:
             problems.append(
                 VerifyProblem(s, f"total of the month's lines {own_total} != {expected_total}")
             )
+        problems += _verify_adjustments(s, catalog)
     return len(settled), problems
+
+
+def _verify_adjustments(s: Settlement, catalog: CatalogSnapshot) -> list[VerifyProblem]:
+    """Re-derive a settlement's adjustment lines as its run did: each earlier month it adjusts,
+    re-rated with the usage received by `s.computed_at`, minus what other settlements computed
+    before it had billed for that month."""
+    stored_rows = list(s.lines.filter(kind=SettlementLine.Kind.ADJUSTMENT))
+    expected: list[tuple[object, ...]] = []
+    for period in sorted({row.period for row in stored_rows}):
+        rows = aggregation.aggregate_groups(
+            period,
+            UsageFilter(host_id=s.host_id, licensor_id=s.licensor_id, received_until=s.computed_at),
+        )
+        by_license: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            by_license[row["license_id"]].append(row)
+        for license_id, license_rows in sorted(by_license.items()):
+            billed = (
+                SettlementLine.objects.filter(
+                    settlement__host_id=s.host_id,
+                    settlement__licensor_id=s.licensor_id,
+                    settlement__computed_at__lt=s.computed_at,
+                    license_id=license_id,
+                    period=period,
+                )
+                .exclude(settlement=s)
+                .exclude(settlement__status=SettlementStatus.VOID)
+            )
+            first = license_rows[0]
+            result = rerate_settled(
+                period=period,
+                terms=catalog.terms(license_id, s.host_id),
+                usage=[_group(r) for r in license_rows],
+                window_state=WindowState(
+                    period_bounds(period)[0].year,
+                    Decimal(first["ytd_revenue"]),
+                    int(first["ytd_tokens"]),
+                ),
+                settled=[_line_from_row(b) for b in billed],
+            )
+            if (result.currency or first["currency"]) == s.currency:
+                expected += [_line_tuple(line) for line in result.lines]
+    stored = [_line_tuple(_line_from_row(row)) for row in stored_rows]
+    if sorted(expected, key=repr) == sorted(stored, key=repr):
+        return []
+    diff = [t for t in stored if t not in expected] + [t for t in expected if t not in stored]
+    return [VerifyProblem(s, f"adjustment lines differ from a re-rating: {diff[:2]}")]
 
 
 __all__ = [

@@ -4,10 +4,12 @@ months and catches a tampered line."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from rest_framework.test import APIClient
 
@@ -211,3 +213,49 @@ def test_a_month_whose_corrections_take_back_more_is_a_credit_on_the_books(
     assert party_balances(owner=host) == {"USD": {"receivable": 12000 - 6000}}
     assert party_balances(owner=licensor) == {"USD": {"payable": -12000 + 6000}}
     assert trial_balance() == {"USD": 0}
+
+
+def test_verify_rederives_adjustment_lines_and_catches_a_tampered_one(
+    minimax_world: tuple[Host, Licensor], client_for: Callable[..., APIClient]
+) -> None:
+    # given: October settled, late October usage billed as November's adjustment, November settled
+    host, _ = minimax_world
+    client = client_for(host=host)
+    post_usage(client, [record("oct-1", revenue="75300.00")])
+    run_billing("2026-10")
+    settlement_approve(
+        settlement=settlement_of(licensor="minimax", host="fireworks", period="2026-10"),
+        actor="test",
+    )
+    post_usage(
+        client,
+        [
+            record("oct-late", revenue="500.00", at="2026-10-28T09:00:00Z"),
+            record("nov-1", revenue="1000.00", at="2026-11-02T09:00:00Z"),
+        ],
+    )
+    run_billing("2026-11")
+    november = settlement_of(licensor="minimax", host="fireworks", period="2026-11")
+    settlement_approve(settlement=november, actor="test")
+    # and more late October usage after that, which belongs to a later settlement
+    post_usage(client, [record("oct-later", revenue="100.00", at="2026-10-29T09:00:00Z")])
+
+    # when / then: November, adjustment included, verifies
+    assert "all match" in run_billing("2026-11", "--verify")
+
+    # when: the adjustment line is tampered with behind the triggers' back
+    with connection.cursor() as cursor:
+        cursor.execute("SET session_replication_role = replica")
+        cursor.execute(
+            "UPDATE billing_settlementline SET amount = amount + 1"
+            " WHERE settlement_id = %s AND kind = 'adjustment'",
+            [november.pk],
+        )
+        cursor.execute("RESET session_replication_role")
+
+    # then: exit 1, naming the adjustment lines
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as exited:
+        call_command("run_billing", "--period", "2026-11", "--verify", stdout=err, stderr=err)
+    assert exited.value.code == 1
+    assert "adjustment lines differ from a re-rating" in err.getvalue()
