@@ -1,18 +1,26 @@
 """Ingestion benchmark: `python -m bench ingest [--quick] [--duration=S] [--rows=N] [--repeats=K]`.
 
 For each table state (empty, then holding `--rows` records, default 10M, spread over 10 earlier
-months):
+months, with their claims), `--repeats` rounds (default 3), each of:
 
-1. raw COPY of `copy_rows` records into `usage_record` alone (the contract's baseline), and
-   into `usage_key` + `usage_record` (the storage cost of idempotency itself), with psycopg;
-2. the real app under gunicorn (2 sync workers, API-key authentication, throttle, DEBUG off)
-   against the scratch database `tollgate_bench_ingest`, loaded by `--clients` processes with
-   httpx, each posting 10,000-record batches (9,000 fresh + 1,000 resent from its previous
-   batch) for `--duration` seconds, `--repeats` times;
-3. the ratios records/s ÷ COPY rows/s, p50/p99 per batch, and the peak RSS of a worker.
+1. the endpoint phase: the real app under gunicorn (`--workers` sync workers, default 2; API-key
+   authentication, throttle, DEBUG off) against the scratch database `tollgate_bench_ingest`,
+   loaded by `--clients` processes (default 4) with httpx, each posting 10,000-record batches
+   (9,000 fresh + 1,000 resent from its previous batch) for `--duration` seconds;
+2. raw psycopg COPY, into `usage_record` alone (the contract's literal baseline), of as many
+   records as the endpoint stored in step 1;
+3. the same count into `usage_key` + `usage_record`, the two tables the endpoint writes (the
+   storage cost of exactly-once itself, without HTTP, JSON or validation).
+
+Each round starts with an untimed ANALYZE of both tables (what autovacuum, off on this server,
+would do). Every timed phase starts right after a CHECKPOINT, and the phases interleave, so
+checkpoints, machine noise and table growth fall on the endpoint and the baselines alike.
+Printed per round and as medians (min-max): records/s, rows/s, the per-round ratios records/s /
+COPY rows/s against both baselines, p50/p99 per batch, the load average at the round's start,
+and the peak RSS of a worker.
 
 Everything runs on this machine (the load generator competes with the server and PostgreSQL for
-the same cores, as in perf.md). Record the output in docs/performance.md.
+the same cores, as in perf.md). Record the output in docs/performance.md, "Ingestion".
 """
 
 from __future__ import annotations
@@ -131,8 +139,15 @@ def preload(conn: psycopg.Connection, ids: list[int], rows: int) -> float:
     return time.perf_counter() - t0
 
 
+def checkpoint(conn: psycopg.Connection) -> None:
+    """Start every timed phase from the same WAL position: no checkpoint pending, so full-page
+    writes after the next one fall on whichever phase runs, not on whichever ran first."""
+    conn.execute("CHECKPOINT")
+
+
 def raw_copy(conn: psycopg.Connection, ids: list[int], n: int, *, with_key: bool) -> float:
-    """rows/s of a plain COPY of n records of this month (the tuples are built before timing)."""
+    """rows/s of a plain COPY of n records of this month (the tuples are built before timing;
+    CHECKPOINT right before the clock starts)."""
     host, model, license, licensor = ids
     at = datetime.now(UTC) - timedelta(minutes=10)
     rows = [
@@ -159,6 +174,7 @@ def raw_copy(conn: psycopg.Connection, ids: list[int], n: int, *, with_key: bool
         )
         for _ in range(n)
     ]
+    checkpoint(conn)
     t0 = time.perf_counter()
     with conn.transaction():
         if with_key:
@@ -273,9 +289,12 @@ def serve(workers: int) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("gunicorn did not start")
 
 
-def http_run(url: str, key: str, run: str, clients: int, duration: float) -> dict[str, Any]:
-    # Enough batches for 20k records/s per client (measured: ~8k); one that runs out stops early.
-    count = max(3, int(duration * 2))
+def http_run(
+    conn: psycopg.Connection, url: str, key: str, run: str, clients: int, duration: float
+) -> dict[str, Any]:
+    # Enough batches for 40k records/s per client (measured: up to ~23k); one that runs out
+    # stops early.
+    count = max(3, int(duration * 4))
     ctx = mp.get_context("fork")
     start, out = ctx.Event(), ctx.Queue()
     procs = [
@@ -285,6 +304,7 @@ def http_run(url: str, key: str, run: str, clients: int, duration: float) -> dic
     for p in procs:
         p.start()
     time.sleep(3 + count * 0.15)  # let every client build its bodies and send its warm-up
+    checkpoint(conn)
     t0 = time.perf_counter()
     start.set()
     results = [out.get(timeout=duration + 600) for _ in procs]
@@ -294,11 +314,82 @@ def http_run(url: str, key: str, run: str, clients: int, duration: float) -> dic
     latencies = sorted(x for r in results for x in r[2])
     return {
         "records_per_s": sum(r[0] for r in results) / elapsed,
+        "stored": sum(r[1] for r in results),
         "stored_per_s": sum(r[1] for r in results) / elapsed,
         "batches": len(latencies),
         "p50_ms": 1000 * latencies[len(latencies) // 2],
         "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
     }
+
+
+def spread(values: list[float], fmt: str = ",.0f") -> str:
+    """`median (min-max)`."""
+    return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+
+
+def measure_state(
+    conn: psycopg.Connection,
+    ids: list[int],
+    key: str,
+    state: int,
+    *,
+    workers: int,
+    clients: int,
+    duration: float,
+    repeats: int,
+) -> None:
+    """`repeats` rounds of: endpoint phase, then COPY into usage_record alone, then COPY into
+    usage_key + usage_record, each of as many records as the endpoint stored in that round's
+    phase, each after a CHECKPOINT. Rounds interleave, so noise and table growth fall on both."""
+    held = conn.execute("SELECT count(*) FROM usage_key").fetchone()[0]  # type: ignore[index]
+    print(f"\n== table holding {held:,} records ==", flush=True)
+    rounds: list[dict[str, Any]] = []
+    server, url = serve(workers)
+    try:
+        for r in range(repeats):
+            # This server runs with autovacuum off: without it, usage_key would keep the stats of
+            # an empty table while it grows by millions, and the endpoint's duplicate lookup
+            # (`event_id = ANY(...)`) would turn into a scan of it. Analyze as autovacuum would.
+            conn.execute("ANALYZE usage_key, usage_record")
+            load = os.getloadavg()[0]
+            run = f"s{state}r{r}{uuid.uuid4().hex[:6]}"
+            endpoint = http_run(conn, url, key, run, clients, duration)
+            n = endpoint["stored"]
+            alone = raw_copy(conn, ids, n, with_key=False)
+            both = raw_copy(conn, ids, n, with_key=True)
+            rounds.append({**endpoint, "alone": alone, "both": both})
+            print(
+                f"round {r + 1}: load {load:.1f}; POST {endpoint['records_per_s']:,.0f} rec/s"
+                f" ({n:,} stored, p50 {endpoint['p50_ms']:.0f} ms, p99 {endpoint['p99_ms']:.0f}"
+                f" ms); COPY of {n:,}: alone {alone:,.0f} rows/s, key + record {both:,.0f}"
+                f" rows/s; ratios {endpoint['records_per_s'] / alone:.2f} /"
+                f" {endpoint['records_per_s'] / both:.2f}",
+                flush=True,
+            )
+        rss = worker_peak_rss(server.pid)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+    claims = conn.execute("SELECT count(*) FROM usage_key").fetchone()[0]  # type: ignore[index]
+    records = conn.execute("SELECT count(*) FROM usage_record").fetchone()[0]  # type: ignore[index]
+    rates = [x["records_per_s"] for x in rounds]
+    print(
+        f"-- median (min-max) of {repeats} rounds; at the end usage_record held {records:,}"
+        f" records, usage_key {claims:,} claims\n"
+        f"raw COPY into usage_record alone:        {spread([x['alone'] for x in rounds])} rows/s\n"
+        f"raw COPY into usage_key + usage_record:  {spread([x['both'] for x in rounds])} rows/s\n"
+        f"POST /api/v1/usage:                      {spread(rates)} records/s"
+        f" (stored {spread([x['stored_per_s'] for x in rounds])}/s)\n"
+        f"  per batch: p50 {spread([x['p50_ms'] for x in rounds])} ms,"
+        f" p99 {spread([x['p99_ms'] for x in rounds])} ms,"
+        f" {sum(x['batches'] for x in rounds)} batches\n"
+        f"  ratio vs COPY into usage_record, per round:  "
+        f"{spread([x['records_per_s'] / x['alone'] for x in rounds], '.2f')}\n"
+        f"  ratio vs COPY into key + record, per round:  "
+        f"{spread([x['records_per_s'] / x['both'] for x in rounds], '.2f')}\n"
+        f"  peak RSS of a gunicorn worker:         {rss / 1024:.0f} MiB",
+        flush=True,
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -316,7 +407,6 @@ def main(argv: list[str]) -> int:
     repeats = int(option("--repeats", 1 if quick else 3))
     clients = int(option("--clients", 4))
     workers = int(option("--workers", 2))
-    copy_rows = 100_000 if quick else 500_000
 
     ids, key = prepare_database()
     with psycopg.connect(DB_URL, autocommit=True) as conn:
@@ -332,36 +422,16 @@ def main(argv: list[str]) -> int:
             if state:
                 seconds = preload(conn, ids, state)
                 print(f"preloaded {state:,} rows in {seconds:.0f}s", flush=True)
-            held = conn.execute("SELECT count(*) FROM usage_key").fetchone()[0]  # type: ignore[index]
-            copy_alone = raw_copy(conn, ids, copy_rows, with_key=False)
-            copy_both = raw_copy(conn, ids, copy_rows, with_key=True)
-        server, url = serve(workers)
-        try:
-            runs = [
-                http_run(url, key, f"s{state}r{r}{uuid.uuid4().hex[:6]}", clients, duration)
-                for r in range(repeats)
-            ]
-            rss = worker_peak_rss(server.pid)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(30)
-        rates = [r["records_per_s"] for r in runs]
-        median = statistics.median(rates)
-        print(
-            f"\n== table holding {held:,} records ==\n"
-            f"raw COPY into usage_record alone:        {copy_alone:10,.0f} rows/s\n"
-            f"raw COPY into usage_key + usage_record:  {copy_both:10,.0f} rows/s\n"
-            f"POST /api/v1/usage: {median:10,.0f} records/s median"
-            f" (spread {min(rates):,.0f}-{max(rates):,.0f}; stored"
-            f" {statistics.median(r['stored_per_s'] for r in runs):,.0f}/s)\n"
-            f"  per batch: p50 {statistics.median(r['p50_ms'] for r in runs):.0f} ms,"
-            f" p99 {statistics.median(r['p99_ms'] for r in runs):.0f} ms,"
-            f" {sum(r['batches'] for r in runs)} batches\n"
-            f"  ratio vs COPY into usage_record:       {median / copy_alone:.2f}\n"
-            f"  ratio vs COPY into key + record:       {median / copy_both:.2f}\n"
-            f"  peak RSS of a gunicorn worker:         {rss / 1024:.0f} MiB",
-            flush=True,
-        )
+            measure_state(
+                conn,
+                ids,
+                key,
+                state,
+                workers=workers,
+                clients=clients,
+                duration=duration,
+                repeats=repeats,
+            )
     return 0
 
 
