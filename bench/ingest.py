@@ -6,7 +6,8 @@ months, with their claims), `--repeats` rounds (default 3), each of:
 1. the endpoint phase: the real app under gunicorn (`--workers` sync workers, default 2; API-key
    authentication, throttle, DEBUG off) against the scratch database `tollgate_bench_ingest`,
    loaded by `--clients` processes (default 4) with httpx, each posting 10,000-record batches
-   (9,000 fresh + 1,000 resent from its previous batch) for `--duration` seconds;
+   (9,000 fresh + 1,000 resent from its previous batch; event ids are random-looking UUIDs, like
+   the baselines' and the preload's) for `--duration` seconds;
 2. raw psycopg COPY, into `usage_record` alone (the contract's literal baseline), of as many
    records as the endpoint stored in step 1;
 3. the same count into `usage_key` + `usage_record`, the two tables the endpoint writes (the
@@ -197,7 +198,9 @@ def make_batches(client: int, run: str, count: int) -> list[bytes]:
 
     def rec(n: int) -> dict[str, Any]:
         return {
-            "event_id": f"{run}-c{client}-{n}",
+            # Random-looking UUIDs, as in the preload and the COPY baselines (uuid4), so that
+            # both write the unique index at random places (perf.md's trap); a resend repeats it.
+            "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{run}-c{client}-{n}")),
             "model": "bench-model",
             "occurred_at": at,
             "customer_category": "commercial",
