@@ -29,7 +29,7 @@ from billing import stripe_gateway
 from billing.invoicing import settlement_invoice
 from billing.models import BillingRun, Settlement, SettlementLine, SettlementStatus, StripeEvent
 from billing.services import SettlementStateError, settlement_approve, settlement_dispute
-from ledger.money import quantize
+from core.money import quantize
 
 
 def _actor(request: HttpRequest) -> str:

@@ -34,8 +34,9 @@ from typing import Any
 
 from django.db import connection
 
+from core.periods import period_bounds
 from licensing.models import Agreement, LicenseVersion
-from licensing.rating import Threshold, parse_rules, period_bounds, threshold_points
+from licensing.rating import Threshold, parse_rules, threshold_points
 from licensing.rating.terms import Terms
 
 COLUMNS = (

@@ -19,7 +19,7 @@ from billing.models import Settlement, SettlementStatus
 from billing.selectors import settlement_get, settlement_list
 from billing.services import SettlementStateError, settlement_approve, settlement_dispute
 from config.errors import ApiError
-from ledger.money import minor_unit_exponent, quantize
+from core.money import minor_unit_exponent, quantize
 from licensing.auth import ApiKeyThrottle, IsHostOrLicensor, IsLicensor, Principal
 
 

@@ -14,7 +14,7 @@ import hashlib
 import json
 import random
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -154,12 +154,6 @@ def demo_usage(period: str, *, records_per_host: int = 2000) -> dict[str, list[d
             records.append(record)
         out[host] = records
     return out
-
-
-def previous_period(today: date) -> str:
-    first = today.replace(day=1)
-    last_month = first - timedelta(days=1)
-    return f"{last_month.year:04d}-{last_month.month:02d}"
 
 
 @dataclass

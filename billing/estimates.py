@@ -15,8 +15,9 @@ from typing import Any
 
 from billing.aggregation import UsageFilter, aggregate_groups
 from billing.services import CatalogSnapshot, rate_pair_period
-from ledger.money import quantize
+from core.money import quantize
 from licensing.models import Host, Licensor
+from usage.selectors import usage_totals
 
 
 @dataclass(frozen=True)
@@ -57,3 +58,23 @@ def settlement_estimates(*, host: Host, period: str) -> list[Estimate]:
                     per_line[(line.model, line.customer_category)] += line.amount
             estimates.append(Estimate(slugs[licensor_id], currency, total, dict(per_line)))
     return estimates
+
+
+def usage_summary_estimate(*, host: Host, period: str) -> dict[str, Any]:
+    """Totals so far for the month, each with its estimated charge, and the estimate per
+    licensor and currency (minimums and caps included): what a billing run would write now,
+    computed by billing's own aggregation and rating."""
+    totals = usage_totals(host=host, period=period)
+    estimates = settlement_estimates(host=host, period=period)
+    by_line: dict[tuple[str, str, str], Decimal] = {}
+    for estimate in estimates:
+        for (model, category), amount in estimate.by_model_category.items():
+            by_line[(model, category, estimate.currency)] = amount
+    for row in totals:
+        estimated = by_line.get((row["model"], row["customer_category"], row["currency"]))
+        row["estimated_charge"] = None if estimated is None else format(estimated, "f")
+    return {
+        "period": period,
+        "totals": totals,
+        "estimated_charge": [e.to_json() for e in estimates],
+    }

@@ -26,7 +26,7 @@ from django.utils import timezone
 from billing import stripe_gateway
 from billing.models import Settlement, SettlementLine, SettlementStatus, StripeEvent
 from billing.services import SettlementStateError
-from ledger.money import quantize, to_minor_units
+from core.money import quantize, to_minor_units
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def _minor(amount: Any, currency: str) -> int:
 
 def _line_text(line: SettlementLine, settlement: Settlement) -> str:
     parts = [p for p in (line.model, line.customer_category) if p]
-    if line.kind != SettlementLine.Kind.USAGE:
+    if line.kind != "usage":
         parts.insert(0, line.get_kind_display())
     if line.period != settlement.period:
         parts.append(f"for {line.period}")

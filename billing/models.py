@@ -22,10 +22,10 @@ from decimal import Decimal
 from django.db import models
 from django.db.models import Q
 
-from ledger.money import quantize
+from core.money import quantize
+from core.periods import PERIOD_PATTERN
+from core.vocabulary import LINE_KIND_LABELS, LINE_KINDS
 from licensing.models import Host, License, Licensor
-
-PERIOD_REGEX = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
 
 
 class BillingRun(models.Model):
@@ -57,7 +57,7 @@ class BillingRun(models.Model):
         ordering = ["-started_at"]
         constraints = [
             models.CheckConstraint(
-                condition=Q(period__regex=PERIOD_REGEX), name="billing_run_period_format"
+                condition=Q(period__regex=PERIOD_PATTERN), name="billing_run_period_format"
             ),
             models.CheckConstraint(
                 condition=Q(status__in=["running", "done", "failed", "superseded"]),
@@ -207,7 +207,7 @@ class Settlement(models.Model):
                 name="billing_settlement_status_valid",
             ),
             models.CheckConstraint(
-                condition=Q(period__regex=PERIOD_REGEX), name="billing_settlement_period_format"
+                condition=Q(period__regex=PERIOD_PATTERN), name="billing_settlement_period_format"
             ),
             models.CheckConstraint(
                 condition=Q(currency__regex=r"^[A-Z]{3}$"), name="billing_settlement_currency_iso"
@@ -238,18 +238,12 @@ class SettlementLine(models.Model):
     """One line of a settlement, with the fields of the contract's line JSON. Quantities of an
     `adjustment` line are deltas and may be negative."""
 
-    class Kind(models.TextChoices):
-        USAGE = "usage", "usage"
-        MINIMUM_TRUE_UP = "minimum_true_up", "minimum true-up"
-        CAP_CREDIT = "cap_credit", "cap credit"
-        ADJUSTMENT = "adjustment", "adjustment"
-        FLAT_FEE = "flat_fee", "flat fee"
 
     settlement = models.ForeignKey(Settlement, on_delete=models.CASCADE, related_name="lines")
     position = models.PositiveIntegerField()
     # The license whose terms rated the line: re-rating a settled month is done per license.
     license = models.ForeignKey(License, on_delete=models.PROTECT, related_name="+")
-    kind = models.CharField(max_length=20, choices=Kind.choices)
+    kind = models.CharField(max_length=20, choices=list(LINE_KIND_LABELS.items()))
     model = models.CharField(max_length=128, blank=True)
     customer_category = models.CharField(max_length=16, blank=True)
     period = models.CharField(max_length=7)  # the usage's month; an adjustment's settled month
@@ -270,9 +264,7 @@ class SettlementLine(models.Model):
                 fields=["settlement", "position"], name="billing_line_position_unique"
             ),
             models.CheckConstraint(
-                condition=Q(
-                    kind__in=["usage", "minimum_true_up", "cap_credit", "adjustment", "flat_fee"]
-                ),
+                condition=Q(kind__in=LINE_KINDS),
                 name="billing_line_kind_valid",
             ),
         ]

@@ -41,14 +41,14 @@ from billing.models import (
     SettlementLine,
     SettlementStatus,
 )
-from ledger.money import quantize, to_minor_units
+from core.money import quantize, to_minor_units
+from core.periods import period_bounds, previous_period
 from licensing.models import Agreement, License, LicenseVersion
 from licensing.rating import (
     Line,
     RatingResult,
     UsageGroup,
     WindowState,
-    period_bounds,
     rate,
     rerate_settled,
 )
@@ -62,14 +62,6 @@ class SettlementStateError(Exception):
         super().__init__(f"settlement {settlement.pk} is {settlement.status}: cannot {action} it")
         self.settlement = settlement
         self.action = action
-
-
-def previous_period(now: datetime) -> str:
-    """The UTC month before `now`'s: what the run on the 1st bills."""
-    year, month = now.year, now.month - 1
-    if month == 0:
-        year, month = year - 1, 12
-    return f"{year:04d}-{month:02d}"
 
 
 def _digest(value: object) -> str:
@@ -573,7 +565,7 @@ def _close_and_check(settlement: Settlement) -> None:
     (not late, since the month was still open, and not in the draft): the next run re-rates the
     month with them. period_close waits for in-flight ingest batches of the host, so after it
     every record of the month is either counted here or marked late."""
-    from ledger.usage.services import period_close
+    from usage.services import period_close
 
     period_close(host=settlement.host, licensor=settlement.licensor, period=settlement.period)
     rated = sum(
@@ -738,7 +730,7 @@ def settlements_verify(*, period: str) -> tuple[int, list[VerifyProblem]]:
         stored = sorted(
             (
                 _line_tuple(_line_from_row(row))
-                for row in s.lines.exclude(kind=SettlementLine.Kind.ADJUSTMENT)
+                for row in s.lines.exclude(kind="adjustment")
             ),
             key=lambda t: repr(t),
         )
@@ -753,7 +745,7 @@ def settlements_verify(*, period: str) -> tuple[int, list[VerifyProblem]]:
         if terms_digest != s.terms_digest:
             problems.append(VerifyProblem(s, "terms_digest differs from a re-rating"))
         own_total = sum(
-            (line.amount for line in s.lines.all() if line.kind != SettlementLine.Kind.ADJUSTMENT),
+            (line.amount for line in s.lines.all() if line.kind != "adjustment"),
             Decimal(0),
         )
         expected_total = sum((line.amount for _, line, _ in bundle.lines), Decimal(0))
@@ -769,7 +761,7 @@ def _verify_adjustments(s: Settlement, catalog: CatalogSnapshot) -> list[VerifyP
     """Re-derive a settlement's adjustment lines as its run did: each earlier month it adjusts,
     re-rated with the usage received by `s.computed_at`, minus what other settlements computed
     before it had billed for that month."""
-    stored_rows = list(s.lines.filter(kind=SettlementLine.Kind.ADJUSTMENT))
+    stored_rows = list(s.lines.filter(kind="adjustment"))
     expected: list[tuple[object, ...]] = []
     for period in sorted({row.period for row in stored_rows}):
         rows = aggregation.aggregate_groups(

@@ -1,8 +1,9 @@
 from django.urls import path
 
-from billing import api
+from billing import api, api_usage
 
 urlpatterns = [
+    path("usage/summary", api_usage.UsageSummaryApi.as_view(), name="usage-summary"),
     path("settlements", api.SettlementListApi.as_view(), name="settlements"),
     path(
         "settlements/<str:settlement_id>",

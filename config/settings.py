@@ -41,7 +41,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "licensing",
     "ledger",
-    "ledger.usage",
+    "usage",
     "billing",
 ]
 
@@ -166,7 +166,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     # Usage partitions are created ahead of time so that no insert waits for DDL.
     "usage-partitions": {
-        "task": "ledger.usage.tasks.ensure_usage_partitions",
+        "task": "usage.tasks.ensure_usage_partitions",
         "schedule": crontab(minute="15", hour="1"),
     },
 }

@@ -15,6 +15,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/", include("licensing.urls")),
-    path("api/v1/", include("ledger.usage.urls")),
+    path("api/v1/", include("usage.urls")),
     path("api/v1/", include("billing.urls")),
 ]

@@ -17,7 +17,7 @@ from typing import Any
 
 from django.db import transaction
 
-from ledger.money import is_valid_currency
+from core.money import is_valid_currency
 from licensing.models import (
     Agreement,
     Host,

@@ -15,7 +15,6 @@ from licensing.rating.engine import (
     rerate_settled,
 )
 from licensing.rating.rules import (
-    CUSTOMER_CATEGORIES,
     Above,
     Charge,
     Flat,
@@ -31,7 +30,7 @@ from licensing.rating.rules import (
     parse_terms_amount,
     rules_to_json,
 )
-from licensing.rating.terms import Terms, period_bounds, period_of, terms_in_force
+from licensing.rating.terms import Terms, terms_in_force
 from licensing.rating.usage import (
     Threshold,
     UsageGroup,
@@ -43,7 +42,6 @@ from licensing.rating.usage import (
 )
 
 __all__ = [
-    "CUSTOMER_CATEGORIES",
     "Above",
     "Charge",
     "Flag",
@@ -68,8 +66,6 @@ __all__ = [
     "is_valid_region",
     "parse_rules",
     "parse_terms_amount",
-    "period_bounds",
-    "period_of",
     "position_class",
     "rate",
     "rate_records",

@@ -2,7 +2,7 @@
 
 Every amount is computed exactly in ``Decimal`` (80 significant digits, so the only inexact step,
 the fraction of a record that crosses a threshold, is far below a minor unit) and rounded once per
-line by ``ledger.money.quantize``. A total is the sum of its rounded lines.
+line by ``core.money.quantize``. A total is the sum of its rounded lines.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import Any, Literal
 
-from ledger.money import quantize
+from core.money import quantize
+from core.periods import period_bounds
+from core.vocabulary import LINE_KINDS, LineKind
 from licensing.rating.rules import (
     Above,
     Charge,
@@ -27,7 +29,7 @@ from licensing.rating.rules import (
     decimal_to_json,
     rule_to_json,
 )
-from licensing.rating.terms import Terms, period_bounds
+from licensing.rating.terms import Terms
 from licensing.rating.usage import (
     UsageGroup,
     UsageRecord,
@@ -46,14 +48,7 @@ __all__ = [
     "rerate_settled",
 ]
 
-LineKind = Literal["usage", "flat_fee", "minimum_true_up", "cap_credit", "adjustment"]
-_KIND_ORDER: dict[str, int] = {
-    "usage": 0,
-    "flat_fee": 1,
-    "minimum_true_up": 2,
-    "cap_credit": 3,
-    "adjustment": 4,
-}
+_KIND_ORDER: dict[str, int] = {kind: i for i, kind in enumerate(LINE_KINDS)}
 _EXACT = Context(prec=80, rounding=ROUND_HALF_EVEN)
 _MILLION = Decimal(1_000_000)
 _HUNDRED = Decimal(100)

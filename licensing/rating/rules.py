@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, TypeAlias
 
-from ledger.money import parse_decimal
+from core.money import parse_decimal
+from core.vocabulary import CUSTOMER_CATEGORIES
 
 __all__ = [
-    "CUSTOMER_CATEGORIES",
     "Above",
     "Charge",
     "Flat",
@@ -34,7 +34,6 @@ __all__ = [
     "rules_to_json",
 ]
 
-CUSTOMER_CATEGORIES = ("individual", "commercial", "research", "nonprofit")
 Metric: TypeAlias = Literal["revenue", "tokens"]
 Window: TypeAlias = Literal["month", "calendar_year"]
 

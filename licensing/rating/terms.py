@@ -2,42 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from ledger.money import is_valid_currency
+from core.money import is_valid_currency
 from licensing.rating.rules import Rule, decimal_to_json, rules_to_json
 
 __all__ = [
     "Terms",
-    "period_bounds",
-    "period_of",
     "terms_in_force",
 ]
-
-_PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
-
-
-def period_bounds(period: str) -> tuple[datetime, datetime]:
-    """``"2026-10"`` -> [2026-10-01T00:00Z, 2026-11-01T00:00Z): a period is a UTC calendar month."""
-    found = _PERIOD.match(period) if isinstance(period, str) else None
-    if found is None:
-        raise ValueError(f"period must be YYYY-MM, not {period!r}")
-    year, month = int(found.group(1)), int(found.group(2))
-    start = datetime(year, month, 1, tzinfo=UTC)
-    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
-    return start, end
-
-
-def period_of(at: datetime) -> str:
-    """The UTC calendar month ``"YYYY-MM"`` an aware datetime falls in."""
-    _require_aware(at, "at")
-    return at.astimezone(UTC).strftime("%Y-%m")
-
 
 def _require_aware(at: object, name: str) -> datetime:
     if not isinstance(at, datetime):

@@ -20,8 +20,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, NamedTuple
 
+from core.periods import period_bounds, period_of
+from core.vocabulary import CUSTOMER_CATEGORIES
 from licensing.rating.rules import (
-    CUSTOMER_CATEGORIES,
     Charge,
     GreaterOf,
     Metric,
@@ -30,7 +31,7 @@ from licensing.rating.rules import (
     Window,
     decimal_to_json,
 )
-from licensing.rating.terms import Terms, _require_aware, period_bounds, period_of
+from licensing.rating.terms import Terms, _require_aware
 
 __all__ = [
     "Threshold",

@@ -13,7 +13,6 @@ from billing.models import Settlement, SettlementLine
 from billing.services import SettlementStateError, settlement_approve, settlement_dispute
 from ledger.models import JournalEntry
 from ledger.selectors import party_balances, trial_balance
-from ledger.usage.models import PeriodClose
 from licensing.catalog import catalog_import
 from licensing.models import Host, Licensor
 from tests.billing.conftest import (
@@ -23,6 +22,7 @@ from tests.billing.conftest import (
     second_licensor_catalog,
     settlement_of,
 )
+from usage.models import PeriodClose
 
 
 @pytest.fixture

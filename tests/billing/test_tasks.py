@@ -10,9 +10,9 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from billing.models import BillingRun, Settlement
-from billing.services import previous_period
 from billing.tasks import bill_pair, run_monthly_billing
 from config.celery import app
+from core.periods import previous_period
 from licensing.models import Host, Licensor
 from tests.billing.conftest import post_usage, record
 

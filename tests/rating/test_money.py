@@ -1,4 +1,4 @@
-"""ledger.money: one rounding function, ISO 4217 minor units, no float ever."""
+"""core.money: one rounding function, ISO 4217 minor units, no float ever."""
 
 from decimal import Decimal
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.money import (
+from core.money import (
     from_minor_units,
     is_valid_currency,
     minor_unit_exponent,

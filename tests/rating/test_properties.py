@@ -9,7 +9,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.money import quantize, to_minor_units
+from core.money import quantize, to_minor_units
 from licensing.rating import (
     Terms,
     UsageRecord,

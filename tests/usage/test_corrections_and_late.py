@@ -10,9 +10,9 @@ import pytest
 from django.db import connection
 from django.db.models import Sum
 
-from ledger.usage.models import PeriodClose, UsageRecord
-from ledger.usage.services import period_close, usage_batch_ingest
 from tests.usage.conftest import AT, record
+from usage.models import PeriodClose, UsageRecord
+from usage.services import period_close, usage_batch_ingest
 
 
 def _net(event_id: str) -> dict[str, Any]:

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.usage import wire
-from ledger.usage.models import UsageKey, UsageRecord
-from ledger.usage.services import usage_batch_ingest
-from licensing.rating import CUSTOMER_CATEGORIES
+from core.vocabulary import CUSTOMER_CATEGORIES
 from tests.factories import HostFactory, LicensedModelFactory, LicenseFactory, LicenseVersionFactory
 from tests.usage.conftest import AT, NOW, record
+from usage import wire
+from usage.models import UsageKey, UsageRecord
+from usage.services import usage_batch_ingest
 
 
 def _body(records: list[Any]) -> bytes:

@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 import pytest
 
-from ledger.usage.models import UsageRecord
-from ledger.usage.wire import MAX_BODY_BYTES
 from tests.usage.conftest import NOW, record
+from usage.models import UsageRecord
+from usage.wire import MAX_BODY_BYTES
 
 FUTURE = (NOW + timedelta(minutes=6)).isoformat()
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from ledger.usage.models import UsageRecord
 from tests.usage.conftest import AT, record
+from usage.models import UsageRecord
 
 
 def test_it_stores_a_valid_batch_with_defaults_and_denormalized_ids(

@@ -8,8 +8,8 @@ import pytest
 from django.db import connection, transaction
 from django.db.utils import DatabaseError
 
-from ledger.usage.models import UsageRecord
 from tests.usage.conftest import AT, record
+from usage.models import UsageRecord
 
 
 def test_it_pages_own_records_with_a_cursor(catalog: Any, post: Any, host_client: Any) -> None:

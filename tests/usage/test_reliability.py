@@ -11,10 +11,10 @@ import pytest
 from django.db import connection
 from django.db.models import Count, Sum
 
-from ledger.usage.models import UsageKey, UsageRecord
-from ledger.usage.services import usage_batch_ingest
 from licensing.services import api_key_create
 from tests.usage.conftest import record
+from usage.models import UsageKey, UsageRecord
+from usage.services import usage_batch_ingest
 
 
 def _batches() -> list[list[dict[str, Any]]]:

@@ -23,7 +23,7 @@ from billing.services import (
     previous_period,
     settlements_verify,
 )
-from licensing.rating import period_bounds
+from core.periods import period_bounds
 
 
 class Command(BaseCommand):

@@ -13,9 +13,10 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from billing.demo import demo_approve, demo_post_usage, demo_seed, previous_period
+from billing.demo import demo_approve, demo_post_usage, demo_seed
 from billing.selectors import settlements_for_period
-from ledger.money import quantize
+from core.money import quantize
+from core.periods import previous_period
 from licensing.catalog import CatalogError
 
 
@@ -46,7 +47,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  {line}")
 
         if options["usage"] or options["serve"]:
-            period = options["period"] or previous_period(timezone.now().date())
+            period = options["period"] or previous_period(timezone.now())
             self.stdout.write(heading(f"Usage for {period}, posted to POST /api/v1/usage"))
             for posted in demo_post_usage(world, period):
                 self.stdout.write(

@@ -30,10 +30,11 @@ from typing import Any
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
-from ledger.usage import partitions
-from ledger.usage.models import PeriodClose
-from ledger.usage.wire import COUNTERS, Record, Rejection, ValidBatch, validate_record
+from core.periods import add_months
 from licensing.models import Agreement, Host, License, LicensedModel, LicenseVersion, Licensor
+from usage import partitions
+from usage.models import PeriodClose
+from usage.wire import COUNTERS, Record, Rejection, ValidBatch, validate_record
 
 # pg_advisory_xact_lock(class, host_id): ingest takes it shared, period_close exclusive.
 PERIOD_LOCK_CLASS = 0x7573  # "us"
@@ -681,5 +682,5 @@ def period_close(*, host: Host, licensor: Licensor, period: str) -> PeriodClose:
 def usage_partitions_ensure(*, today: datetime | None = None, ahead: int = 3) -> list[str]:
     """Partitions for this month and `ahead` months after it (the beat task's work)."""
     today = today or timezone.now()
-    months = [partitions.add_months(today.year, today.month, d) for d in range(ahead + 1)]
+    months = [add_months(today.year, today.month, d) for d in range(ahead + 1)]
     return partitions.partitions_ensure(months)

@@ -12,9 +12,10 @@ append-only table.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
 
 from django.db import connection, transaction
+
+from core.periods import month_bounds
 
 # Months known to exist in this process: a partition is never dropped, so the cache cannot go
 # stale in the direction that matters (it may only miss a partition another process created).
@@ -23,17 +24,6 @@ _known: set[tuple[int, int]] = set()
 
 def partition_name(year: int, month: int) -> str:
     return f"usage_record_p{year:04d}_{month:02d}"
-
-
-def month_bounds(year: int, month: int) -> tuple[datetime, datetime]:
-    start = datetime(year, month, 1, tzinfo=UTC)
-    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
-    return start, end
-
-
-def add_months(year: int, month: int, delta: int) -> tuple[int, int]:
-    index = year * 12 + (month - 1) + delta
-    return index // 12, index % 12 + 1
 
 
 def partitions_ensure(months: Iterable[tuple[int, int]]) -> list[str]:

@@ -68,7 +68,8 @@ DROP FUNCTION usage_refuse_change();
 
 
 def create_partitions(apps, schema_editor):
-    from ledger.usage.partitions import add_months, month_bounds, partition_name
+    from core.periods import add_months, month_bounds
+    from usage.partitions import partition_name
 
     now = datetime.now(UTC)
     with schema_editor.connection.cursor() as cursor:

@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from ledger.usage.models import PeriodClose, UsageRecord
+from usage.models import PeriodClose, UsageRecord
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -29,9 +29,11 @@ from __future__ import annotations
 
 from django.db import models
 
+from core.periods import PERIOD_PATTERN
+from core.vocabulary import CUSTOMER_CATEGORIES
 from licensing.models import Host, License, LicensedModel, Licensor
 
-CATEGORY_CHOICES = [(c, c) for c in ("individual", "commercial", "research", "nonprofit")]
+CATEGORY_CHOICES = [(c, c) for c in CUSTOMER_CATEGORIES]
 
 
 class UsageRecord(models.Model):
@@ -109,7 +111,7 @@ class PeriodClose(models.Model):
                 fields=["host", "licensor", "period"], name="usage_periodclose_unique"
             ),
             models.CheckConstraint(
-                condition=models.Q(period__regex=r"^[0-9]{4}-(0[1-9]|1[0-2])$"),
+                condition=models.Q(period__regex=PERIOD_PATTERN),
                 name="usage_periodclose_period_format",
             ),
         ]

@@ -19,15 +19,16 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.errors import ApiError
-from ledger.usage import selectors, services
-from ledger.usage.wire import (
+from core.vocabulary import CUSTOMER_CATEGORIES
+from licensing.auth import ApiKeyThrottle, IsHost
+from usage import selectors, services
+from usage.wire import (
     MAX_BODY_BYTES,
     MAX_RECORDS,
     EnvelopeError,
     decode_envelope,
     decode_valid,
 )
-from licensing.auth import ApiKeyThrottle, IsHost
 
 NDJSON = "application/x-ndjson"
 
@@ -97,7 +98,7 @@ class UsageRecordSerializer(serializers.Serializer):
     model = serializers.CharField(max_length=200, help_text="a model slug or one of its aliases")
     occurred_at = serializers.DateTimeField(help_text="RFC 3339 with offset; ≤ 5 min ahead")
     customer_category = serializers.ChoiceField(
-        choices=["individual", "commercial", "research", "nonprofit"]
+        choices=list(CUSTOMER_CATEGORIES)
     )
     input_tokens = serializers.IntegerField(min_value=0, required=False, default=0)
     cached_input_tokens = serializers.IntegerField(min_value=0, required=False, default=0)
@@ -265,54 +266,3 @@ class UsageApi(APIView):
             query["cursor"] = page.next_cursor
             next_url = request.build_absolute_uri(request.path) + "?" + query.urlencode()
         return Response({"next": next_url, "results": page.rows})
-
-
-class SummaryLineSerializer(serializers.Serializer):
-    model = serializers.CharField()
-    customer_category = serializers.CharField()
-    currency = serializers.CharField()
-    records = serializers.IntegerField()
-    input_tokens = serializers.IntegerField()
-    cached_input_tokens = serializers.IntegerField()
-    output_tokens = serializers.IntegerField()
-    requests = serializers.IntegerField()
-    revenue = serializers.CharField()
-    late_records = serializers.IntegerField()
-    estimated_charge = serializers.CharField(
-        allow_null=True,
-        help_text="the usage lines' amount for this model and category so far, in the terms' "
-        "currency; null when no terms rate it",
-    )
-
-
-class EstimateSerializer(serializers.Serializer):
-    licensor = serializers.CharField()
-    currency = serializers.CharField()
-    total = serializers.CharField(help_text="the draft's total so far, minimums and caps included")
-
-
-class SummarySerializer(serializers.Serializer):
-    period = serializers.CharField()
-    totals = SummaryLineSerializer(many=True)
-    estimated_charge = EstimateSerializer(
-        many=True, help_text="what a billing run would write now, per licensor and currency"
-    )
-
-
-class UsageSummaryApi(APIView):
-    permission_classes = [IsHost]
-    throttle_classes = [ApiKeyThrottle]
-
-    @extend_schema(
-        operation_id="usage_summary",
-        parameters=[OpenApiParameter("period", str, required=True, description="YYYY-MM")],
-        responses={200: SummarySerializer, 400: ErrorSerializer},
-    )
-    def get(self, request: Request) -> Response:
-        host = request.user.host  # type: ignore[union-attr]
-        period = request.query_params.get("period", "")
-        try:
-            summary = selectors.usage_summary(host=host, period=period)
-        except selectors.QueryError as exc:
-            raise ApiError("invalid", str(exc), fields={exc.field: [str(exc)]}) from None
-        return Response(summary)

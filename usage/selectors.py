@@ -5,22 +5,19 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from django.db.models import Count, Q, Sum
 
-from ledger.usage.models import UsageRecord
-from ledger.usage.partitions import month_bounds
-from ledger.usage.wire import RFC3339
+from core.periods import month_bounds, period_parse
 from licensing.models import Host, LicensedModel
 from licensing.selectors import model_resolve
+from usage.models import UsageRecord
+from usage.wire import RFC3339
 
 PAGE_SIZE = 100
-_PERIOD = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
 _FIELDS = (
     "id",
     "event_id",
@@ -148,18 +145,18 @@ def usage_page(
     return UsagePage(rows=out, next_cursor=next_cursor)
 
 
-def period_parse(period: str) -> tuple[int, int]:
-    match = _PERIOD.fullmatch(period or "")
-    if match is None:
-        raise QueryError("period", "period: required, as YYYY-MM")
-    return int(match.group(1)), int(match.group(2))
+def _period_query(period: str | None) -> tuple[int, int]:
+    try:
+        return period_parse(period)
+    except ValueError:
+        raise QueryError("period", "period: required, as YYYY-MM") from None
 
 
 def usage_totals(*, host: Host, period: str) -> list[dict[str, Any]]:
     """The host's totals of one month (UTC, by occurred_at) per model, customer category and
     currency, corrections included (their deltas are summed in). Aggregated in PostgreSQL over
     the month's partition: Python sees groups, never a month of rows (perf.md)."""
-    year, month = period_parse(period)
+    year, month = _period_query(period)
     start, end = month_bounds(year, month)
     groups = list(
         UsageRecord.objects.filter(host=host, occurred_at__gte=start, occurred_at__lt=end)
@@ -193,25 +190,3 @@ def usage_totals(*, host: Host, period: str) -> list[dict[str, Any]]:
             groups, key=lambda g: (slugs.get(g["model_id"], ""), g["customer_category"])
         )
     ]
-
-
-def usage_summary(*, host: Host, period: str) -> dict[str, Any]:
-    """Totals so far for the month, each with its estimated charge, and the estimate per
-    licensor and currency (minimums and caps included): what a billing run would write now,
-    computed by billing's own aggregation and rating (`billing.estimates`)."""
-    from billing.estimates import settlement_estimates
-
-    totals = usage_totals(host=host, period=period)
-    estimates = settlement_estimates(host=host, period=period)
-    by_line: dict[tuple[str, str, str], Decimal] = {}
-    for estimate in estimates:
-        for (model, category), amount in estimate.by_model_category.items():
-            by_line[(model, category, estimate.currency)] = amount
-    for row in totals:
-        estimated = by_line.get((row["model"], row["customer_category"], row["currency"]))
-        row["estimated_charge"] = None if estimated is None else format(estimated, "f")
-    return {
-        "period": period,
-        "totals": totals,
-        "estimated_charge": [e.to_json() for e in estimates],
-    }

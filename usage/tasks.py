@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from ledger.usage.services import usage_partitions_ensure
+from usage.services import usage_partitions_ensure
 
 
 @shared_task

@@ -1,0 +1,5 @@
+"""The bottom layer: pure helpers every app imports and that import nothing of ours.
+
+``money`` (the one rounding function, decimal parsing), ``periods`` (billing months) and
+``vocabulary`` (the names the contract fixes: customer categories, line kinds). No Django, no I/O.
+"""
