@@ -193,7 +193,7 @@ def child() -> int:
 
     django.setup()
     from billing.models import BillingRunPair, Settlement
-    from billing.services import billing_pair_settle, billing_run_start
+    from billing.runs import billing_pair_settle, billing_run_start
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.monotonic()

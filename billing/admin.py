@@ -26,9 +26,10 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from billing import stripe_gateway
+from billing.errors import SettlementStateError
 from billing.invoicing import settlement_invoice
 from billing.models import BillingRun, Settlement, SettlementLine, SettlementStatus, StripeEvent
-from billing.services import SettlementStateError, settlement_approve, settlement_dispute
+from billing.review import settlement_approve, settlement_dispute
 from core.money import quantize
 
 

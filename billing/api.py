@@ -15,9 +15,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing.errors import SettlementStateError
 from billing.models import Settlement, SettlementStatus
+from billing.review import settlement_approve, settlement_dispute
 from billing.selectors import settlement_get, settlement_list
-from billing.services import SettlementStateError, settlement_approve, settlement_dispute
 from config.errors import ApiError
 from core.money import minor_unit_exponent, quantize
 from licensing.auth import ApiKeyThrottle, IsHostOrLicensor, IsLicensor, Principal

@@ -196,7 +196,7 @@ def demo_approve(period: str) -> Settlement | None:
     """Approve MiniMax's Fireworks settlement, as its reviewer would, so the demo's ledger holds
     an accrual; the other drafts are left for the reviewer to approve or dispute in the admin."""
     from billing.models import Settlement
-    from billing.services import settlement_approve
+    from billing.review import settlement_approve
 
     settlement = Settlement.objects.filter(
         period=period, licensor__slug="minimax", host__slug="fireworks"

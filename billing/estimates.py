@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from billing.aggregation import UsageFilter, aggregate_groups
-from billing.services import CatalogSnapshot, rate_pair_period
+from billing.rerating import CatalogSnapshot, pair_period_rate
 from core.money import quantize
 from licensing.models import Host, Licensor
 from usage.selectors import usage_totals
@@ -49,7 +49,7 @@ def settlement_estimates(*, host: Host, period: str) -> list[Estimate]:
     slugs = dict(Licensor.objects.filter(pk__in=by_licensor).values_list("pk", "slug"))
     estimates = []
     for licensor_id, licensor_rows in sorted(by_licensor.items(), key=lambda i: slugs[i[0]]):
-        for currency, bundle in sorted(rate_pair_period(period, licensor_rows, catalog).items()):
+        for currency, bundle in sorted(pair_period_rate(period, licensor_rows, catalog).items()):
             per_line: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
             total = Decimal(0)
             for _, line, _ in bundle.lines:

@@ -1,5 +1,5 @@
 """Writes of invoicing: an approved settlement becomes a Stripe invoice, and Stripe's webhook
-marks it paid (docs/stripe.md). Beside services.py because it is one concern of its own: the
+marks it paid (docs/stripe.md). Beside review.py because it is one concern of its own: the
 only writes here are the settlement's invoicing columns, the processed-events table and the
 payment posted to the ledger.
 
@@ -24,8 +24,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing import stripe_gateway
+from billing.errors import InvoicingInProgress, SettlementStateError
 from billing.models import Settlement, SettlementLine, SettlementStatus, StripeEvent
-from billing.services import SettlementStateError
 from core.money import quantize, to_minor_units
 
 logger = logging.getLogger(__name__)
@@ -37,10 +37,6 @@ INVOICING_LEASE = timedelta(minutes=15)
 # `invoice.payment_succeeded` is what old-shaped payloads (API versions before `invoice.paid`
 # existed, and localstripe) send for the same fact.
 PAID_EVENT_TYPES = frozenset({"invoice.paid", "invoice.payment_succeeded"})
-
-
-class InvoicingInProgress(SettlementStateError):
-    """Another worker holds the settlement's invoicing claim (within INVOICING_LEASE)."""
 
 
 def _minor(amount: Any, currency: str) -> int:

@@ -1,6 +1,6 @@
 """The only module that talks to Stripe (docs/stripe.md).
 
-It knows Stripe's shapes and nothing of settlements' states: billing/services.py decides what to
+It knows Stripe's shapes and nothing of settlements' states: billing/invoicing.py decides what to
 invoice and records the outcome; this module turns a request into Stripe calls that are safe to
 repeat:
 

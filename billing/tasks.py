@@ -1,5 +1,5 @@
 """Celery tasks of the billing run and of Stripe invoicing: thin, they take ids and call services
-(billing/services.py, billing/invoicing.py).
+(billing/runs.py, billing/invoicing.py).
 
 Both are `acks_late`: a worker killed mid-task leaves the message unacknowledged, the broker
 delivers it again, and the services make the second delivery harmless (a pair already done is
@@ -14,14 +14,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing import stripe_gateway
-from billing.invoicing import INVOICING_LEASE, InvoicingInProgress, settlement_invoice
+from billing.errors import InvoicingInProgress
+from billing.invoicing import INVOICING_LEASE, settlement_invoice
 from billing.models import BillingRunPair, Settlement, SettlementStatus
-from billing.services import (
-    billing_pair_settle,
-    billing_run_fail,
-    billing_run_start,
-    previous_period,
-)
+from billing.runs import billing_pair_settle, billing_run_fail, billing_run_start
+from core.periods import previous_period
 
 
 @shared_task(name="billing.tasks.run_monthly_billing", acks_late=True)

@@ -14,7 +14,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from billing.aggregation import UsageFilter, aggregate_groups, terms_from_row
-from billing.services import _group
+from billing.rerating import usage_group_from_row
 from licensing.catalog import catalog_import
 from licensing.models import Host, LicenseVersion
 from licensing.rating import UsageRecord, WindowState, rate, rate_records
@@ -245,7 +245,7 @@ def test_it_groups_threshold_usage_like_the_reference_grouping(
     by_sql = rate(
         period="2026-10",
         terms=terms,
-        usage=[_group(r) for r in rows],
+        usage=[usage_group_from_row(r) for r in rows],
         window_state=WindowState(2026),
     )
     net: dict[str, dict[str, Any]] = {r["event_id"]: dict(r) for r in records}

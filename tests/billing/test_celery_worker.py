@@ -20,7 +20,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from billing.models import BillingRun, BillingRunPair, Settlement
-from billing.services import settlement_approve
+from billing.review import settlement_approve
 from ledger.selectors import trial_balance
 from ledger.verify import verify_books
 from licensing.catalog import catalog_import

@@ -14,7 +14,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from billing.models import BillingRun, PendingRerate, Settlement
-from billing.services import settlement_approve
+from billing.review import settlement_approve
 from ledger.selectors import party_balances, trial_balance
 from licensing.models import Host, Licensor
 from tests.billing.conftest import post_usage, record, run_billing, settlement_of

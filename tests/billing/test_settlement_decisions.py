@@ -9,8 +9,9 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from rest_framework.test import APIClient
 
+from billing.errors import SettlementStateError
 from billing.models import Settlement, SettlementLine
-from billing.services import SettlementStateError, settlement_approve, settlement_dispute
+from billing.review import settlement_approve, settlement_dispute
 from ledger.models import JournalEntry
 from ledger.selectors import party_balances, trial_balance
 from licensing.catalog import catalog_import

@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 
 from billing import stripe_gateway
 from billing.models import Settlement
-from billing.services import settlement_approve
+from billing.review import settlement_approve
 from licensing.catalog import catalog_import
 from licensing.models import Host
 from licensing.services import api_key_create

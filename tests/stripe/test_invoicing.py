@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from billing import stripe_gateway
 from billing.invoicing import invoice_lines, settlement_invoice
 from billing.models import Settlement
-from billing.services import settlement_approve
+from billing.review import settlement_approve
 from billing.tasks import invoice_pending_settlements
 from licensing.models import Host
 from tests.stripe import localstripe_ext

@@ -10,7 +10,7 @@ from django.test import Client
 
 from billing.invoicing import settlement_invoice
 from billing.models import Settlement, StripeEvent
-from billing.services import settlement_approve
+from billing.review import settlement_approve
 from ledger.models import JournalEntry
 from ledger.selectors import party_balances, trial_balance
 from tests.stripe.conftest import event_body, sign

@@ -15,15 +15,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from billing.models import BillingRunPair
+from billing.runs import billing_pair_settle, billing_run_fail, billing_run_start
 from billing.selectors import settlements_for_period
-from billing.services import (
-    billing_pair_settle,
-    billing_run_fail,
-    billing_run_start,
-    previous_period,
-    settlements_verify,
-)
-from core.periods import period_bounds
+from billing.verify import settlements_verify
+from core.periods import period_bounds, previous_period
 
 
 class Command(BaseCommand):

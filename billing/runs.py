@@ -1,0 +1,332 @@
+"""The monthly billing run: start a run, settle each (licensor, host) pair, write its settlements.
+
+The flow (docs/billing.md):
+
+1. `billing_run_start` aggregates the month in PostgreSQL into `BillingRunGroup` rows and lists
+   the (licensor, host) pairs to bill;
+2. `billing_pair_settle`, once per pair (a Celery task each, or a loop in `run_billing`), rates
+   the pair's groups (billing/rerating.py), re-rates settled months that received usage since,
+   and writes one draft settlement per currency; settled settlements are left as they are;
+3. the licensor approves or disputes (billing/review.py).
+
+Every step is idempotent: a pair already done in a run is skipped, and a re-run recomputes drafts
+from the same usage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from django.db import connection, transaction
+from django.db.models import Case, F, Q, Value, When
+from django.utils import timezone
+
+from billing import aggregation
+from billing.models import (
+    SETTLED_STATUSES,
+    BillingRun,
+    BillingRunGroup,
+    BillingRunPair,
+    PendingRerate,
+    Settlement,
+    SettlementLine,
+    SettlementStatus,
+)
+from billing.rerating import (
+    Bundle,
+    CatalogSnapshot,
+    line_to_row,
+    pair_period_rate,
+    settled_month_rerate,
+)
+from core.money import quantize
+from core.periods import period_bounds
+from core.vocabulary import LINE_KINDS
+from licensing.models import Agreement, LicenseVersion
+from licensing.rating import Line
+
+
+@transaction.atomic(durable=True)
+def billing_run_start(*, period: str, trigger: str = "task") -> BillingRun:
+    """Start a run of `period`: aggregate its usage into groups and list the pairs to bill.
+
+    An earlier run of the period that is still running is superseded: its remaining pair tasks
+    stop, and this run's tasks recompute the same drafts from newer usage."""
+    period_bounds(period)
+    BillingRun.objects.filter(period=period, status=BillingRun.Status.RUNNING).update(
+        status=BillingRun.Status.SUPERSEDED, finished_at=timezone.now()
+    )
+    # The aggregation's cut-off: usage received (by the ingest service's clock, the same as
+    # this one) up to now. --verify re-rates a settlement from the records up to it.
+    snapshot_at = timezone.now()
+    run = BillingRun.objects.create(period=period, trigger=trigger, snapshot_at=snapshot_at)
+    groups = aggregation.stage_groups(run_id=run.pk, period=period, received_until=snapshot_at)
+
+    pairs: set[tuple[int, int]] = set(
+        BillingRunGroup.objects.filter(run=run).values_list("host_id", "licensor_id").distinct()
+    )
+    # Settled months that received usage since: billed as adjustments in this period's
+    # settlement, even when the pair has no usage of its own this month.
+    pairs.update((h, lic) for h, lic, _ in aggregation.late_usage_periods(before_period=period))
+    pairs.update(
+        PendingRerate.objects.filter(period__lt=period).values_list("host_id", "licensor_id")
+    )
+    # Drafts whose usage vanished (it cannot, usage is append-only, but a catalog fix can move
+    # it to another licensor) are recomputed, and so removed.
+    pairs.update(
+        Settlement.objects.filter(period=period, status=SettlementStatus.DRAFT).values_list(
+            "host_id", "licensor_id"
+        )
+    )
+    BillingRunPair.objects.bulk_create(
+        [BillingRunPair(run=run, host_id=h, licensor_id=lic) for h, lic in sorted(pairs)]
+    )
+    now = timezone.now()
+    BillingRun.objects.filter(pk=run.pk).update(
+        groups_count=groups,
+        pairs_total=len(pairs),
+        aggregated_at=now,
+        **({"status": BillingRun.Status.DONE, "finished_at": now} if not pairs else {}),
+    )
+    run.refresh_from_db()
+    return run
+
+
+def billing_run_fail(*, run_id: int, error: str) -> None:
+    BillingRun.objects.filter(pk=run_id, status=BillingRun.Status.RUNNING).update(
+        status=BillingRun.Status.FAILED, error=error[:10_000], finished_at=timezone.now()
+    )
+
+
+@dataclass
+class PairOutcome:
+    """What one pair task did: the settlements it wrote and those it found already settled."""
+
+    written: list[Settlement] = field(default_factory=list)
+    settled: list[Settlement] = field(default_factory=list)
+    skipped: bool = False  # already done in this run, or the run was superseded
+
+
+_catalogs: dict[int, CatalogSnapshot] = {}
+
+
+def _catalog_for_run(run_id: int) -> CatalogSnapshot:
+    if run_id not in _catalogs:
+        _catalogs.clear()  # one run at a time per process is the common case; keep memory flat
+        _catalogs[run_id] = CatalogSnapshot.load()
+    return _catalogs[run_id]
+
+
+def _settled_periods_to_rerate(
+    *, host_id: int, licensor_id: int, period: str, catalog: CatalogSnapshot
+) -> list[str]:
+    periods = catalog.periods_to_rerate(host_id=host_id, licensor_id=licensor_id, period=period)
+    if not periods:
+        return []
+    settled = Settlement.objects.filter(
+        host_id=host_id,
+        licensor_id=licensor_id,
+        period__in=periods,
+        status__in=SETTLED_STATUSES,
+    ).values_list("period", flat=True)
+    return sorted(set(settled))
+
+
+def _adjustments(
+    *,
+    host_id: int,
+    licensor_id: int,
+    period: str,
+    snapshot_at: datetime | None,
+    bundles: dict[str, Bundle],
+    catalog: CatalogSnapshot,
+) -> None:
+    """Add to `bundles` the adjustment lines of every settled month that received usage since:
+    re-rated with all its usage, minus everything already billed for it (its settlement and the
+    adjustments of other settlements; never the drafts of `period` being recomputed)."""
+    for settled_period in _settled_periods_to_rerate(
+        host_id=host_id, licensor_id=licensor_id, period=period, catalog=catalog
+    ):
+        adjustments = settled_month_rerate(
+            host_id=host_id,
+            licensor_id=licensor_id,
+            period=settled_period,
+            received_until=snapshot_at,
+            not_billed=Q(settlement__period=period, settlement__status=SettlementStatus.DRAFT),
+            catalog=catalog,
+        )
+        for currency, lines in adjustments.items():
+            bundle = bundles.setdefault(currency, Bundle())
+            # The settlement's digests stay those of its own month's usage and terms: the
+            # adjustment lines are differences against other settlements, not a rating.
+            bundle.lines += [(license_id, line, []) for license_id, line in lines]
+
+
+def _pair_lock(host_id: int, licensor_id: int, period: str) -> None:
+    """Serialize all work on one pair's month: two runs of a period, or a task delivered twice,
+    must not write the same settlements concurrently (the loser would hit the unique key, or
+    worse, interleave its line inserts with the winner's)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+            [f"billing:{host_id}:{licensor_id}:{period}"],
+        )
+
+
+@transaction.atomic(durable=True)
+def billing_pair_settle(*, run_id: int, host_id: int, licensor_id: int) -> PairOutcome:
+    """Write the settlements of one (licensor, host) pair for the run's period. Idempotent: a
+    pair already done in this run, or a run superseded by a newer one, changes nothing."""
+    with connection.cursor() as cursor:
+        # A draft is re-derivable from usage, so this commit need not wait for the WAL flush: a
+        # database crash can only lose whole pair transactions (never part of one), and their
+        # tasks, not yet acknowledged, run again. Approval, which posts money, stays durable.
+        cursor.execute("SET LOCAL synchronous_commit TO off")
+    # FOR UPDATE: a duplicate delivery of this task waits here, then sees done_at and stops.
+    pair = (
+        BillingRunPair.objects.select_for_update(of=("self",))
+        .select_related("run")
+        .get(run_id=run_id, host_id=host_id, licensor_id=licensor_id)
+    )
+    run = pair.run
+    if pair.done_at is not None or run.status == BillingRun.Status.SUPERSEDED:
+        return PairOutcome(skipped=True)
+    _pair_lock(host_id, licensor_id, run.period)
+
+    period = run.period
+    catalog = _catalog_for_run(run_id)
+    rows = list(
+        BillingRunGroup.objects.filter(run_id=run_id, host_id=host_id, licensor_id=licensor_id)
+        .order_by("id")
+        .values(*aggregation.COLUMNS)
+    )
+    bundles = pair_period_rate(period, rows, catalog)
+    _adjustments(
+        host_id=host_id,
+        licensor_id=licensor_id,
+        period=period,
+        snapshot_at=run.snapshot_at,
+        bundles=bundles,
+        catalog=catalog,
+    )
+    outcome = _write_settlements(
+        run=run, host_id=host_id, licensor_id=licensor_id, bundles=bundles, catalog=catalog
+    )
+
+    now = timezone.now()
+    BillingRunPair.objects.filter(pk=pair.pk).update(done_at=now)
+    # One statement: progress, and `done` for the pair that completes the run.
+    last = Q(status=BillingRun.Status.RUNNING) & Q(pairs_done__gte=F("pairs_total") - 1)
+    BillingRun.objects.filter(pk=run_id).update(
+        pairs_done=F("pairs_done") + 1,
+        settlements_written=F("settlements_written") + len(outcome.written),
+        settlements_settled=F("settlements_settled") + len(outcome.settled),
+        status=Case(When(last, then=Value(BillingRun.Status.DONE)), default=F("status")),
+        finished_at=Case(When(last, then=Value(now)), default=F("finished_at")),
+    )
+    return outcome
+
+
+def _write_settlements(
+    *,
+    run: BillingRun,
+    host_id: int,
+    licensor_id: int,
+    bundles: dict[str, Bundle],
+    catalog: CatalogSnapshot,
+) -> PairOutcome:
+    outcome = PairOutcome()
+    # FOR UPDATE: an approval of one of these drafts waits until this recompute commits, then
+    # approves what it wrote; an approval that committed first makes us leave it alone.
+    existing = {
+        s.currency: s
+        for s in Settlement.objects.select_for_update().filter(
+            host_id=host_id, licensor_id=licensor_id, period=run.period
+        )
+    }
+    computed_at = run.snapshot_at or timezone.now()
+    for currency, bundle in sorted(bundles.items()):
+        settlement = existing.get(currency)
+        if settlement is not None and settlement.status != SettlementStatus.DRAFT:
+            outcome.settled.append(settlement)
+            continue
+        lines = sorted(bundle.lines, key=lambda item: _line_order(item[1]))
+        total = sum((line.amount for _, line, _ in lines), Decimal(0))
+        usage_digest, terms_digest = bundle.digests()
+        fields = {
+            "total": quantize(total, currency),
+            "usage_digest": usage_digest,
+            "terms_digest": terms_digest,
+            "record_count": bundle.record_count,
+            "flags": bundle.flags,
+            "computed_at": computed_at,
+            "run": run,
+        }
+        if settlement is None:
+            settlement = Settlement.objects.create(
+                host_id=host_id,
+                licensor_id=licensor_id,
+                period=run.period,
+                currency=currency,
+                **fields,
+            )
+        else:
+            settlement.lines.all().delete()
+            for name, value in fields.items():
+                setattr(settlement, name, value)
+            settlement.save()
+        SettlementLine.objects.bulk_create(
+            [
+                line_to_row(
+                    line,
+                    settlement=settlement,
+                    position=position,
+                    license_id=license_id,
+                    flags=flags,
+                )
+                for position, (license_id, line, flags) in enumerate(lines, start=1)
+            ]
+        )
+        # Terms that rated usage are locked: from now on the catalog cannot change them, so this
+        # settlement can be re-derived (--verify) from the same terms.
+        versions = {i for i in bundle.locked_versions if ("version", i) not in catalog.locked}
+        agreements = {i for i in bundle.locked_agreements if ("agreement", i) not in catalog.locked}
+        if versions:
+            LicenseVersion.objects.filter(pk__in=versions, locked_at__isnull=True).update(
+                locked_at=computed_at
+            )
+        if agreements:
+            Agreement.objects.filter(pk__in=agreements, locked_at__isnull=True).update(
+                locked_at=computed_at
+            )
+
+        # Noted only after commit: a rolled-back pair must not leave its terms "locked" here.
+        def remember(v: set[int] = versions, a: set[int] = agreements) -> None:
+            catalog.locked.update([("version", i) for i in v] + [("agreement", i) for i in a])
+
+        transaction.on_commit(remember)
+        outcome.written.append(settlement)
+    for currency, settlement in existing.items():
+        if currency not in bundles and settlement.status == SettlementStatus.DRAFT:
+            settlement.delete()  # a draft with no usage left
+    return outcome
+
+
+def _line_order(line: Line) -> tuple[object, ...]:
+    return (
+        LINE_KINDS.index(line.kind),
+        line.period,
+        line.license_version,
+        line.model,
+        line.customer_category,
+    )
+
+
+__all__ = [
+    "PairOutcome",
+    "billing_pair_settle",
+    "billing_run_fail",
+    "billing_run_start",
+]

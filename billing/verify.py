@@ -1,0 +1,119 @@
+"""`run_billing --verify`: re-derive every settled settlement of a period from the usage and the
+locked terms it was computed from, and report what would differ. The billing counterpart of
+ledger/verify.py: it reads, never writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass
+from decimal import Decimal
+
+from django.db.models import Q
+
+from billing import aggregation
+from billing.aggregation import UsageFilter
+from billing.models import SETTLED_STATUSES, Settlement
+from billing.rerating import (
+    Bundle,
+    CatalogSnapshot,
+    line_from_row,
+    pair_period_rate,
+    settled_month_rerate,
+)
+from licensing.rating import Line
+
+
+@dataclass(frozen=True)
+class VerifyProblem:
+    settlement: Settlement
+    message: str
+
+    def __str__(self) -> str:
+        s = self.settlement
+        return (
+            f"settlement {s.pk} ({s.licensor.slug}/{s.host.slug} {s.period} {s.currency}): "
+            f"{self.message}"
+        )
+
+
+def _line_tuple(line: Line) -> tuple[object, ...]:
+    """A line's fields in the engine's order (billing.rerating.LINE_FIELDS), comparable."""
+    return astuple(line)
+
+
+def settlements_verify(*, period: str) -> tuple[int, list[VerifyProblem]]:
+    """Re-rate every settled settlement of `period` from the usage it was computed from (records
+    received by its `computed_at`, late ones excluded) and the locked terms; report any line or
+    digest that would differ, and re-derive its adjustment lines of earlier months.
+    Returns (settlements checked, problems)."""
+    catalog = CatalogSnapshot.load()
+    problems: list[VerifyProblem] = []
+    settled = list(
+        Settlement.objects.filter(period=period, status__in=SETTLED_STATUSES)
+        .select_related("host", "licensor")
+        .order_by("licensor__slug", "host__slug", "currency")
+    )
+    for s in settled:
+        rows = aggregation.aggregate_groups(
+            period,
+            UsageFilter(
+                host_id=s.host_id,
+                licensor_id=s.licensor_id,
+                include_late=False,
+                received_until=s.computed_at,
+            ),
+        )
+        bundle = pair_period_rate(period, rows, catalog).get(s.currency, Bundle())
+        expected = sorted((_line_tuple(line) for _, line, _ in bundle.lines), key=repr)
+        stored = sorted(
+            (_line_tuple(line_from_row(row)) for row in s.lines.exclude(kind="adjustment")),
+            key=repr,
+        )
+        if expected != stored:
+            diff = [t for t in stored if t not in expected] + [
+                t for t in expected if t not in stored
+            ]
+            problems.append(VerifyProblem(s, f"lines differ from a re-rating: {diff[:2]}"))
+        usage_digest, terms_digest = bundle.digests()
+        if usage_digest != s.usage_digest:
+            problems.append(VerifyProblem(s, "usage_digest differs from a re-rating"))
+        if terms_digest != s.terms_digest:
+            problems.append(VerifyProblem(s, "terms_digest differs from a re-rating"))
+        own_total = sum(
+            (line.amount for line in s.lines.all() if line.kind != "adjustment"),
+            Decimal(0),
+        )
+        expected_total = sum((line.amount for _, line, _ in bundle.lines), Decimal(0))
+        if own_total != expected_total:
+            problems.append(
+                VerifyProblem(s, f"total of the month's lines {own_total} != {expected_total}")
+            )
+        problems += _adjustments_verify(s, catalog)
+    return len(settled), problems
+
+
+def _adjustments_verify(s: Settlement, catalog: CatalogSnapshot) -> list[VerifyProblem]:
+    """Re-derive a settlement's adjustment lines as its run did: each earlier month it adjusts,
+    re-rated with the usage received by `s.computed_at`, minus what other settlements computed
+    before it had billed for that month."""
+    stored_rows = list(s.lines.filter(kind="adjustment"))
+    expected: list[tuple[object, ...]] = []
+    for period in sorted({row.period for row in stored_rows}):
+        adjustments = settled_month_rerate(
+            host_id=s.host_id,
+            licensor_id=s.licensor_id,
+            period=period,
+            received_until=s.computed_at,
+            # Billed before it: settlements computed earlier, never this one.
+            not_billed=Q(settlement=s) | Q(settlement__computed_at__gte=s.computed_at),
+            catalog=catalog,
+        )
+        expected += [_line_tuple(line) for _, line in adjustments.get(s.currency, [])]
+    stored = [_line_tuple(line_from_row(row)) for row in stored_rows]
+    if sorted(expected, key=repr) == sorted(stored, key=repr):
+        return []
+    diff = [t for t in stored if t not in expected] + [t for t in expected if t not in stored]
+    return [VerifyProblem(s, f"adjustment lines differ from a re-rating: {diff[:2]}")]
+
+
+__all__ = ["VerifyProblem", "settlements_verify"]
