@@ -27,6 +27,7 @@ from billing import stripe_gateway
 from billing.errors import InvoicingInProgress, SettlementStateError
 from billing.models import Settlement, SettlementLine, SettlementStatus, StripeEvent
 from core.money import quantize, to_minor_units
+from ledger.services import host_payment_post
 
 logger = logging.getLogger(__name__)
 
@@ -259,11 +260,9 @@ def _invoice_paid(*, event_id: int, invoice: dict[str, Any]) -> str:
             amount_minor,
         )
     outcome = done(f"settlement {settlement.pk} paid")
-    from ledger.services import post_host_payment
-
     # Last in the transaction: posting takes the ledger's chain lock, held until commit. What the
     # host owes is what we invoiced: the settlement's total.
-    post_host_payment(
+    host_payment_post(
         payment_id=invoice["id"],
         host=settlement.host,
         currency=settlement.currency,

@@ -19,9 +19,9 @@ from django.utils import timezone
 from billing import aggregation
 from billing.errors import SettlementStateError
 from billing.models import PendingRerate, Settlement, SettlementStatus
-from billing.tasks import invoice_settlement
+from billing.tasks import settlement_invoice
 from core.money import quantize, to_minor_units
-from ledger.services import post_settlement_accrual, post_settlement_credit
+from ledger.services import settlement_accrual_post, settlement_credit_post
 from usage.services import period_close
 
 
@@ -92,7 +92,7 @@ def settlement_approve(*, settlement: Settlement, actor: str) -> Settlement:
     if amount_minor:
         # A negative total (late corrections took back more than the month added) is a credit
         # to the host: the mirror entry. A zero total posts nothing (no zero amounts).
-        post = post_settlement_accrual if amount_minor > 0 else post_settlement_credit
+        post = settlement_accrual_post if amount_minor > 0 else settlement_credit_post
         # Last in the transaction: posting takes the ledger's chain lock, held until commit.
         post(
             settlement_id=str(fresh.pk),
@@ -113,7 +113,7 @@ def _queue_invoice(settlement_id: str) -> None:
     STRIPE_API_KEY approval stops at `approved`. robust: in-process (eager) Celery runs the task
     right here, and a Stripe failure must not turn a committed approval into an error; the
     hourly sweep and the admin's "Send invoice" retry it."""
-    transaction.on_commit(lambda: invoice_settlement.delay(settlement_id), robust=True)
+    transaction.on_commit(lambda: settlement_invoice.delay(settlement_id), robust=True)
 
 
 @transaction.atomic(durable=True)

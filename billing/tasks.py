@@ -13,9 +13,8 @@ from django.db import OperationalError
 from django.db.models import Q
 from django.utils import timezone
 
-from billing import stripe_gateway
+from billing import invoicing, stripe_gateway
 from billing.errors import InvoicingInProgress
-from billing.invoicing import INVOICING_LEASE, settlement_invoice
 from billing.models import BillingRunPair, Settlement, SettlementStatus
 from billing.runs import billing_pair_settle, billing_run_fail, billing_run_start
 from core.periods import previous_period
@@ -60,7 +59,7 @@ def bill_pair(run_id: int, host_id: int, licensor_id: int) -> int:
 
 
 @shared_task(
-    name="billing.tasks.invoice_settlement",
+    name="billing.tasks.settlement_invoice",
     acks_late=True,
     # Stripe unreachable, rate-limited or failing: the whole invoicing is run again later and
     # continues what Stripe already holds (idempotency keys, metadata search).
@@ -69,14 +68,15 @@ def bill_pair(run_id: int, host_id: int, licensor_id: int) -> int:
     retry_backoff_max=3600,
     max_retries=10,
 )
-def invoice_settlement(settlement_id: str) -> str | None:
-    """Send an approved settlement's Stripe invoice; returns its id (None: not invoiced, e.g.
+def settlement_invoice(settlement_id: str) -> str | None:
+    """`invoicing.settlement_invoice` by id: a task is named after the service it calls.
+    Sends an approved settlement's Stripe invoice; returns its id (None: not invoiced, e.g.
     Stripe is not configured, the total is not positive, or another worker holds the claim)."""
     if not stripe_gateway.is_configured():
         return None
     settlement = Settlement.objects.get(pk=settlement_id)
     try:
-        return settlement_invoice(settlement=settlement).stripe_invoice_id
+        return invoicing.settlement_invoice(settlement=settlement).stripe_invoice_id
     except InvoicingInProgress:
         return None  # its holder finishes it; a dead holder's claim expires for the sweep
 
@@ -88,7 +88,7 @@ def invoice_pending_settlements() -> int:
     many tasks it queued."""
     if not stripe_gateway.is_configured():
         return 0
-    stale = timezone.now() - INVOICING_LEASE
+    stale = timezone.now() - invoicing.INVOICING_LEASE
     pending = (
         Settlement.objects.filter(
             status=SettlementStatus.APPROVED, stripe_invoice_id__isnull=True, total__gt=0
@@ -99,6 +99,6 @@ def invoice_pending_settlements() -> int:
     )
     count = 0
     for pk in pending:
-        invoice_settlement.delay(str(pk))
+        settlement_invoice.delay(str(pk))
         count += 1
     return count

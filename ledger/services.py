@@ -197,7 +197,7 @@ def journal_reverse(
 
 
 @transaction.atomic
-def post_settlement_accrual(
+def settlement_accrual_post(
     *,
     settlement_id: str,
     host: Host,
@@ -220,7 +220,7 @@ def post_settlement_accrual(
 
 
 @transaction.atomic
-def post_settlement_credit(
+def settlement_credit_post(
     *,
     settlement_id: str,
     host: Host,
@@ -266,7 +266,7 @@ def _settlement_legs(
 
 
 @transaction.atomic
-def post_host_payment(
+def host_payment_post(
     *, payment_id: str, host: Host, currency: str, amount_minor: int, memo: str = ""
 ) -> JournalEntry:
     """The host paid: debit platform cash, credit the host's receivable. Idempotent per payment
@@ -287,7 +287,7 @@ def post_host_payment(
 
 
 @transaction.atomic
-def post_licensor_payout(
+def licensor_payout_post(
     *, payout_id: str, licensor: Licensor, currency: str, amount_minor: int, memo: str = ""
 ) -> JournalEntry:
     """The licensor was paid out: debit its payable, credit platform cash. Idempotent per payout

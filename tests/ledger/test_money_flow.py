@@ -11,9 +11,9 @@ from ledger.models import Account, AccountKind
 from ledger.selectors import account_balance, party_balances, trial_balance
 from ledger.services import (
     account_for,
-    post_host_payment,
-    post_licensor_payout,
-    post_settlement_accrual,
+    host_payment_post,
+    licensor_payout_post,
+    settlement_accrual_post,
 )
 from tests.factories import HostFactory
 from tests.ledger.conftest import run_in_threads
@@ -25,7 +25,7 @@ def test_it_accrues_pays_and_pays_out_a_settlement(parties):
     # given: a host and a licensor
     host, licensor = parties
     # when: a settlement of $100.00 with a $10.00 platform fee is approved, paid and paid out
-    post_settlement_accrual(
+    settlement_accrual_post(
         settlement_id="42",
         host=host,
         licensor=licensor,
@@ -34,8 +34,8 @@ def test_it_accrues_pays_and_pays_out_a_settlement(parties):
         platform_fee_minor=1_000,
     )
     after_accrual = party_balances(owner=licensor)
-    post_host_payment(payment_id="in_1", host=host, currency="USD", amount_minor=10_000)
-    post_licensor_payout(payout_id="po_1", licensor=licensor, currency="USD", amount_minor=9_000)
+    host_payment_post(payment_id="in_1", host=host, currency="USD", amount_minor=10_000)
+    licensor_payout_post(payout_id="po_1", licensor=licensor, currency="USD", amount_minor=9_000)
     # then: the licensor was owed $90.00 and is now paid; the platform kept $10.00 in cash
     assert after_accrual == {"USD": {"payable": -9_000}}
     assert party_balances(owner=licensor) == {"USD": {"payable": 0}}
@@ -47,11 +47,11 @@ def test_it_accrues_pays_and_pays_out_a_settlement(parties):
 def test_it_posts_each_settlement_once(parties):
     # given: an accrued settlement
     host, licensor = parties
-    first = post_settlement_accrual(
+    first = settlement_accrual_post(
         settlement_id="7", host=host, licensor=licensor, currency="EUR", amount_minor=500
     )
     # when: billing retries the same accrual
-    again = post_settlement_accrual(
+    again = settlement_accrual_post(
         settlement_id="7", host=host, licensor=licensor, currency="EUR", amount_minor=500
     )
     # then: one entry; without a fee there is no platform revenue leg
@@ -63,11 +63,11 @@ def test_it_posts_each_settlement_once(parties):
 def test_it_gives_a_balance_as_of_a_point_in_time(usd, parties):
     # given: a payment, a moment, then another payment
     host, _ = parties
-    post_host_payment(payment_id="p1", host=host, currency="USD", amount_minor=300)
+    host_payment_post(payment_id="p1", host=host, currency="USD", amount_minor=300)
     time.sleep(0.01)
     moment = timezone.now()
     time.sleep(0.01)
-    post_host_payment(payment_id="p2", host=host, currency="USD", amount_minor=200)
+    host_payment_post(payment_id="p2", host=host, currency="USD", amount_minor=200)
     # when: the balances are read as of the moment and now
     # then: the first counts only the first payment
     assert account_balance(account=usd["cash"], at=moment) == 300
@@ -84,7 +84,7 @@ def test_it_refuses_amounts_that_are_not_positive_ints(parties, amount, fee, err
     host, licensor = parties
     # when / then: a bad amount or fee is refused before anything is written
     with pytest.raises(error):
-        post_settlement_accrual(
+        settlement_accrual_post(
             settlement_id="x",
             host=host,
             licensor=licensor,
@@ -109,13 +109,13 @@ def test_it_opens_one_account_when_threads_race_for_it(db):
 
 def test_a_settlement_credit_mirrors_an_accrual_once() -> None:
     # given a host and a licensor whose settlement came out negative
-    from ledger.services import post_settlement_credit
+    from ledger.services import settlement_credit_post
     from tests.factories import LicensorFactory
 
     host, licensor = HostFactory(slug="credit-host"), LicensorFactory(slug="credit-lic")
 
     # when the credit is posted twice (a retry)
-    first = post_settlement_credit(
+    first = settlement_credit_post(
         settlement_id="s-neg",
         host=host,
         licensor=licensor,
@@ -123,7 +123,7 @@ def test_a_settlement_credit_mirrors_an_accrual_once() -> None:
         amount_minor=6000,
         platform_fee_minor=600,
     )
-    again = post_settlement_credit(
+    again = settlement_credit_post(
         settlement_id="s-neg",
         host=host,
         licensor=licensor,
