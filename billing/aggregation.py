@@ -253,8 +253,9 @@ def groups_sql(period: str, f: UsageFilter) -> tuple[str, dict[str, Any]]:
     sql = f"""
     WITH
     ytd_all AS (
+        -- numeric before the addition: one record's three bigint counts can pass bigint.
         SELECT u.host_id, u.license_id, sum(u.revenue) AS rev,
-               sum(u.input_tokens + u.cached_input_tokens + u.output_tokens) AS tok
+               sum(u.input_tokens::numeric + u.cached_input_tokens + u.output_tokens) AS tok
         FROM usage_record u
         WHERE u.occurred_at >= %(year_start)s AND u.occurred_at < %(start)s
           AND u.license_id = ANY(%(ytd_licenses)s::bigint[])

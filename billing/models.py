@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import Any
 
 from django.db import models
 from django.db.models import Q
@@ -28,13 +29,34 @@ from core.vocabulary import LINE_KIND_LABELS, LINE_KINDS
 from licensing.models import Host, License, Licensor
 
 
+class CountField(models.DecimalField):
+    """A sum of integer counts (tokens, requests) as numeric(30,0), read back as an int.
+
+    One record's count is a bigint; a sum of them can pass bigint's 9.2e18 (two records near the
+    maximum do), and a sum that does not fit must never stop a billing run. 30 digits hold more
+    than 10^11 records at bigint's maximum each."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max_digits", 30)
+        kwargs.setdefault("decimal_places", 0)
+        super().__init__(*args, **kwargs)
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> int | None:
+        return None if value is None else int(value)
+
+
 class BillingRun(models.Model):
     """One execution of the monthly run for a period. Progress (`pairs_done` of `pairs_total`) is
-    updated by each pair task as it finishes, so an operator sees a running run advance."""
+    updated by each pair task as it finishes, so an operator sees a running run advance.
+
+    A pair that cannot be settled (any error) is recorded on its `BillingRunPair` and counted in
+    `pairs_failed`; every other pair is still settled. The run then ends `partial` (some pairs
+    failed) or `failed` (all did), and `error` names each failed pair and why."""
 
     class Status(models.TextChoices):
         RUNNING = "running", "running"
         DONE = "done", "done"
+        PARTIAL = "partial", "partial"  # finished; some pairs failed (see `error`)
         FAILED = "failed", "failed"
         SUPERSEDED = "superseded", "superseded"  # a later run of the same period took over
 
@@ -45,7 +67,8 @@ class BillingRun(models.Model):
     snapshot_at = models.DateTimeField(null=True, blank=True)
     groups_count = models.IntegerField(default=0)  # rows of the month's aggregation
     pairs_total = models.IntegerField(default=0)  # (licensor, host) pairs to bill
-    pairs_done = models.IntegerField(default=0)
+    pairs_done = models.IntegerField(default=0)  # settled or failed
+    pairs_failed = models.IntegerField(default=0)
     settlements_written = models.IntegerField(default=0)  # created or recomputed drafts
     settlements_settled = models.IntegerField(default=0)  # already settled: left as they were
     started_at = models.DateTimeField(auto_now_add=True)
@@ -60,7 +83,7 @@ class BillingRun(models.Model):
                 condition=Q(period__regex=PERIOD_PATTERN), name="billing_run_period_format"
             ),
             models.CheckConstraint(
-                condition=Q(status__in=["running", "done", "failed", "superseded"]),
+                condition=Q(status__in=["running", "done", "partial", "failed", "superseded"]),
                 name="billing_run_status_valid",
             ),
         ]
@@ -85,7 +108,9 @@ class BillingRunPair(models.Model):
     run = models.ForeignKey(BillingRun, on_delete=models.CASCADE, related_name="pairs")
     host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="+")
     licensor = models.ForeignKey(Licensor, on_delete=models.PROTECT, related_name="+")
-    done_at = models.DateTimeField(null=True, blank=True)
+    done_at = models.DateTimeField(null=True, blank=True)  # settled, or failed
+    # Why the pair could not be settled ("" when it was): the exception, for the operator.
+    error = models.TextField(blank=True)
 
     class Meta:
         constraints = [
@@ -248,13 +273,14 @@ class SettlementLine(models.Model):
     customer_category = models.CharField(max_length=16, blank=True)
     period = models.CharField(max_length=7)  # the usage's month; an adjustment's settled month
     license_version = models.CharField(max_length=64)
-    input_tokens = models.BigIntegerField(default=0)
-    cached_input_tokens = models.BigIntegerField(default=0)
-    output_tokens = models.BigIntegerField(default=0)
-    requests = models.BigIntegerField(default=0)
+    input_tokens = CountField(default=0)  # sums of the month's records: may pass bigint
+    cached_input_tokens = CountField(default=0)
+    output_tokens = CountField(default=0)
+    requests = CountField(default=0)
     revenue = models.DecimalField(max_digits=26, decimal_places=6, default=Decimal(0))
     amount = models.DecimalField(max_digits=24, decimal_places=4)  # rounded to the minor unit
-    description = models.CharField(max_length=500)
+    # The engine's words for the charge; a greater_of of many charges with thresholds is long.
+    description = models.TextField()
     flags = models.JSONField(default=list, blank=True)  # kinds of the engine's flags on this line
 
     class Meta:

@@ -20,7 +20,8 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.db import connection, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Case, F, Q, TextField, Value, When
+from django.db.models.functions import Concat, Left
 from django.utils import timezone
 
 from billing import aggregation
@@ -94,10 +95,9 @@ def billing_run_start(*, period: str, trigger: str = "task") -> BillingRun:
     return run
 
 
-def billing_run_fail(*, run_id: int, error: str) -> None:
-    BillingRun.objects.filter(pk=run_id, status=BillingRun.Status.RUNNING).update(
-        status=BillingRun.Status.FAILED, error=error[:10_000], finished_at=timezone.now()
-    )
+def _last_pair() -> Q:
+    """The run is still running and the pair being counted is its last one."""
+    return Q(status=BillingRun.Status.RUNNING) & Q(pairs_done__gte=F("pairs_total") - 1)
 
 
 @dataclass
@@ -218,15 +218,66 @@ def billing_pair_settle(*, run_id: int, host_id: int, licensor_id: int) -> PairO
     now = timezone.now()
     BillingRunPair.objects.filter(pk=pair.pk).update(done_at=now)
     # One statement: progress, and `done` for the pair that completes the run.
-    last = Q(status=BillingRun.Status.RUNNING) & Q(pairs_done__gte=F("pairs_total") - 1)
+    last = _last_pair()
     BillingRun.objects.filter(pk=run_id).update(
         pairs_done=F("pairs_done") + 1,
         settlements_written=F("settlements_written") + len(outcome.written),
         settlements_settled=F("settlements_settled") + len(outcome.settled),
-        status=Case(When(last, then=Value(BillingRun.Status.DONE)), default=F("status")),
+        status=Case(
+            When(last & Q(pairs_failed=0), then=Value(BillingRun.Status.DONE)),
+            When(last, then=Value(BillingRun.Status.PARTIAL)),
+            default=F("status"),
+        ),
         finished_at=Case(When(last, then=Value(now)), default=F("finished_at")),
     )
     return outcome
+
+
+# How much of one pair's error the run's summary keeps (characters); the pair keeps it all.
+_RUN_ERROR_PER_PAIR = 1_000
+_RUN_ERROR_MAX = 100_000
+
+
+def pair_failure_text(exc: BaseException) -> str:
+    """What an operator reads about a pair that failed: the exception's type and message."""
+    return f"{type(exc).__name__}: {exc}".strip()
+
+
+@transaction.atomic(durable=True)
+def billing_pair_fail(*, run_id: int, host_id: int, licensor_id: int, error: str) -> bool:
+    """Record that one pair of the run could not be settled, after `billing_pair_settle` raised
+    and rolled back whole: the pair is done with its `error`, the run counts it and names it in
+    its own `error`, and the run's last pair ends it `partial` (or `failed` when no pair was
+    settled). The other pairs are unaffected. Returns False when the pair was already done (a
+    duplicate delivery settled or failed it first)."""
+    # FOR UPDATE: the same lock billing_pair_settle takes, so a pair is counted once.
+    pair = (
+        BillingRunPair.objects.select_for_update(of=("self",))
+        .select_related("host", "licensor")
+        .get(run_id=run_id, host_id=host_id, licensor_id=licensor_id)
+    )
+    if pair.done_at is not None:
+        return False
+    now = timezone.now()
+    BillingRunPair.objects.filter(pk=pair.pk).update(done_at=now, error=error)
+    summary = f"licensor {pair.licensor.slug} / host {pair.host.slug}: "
+    summary += error[:_RUN_ERROR_PER_PAIR] + "\n"
+    last = _last_pair()
+    BillingRun.objects.filter(pk=run_id).update(
+        pairs_done=F("pairs_done") + 1,
+        pairs_failed=F("pairs_failed") + 1,
+        error=Left(Concat(F("error"), Value(summary), output_field=TextField()), _RUN_ERROR_MAX),
+        status=Case(
+            When(
+                last & Q(pairs_failed__gte=F("pairs_total") - 1),
+                then=Value(BillingRun.Status.FAILED),
+            ),
+            When(last, then=Value(BillingRun.Status.PARTIAL)),
+            default=F("status"),
+        ),
+        finished_at=Case(When(last, then=Value(now)), default=F("finished_at")),
+    )
+    return True
 
 
 def _write_settlements(
@@ -326,7 +377,8 @@ def _line_order(line: Line) -> tuple[object, ...]:
 
 __all__ = [
     "PairOutcome",
+    "billing_pair_fail",
     "billing_pair_settle",
-    "billing_run_fail",
     "billing_run_start",
+    "pair_failure_text",
 ]

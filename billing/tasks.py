@@ -4,11 +4,16 @@
 Both are `acks_late`: a worker killed mid-task leaves the message unacknowledged, the broker
 delivers it again, and the services make the second delivery harmless (a pair already done is
 skipped; a run started twice supersedes the first).
+
+A pair that cannot be settled is recorded as failed on the run (`billing_pair_fail`) and its task
+ends there: the other pairs' tasks go on, and no retry repeats an error that is not transient.
 """
 
 from __future__ import annotations
 
-from celery import shared_task
+import logging
+
+from celery import Task, shared_task
 from django.db import OperationalError
 from django.db.models import Q
 from django.utils import timezone
@@ -16,8 +21,15 @@ from django.utils import timezone
 from billing import invoicing, stripe_gateway
 from billing.errors import InvoicingInProgress
 from billing.models import BillingRunPair, Settlement, SettlementStatus
-from billing.runs import billing_pair_settle, billing_run_fail, billing_run_start
+from billing.runs import (
+    billing_pair_fail,
+    billing_pair_settle,
+    billing_run_start,
+    pair_failure_text,
+)
 from core.periods import previous_period
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="billing.tasks.run_monthly_billing", acks_late=True)
@@ -37,6 +49,7 @@ def run_monthly_billing(period: str | None = None) -> int:
 
 
 @shared_task(
+    bind=True,
     name="billing.tasks.bill_pair",
     acks_late=True,
     # A lost connection or a deadlock victim: the pair's transaction rolled back whole, so the
@@ -45,17 +58,25 @@ def run_monthly_billing(period: str | None = None) -> int:
     retry_backoff=True,
     max_retries=5,
 )
-def bill_pair(run_id: int, host_id: int, licensor_id: int) -> int:
-    """Write one pair's settlements for the run's period; returns how many were written."""
+def bill_pair(self: Task, run_id: int, host_id: int, licensor_id: int) -> int:
+    """Write one pair's settlements for the run's period; returns how many were written (0 when
+    the pair failed: the run records it)."""
     try:
         outcome = billing_pair_settle(run_id=run_id, host_id=host_id, licensor_id=licensor_id)
-    except OperationalError:
-        raise
+    except OperationalError as exc:
+        if self.request.retries < (self.max_retries or 0):
+            raise  # transient: autoretry_for runs the task again
+        error = pair_failure_text(exc)
     except Exception as exc:
-        # The pair's transaction rolled back; the run shows the error to the operator.
-        billing_run_fail(run_id=run_id, error=f"host={host_id} licensor={licensor_id}: {exc!r}")
-        raise
-    return len(outcome.written)
+        # The pair's transaction rolled back whole; the same data would fail the same way again.
+        error = pair_failure_text(exc)
+    else:
+        return len(outcome.written)
+    logger.error(
+        "billing run %s: pair host=%s licensor=%s failed: %s", run_id, host_id, licensor_id, error
+    )
+    billing_pair_fail(run_id=run_id, host_id=host_id, licensor_id=licensor_id, error=error)
+    return 0
 
 
 @shared_task(

@@ -1,8 +1,10 @@
 """`python manage.py run_billing [--period YYYY-MM] [--verify]` (contract §2).
 
 Runs the monthly billing run synchronously through the same services the Celery tasks call,
-prints one line per settlement of the period, and on a terminal shows progress. With --verify it
-re-rates the period's settled settlements instead and exits 1, naming each one that would differ.
+prints one line per settlement of the period, and on a terminal shows progress. A pair that
+cannot be settled is recorded as failed and the run goes on with the others; at the end each
+failed pair is named with its error and the command exits 1. With --verify it re-rates the
+period's settled settlements instead and exits 1, naming each one that would differ.
 """
 
 from __future__ import annotations
@@ -15,7 +17,12 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from billing.models import BillingRunPair
-from billing.runs import billing_pair_settle, billing_run_fail, billing_run_start
+from billing.runs import (
+    billing_pair_fail,
+    billing_pair_settle,
+    billing_run_start,
+    pair_failure_text,
+)
 from billing.selectors import settlements_for_period
 from billing.verify import settlements_verify
 from core.periods import period_bounds, previous_period
@@ -66,8 +73,13 @@ class Command(BaseCommand):
             try:
                 billing_pair_settle(run_id=run.pk, host_id=host_id, licensor_id=licensor_id)
             except Exception as exc:
-                billing_run_fail(run_id=run.pk, error=repr(exc))
-                raise
+                # The pair rolled back whole; the others are still billed, and it is named below.
+                billing_pair_fail(
+                    run_id=run.pk,
+                    host_id=host_id,
+                    licensor_id=licensor_id,
+                    error=pair_failure_text(exc),
+                )
             if tty:
                 elapsed = time.monotonic() - started
                 self.stdout.write(
@@ -84,9 +96,29 @@ class Command(BaseCommand):
                 f"{s.status:<9} {s.total_display:>14}  {len(lines)} line(s)  {s.pk}"
             )
         run.refresh_from_db()
+        failed = list(
+            BillingRunPair.objects.filter(run=run)
+            .exclude(error="")
+            .select_related("host", "licensor")
+            .order_by("licensor__slug", "host__slug")
+        )
+        style = self.style.ERROR if failed else self.style.SUCCESS
         self.stdout.write(
-            self.style.SUCCESS(
+            style(
                 f"run {run.pk} of {period}: {run.status}, {run.pairs_done}/{run.pairs_total} "
-                f"pairs, {run.groups_count} groups, {time.monotonic() - started:.2f}s"
+                f"pairs, {run.pairs_failed} failed, {run.groups_count} groups, "
+                f"{time.monotonic() - started:.2f}s"
             )
         )
+        for pair in failed:
+            self.stderr.write(
+                self.style.ERROR(
+                    f"FAILED licensor {pair.licensor.slug} / host {pair.host.slug}: {pair.error}"
+                )
+            )
+        if failed:
+            names = ", ".join(f"{p.licensor.slug}/{p.host.slug}" for p in failed)
+            raise CommandError(
+                f"{len(failed)} of {run.pairs_total} pair(s) could not be settled ({names}); "
+                "the others were. Fix the cause and run the period again."
+            )
