@@ -277,7 +277,6 @@ def _invoice_paid(*, event_id: int, invoice: dict[str, Any]) -> str:
 
 __all__ = [
     "INVOICING_LEASE",
-    "InvoicingInProgress",
     "invoice_lines",
     "settlement_invoice",
     "stripe_event_process",
