@@ -8,24 +8,22 @@ from typing import Any
 from django.db.models import Q
 
 from licensing.models import Agreement, Host, License, LicensedModel, LicenseVersion, TermsBase
+from licensing.rating import terms_in_force
 
 
-def terms_in_force(*, license: License, host: Host | None, at: datetime) -> TermsBase | None:
-    """The terms that rate `host`'s usage of `license` at `at`: the host's agreement in force,
-    else the public version in force, else None (the license is not yet in force)."""
+def license_terms_in_force(
+    *, license: License, host: Host | None, at: datetime
+) -> TermsBase | None:
+    """The terms that rate `host`'s usage of `license` at `at` (`licensing.rating.terms_in_force`
+    over the catalog rows): the host's agreement in force, else the public version in force,
+    else None (the license is not yet in force)."""
+    versions = list(LicenseVersion.objects.filter(license=license, effective_from__lte=at))
+    agreements: list[Agreement] = []
     if host is not None:
-        agreement = (
+        agreements = list(
             Agreement.objects.filter(host=host, license=license, effective_from__lte=at)
-            .order_by("-effective_from")
-            .first()
         )
-        if agreement is not None:
-            return agreement
-    return (
-        LicenseVersion.objects.filter(license=license, effective_from__lte=at)
-        .order_by("-effective_from")
-        .first()
-    )
+    return terms_in_force(versions, agreements, at)
 
 
 def model_resolve(name: str) -> LicensedModel | None:
@@ -44,7 +42,7 @@ def model_terms_for_host(*, host: Host, at: datetime) -> list[dict[str, Any]]:
     out = []
     for model in models:
         license = model.effective_license()
-        terms = terms_in_force(license=license, host=host, at=at)
+        terms = license_terms_in_force(license=license, host=host, at=at)
         out.append(
             {
                 "slug": model.slug,
