@@ -133,7 +133,7 @@ def terms_by_bucket(starts: list[datetime]) -> list[dict[str, Any]]:
                         "host_id": host_id,
                         "license_id": license_id,
                         "bucket": bucket,
-                        "kind": "agreement" if isinstance(terms, Agreement) else "version",
+                        "kind": terms.kind,
                         "id": terms.pk,
                         "label": terms.label,
                     }

@@ -11,6 +11,7 @@ from typing import Any
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
+from rest_framework.fields import get_attribute
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -34,35 +35,20 @@ def money_text(value: Decimal, currency: str) -> str:
     return text if "." in text else text + "." + "0" * places
 
 
-def settlement_json(s: Settlement) -> dict[str, Any]:
-    return {
-        "id": str(s.pk),
-        "licensor": s.licensor.slug,
-        "host": s.host.slug,
-        "period": s.period,
-        "currency": s.currency,
-        "status": s.status,
-        "total": money_text(s.total, s.currency),
-        "usage_digest": s.usage_digest,
-        "terms_digest": s.terms_digest,
-        "lines": [
-            {
-                "kind": line.kind,
-                "model": line.model,
-                "customer_category": line.customer_category,
-                "period": line.period,
-                "license_version": line.license_version,
-                "input_tokens": line.input_tokens,
-                "cached_input_tokens": line.cached_input_tokens,
-                "output_tokens": line.output_tokens,
-                "requests": line.requests,
-                "revenue": money_text(line.revenue, s.currency),
-                "amount": money_text(line.amount, s.currency),
-                "description": line.description,
-            }
-            for line in s.lines.all()
-        ],
-    }
+class MoneyField(serializers.CharField):
+    """An amount as `money_text` writes it, in the currency found at the dotted path `currency`
+    from the object rendered (a line's is its settlement's)."""
+
+    def __init__(self, *, currency: str, **kwargs: Any) -> None:
+        self.currency_path = currency.split(".")
+        super().__init__(**kwargs)
+
+    def get_attribute(self, instance: Any) -> Any:
+        return super().get_attribute(instance), get_attribute(instance, self.currency_path)
+
+    def to_representation(self, value: Any) -> str | None:  # type: ignore[override]
+        amount, currency = value
+        return None if amount is None else money_text(amount, currency)
 
 
 class LineOutput(serializers.Serializer):
@@ -75,19 +61,19 @@ class LineOutput(serializers.Serializer):
     cached_input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()
     requests = serializers.IntegerField()
-    revenue = serializers.CharField()
-    amount = serializers.CharField()
+    revenue = MoneyField(currency="settlement.currency")
+    amount = MoneyField(currency="settlement.currency")
     description = serializers.CharField()
 
 
 class SettlementOutput(serializers.Serializer):
     id = serializers.CharField()
-    licensor = serializers.CharField()
-    host = serializers.CharField()
+    licensor = serializers.CharField(source="licensor.slug")
+    host = serializers.CharField(source="host.slug")
     period = serializers.CharField()
     currency = serializers.CharField()
     status = serializers.ChoiceField(choices=SettlementStatus.choices)
-    total = serializers.CharField()
+    total = MoneyField(currency="currency")
     usage_digest = serializers.CharField()
     terms_digest = serializers.CharField()
     lines = LineOutput(many=True)
@@ -95,6 +81,10 @@ class SettlementOutput(serializers.Serializer):
 
 class SettlementListOutput(serializers.Serializer):
     results = SettlementOutput(many=True)
+
+
+def _settlement_output(settlement: Settlement) -> Any:
+    return SettlementOutput(settlement).data
 
 
 def _principal(request: Request) -> Principal:
@@ -133,7 +123,7 @@ class SettlementListApi(APIView):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         rows = settlement_list(principal=_principal(request), **filters.validated_data)
-        return Response({"results": [settlement_json(s) for s in rows]})
+        return Response(SettlementListOutput({"results": rows}).data)
 
 
 class SettlementDetailApi(APIView):
@@ -142,7 +132,7 @@ class SettlementDetailApi(APIView):
 
     @extend_schema(responses={200: SettlementOutput})
     def get(self, request: Request, settlement_id: str) -> Response:
-        return Response(settlement_json(_get_or_404(request, settlement_id)))
+        return Response(_settlement_output(_get_or_404(request, settlement_id)))
 
 
 class SettlementApproveApi(APIView):
@@ -158,7 +148,7 @@ class SettlementApproveApi(APIView):
             raise ApiError("invalid_state", str(exc), status_code=409) from exc
         fresh = settlement_get(principal=_principal(request), settlement_id=str(settlement.pk))
         assert fresh is not None  # noqa: S101 - it was ours a moment ago
-        return Response(settlement_json(fresh))
+        return Response(_settlement_output(fresh))
 
 
 class SettlementDisputeApi(APIView):
@@ -183,7 +173,7 @@ class SettlementDisputeApi(APIView):
             raise ApiError("invalid_state", str(exc), status_code=409) from exc
         fresh = settlement_get(principal=_principal(request), settlement_id=str(settlement.pk))
         assert fresh is not None  # noqa: S101 - it was ours a moment ago
-        return Response(settlement_json(fresh))
+        return Response(_settlement_output(fresh))
 
 
 STATEMENT_COLUMNS = [

@@ -36,6 +36,8 @@ def model_resolve(name: str) -> LicensedModel | None:
 
 
 def model_terms_for_host(*, host: Host, at: datetime) -> list[dict[str, Any]]:
+    """Every model with its licensor, the license that rates it and the terms in force for
+    `host` at `at` (a row, or None): what `licensing.api.ModelOutput` renders."""
     models = LicensedModel.objects.select_related("licensor", "license", "parent").prefetch_related(
         "aliases"
     )
@@ -51,13 +53,7 @@ def model_terms_for_host(*, host: Host, at: datetime) -> list[dict[str, Any]]:
                 "license": license.slug,
                 "parent": model.parent.slug if model.parent else None,
                 "aliases": [a.alias for a in model.aliases.all()],
-                "terms": None
-                if terms is None
-                else {
-                    "kind": "agreement" if isinstance(terms, Agreement) else "version",
-                    "label": terms.label,
-                    **terms.terms_dict(),
-                },
+                "terms": terms,
             }
         )
     return out
