@@ -208,14 +208,6 @@ def _terms(raw: Any, path: str, errors: _Errors, extra: set[str] = frozenset()) 
     return _Terms(label, effective_from, currency, raw["rules"], minimum, cap, attribution or "")
 
 
-def catalog_validate(data: Any) -> list[str]:
-    """Every problem of the catalog document, as '<path>: <message>' (empty when valid).
-    References are checked against the document and the database together."""
-    errors = _Errors()
-    _parse(data, errors)
-    return errors.items
-
-
 @dataclass
 class _Parsed:
     licensors: list[dict[str, Any]] = field(default_factory=list)
