@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.contrib.auth.models import Permission
 from django.db.models import Q
 
 from licensing.models import Agreement, Host, License, LicensedModel, LicenseVersion, TermsBase
@@ -57,3 +58,20 @@ def model_terms_for_host(*, host: Host, at: datetime) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def licensor_reviewer_permissions() -> list[Permission]:
+    """The reviewer role: what a licensor's member (`LicensorMembership`) may do in the admin,
+    view settlements and approve or dispute them (billing's admin shows them only their
+    licensor's). Billing's permissions are named by their codenames, so nothing is imported."""
+    return list(
+        Permission.objects.filter(
+            content_type__app_label="billing",
+            codename__in=[
+                "view_settlement",
+                "change_settlement",
+                "view_settlementline",
+                "view_billingrun",
+            ],
+        )
+    )
