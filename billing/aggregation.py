@@ -1,5 +1,5 @@
-"""The month's usage as groups, computed by PostgreSQL (perf.md: aggregate in SQL; Python should see
-groups, never a month of rows).
+"""The month's usage as groups, computed by PostgreSQL (aggregate in SQL: Python sees groups,
+never a month of rows; docs/performance.md, "Billing").
 
 One statement does it all:
 
@@ -22,7 +22,8 @@ One statement does it all:
 Event ids are compared `COLLATE "C"` (byte order, as Python compares them).
 
 psycopg prepares a statement after 5 executions and PostgreSQL may then switch to a generic plan,
-2.3x slower on this query (perf.md); the cursor here never prepares (`prepare=False`).
+much slower on this query (docs/performance.md, "Billing"); the cursor here never prepares
+(`prepare=False`).
 """
 
 from __future__ import annotations
@@ -335,7 +336,7 @@ def groups_sql(period: str, f: UsageFilter) -> tuple[str, dict[str, Any]]:
 
 def _execute(sql: str, params: dict[str, Any]) -> Any:
     cursor = connection.cursor()
-    # Never a server-side prepared statement: a generic plan of this query is 2x slower (perf.md).
+    # Never a server-side prepared statement: a generic plan of this query is slower (see above).
     raw = cursor.cursor  # Django's wrapper hides psycopg's `prepare` argument
     raw.execute(sql, params, prepare=False)
     return cursor

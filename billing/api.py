@@ -1,5 +1,6 @@
-"""Settlement endpoints (contract §3): licensors list, read, approve, dispute and download theirs;
-hosts list and read their own. Another tenant's settlement is 404, never 403."""
+"""Settlement endpoints (docs/api.md, docs/billing.md): licensors list, read, approve, dispute
+and download theirs; hosts list and read their own. Another tenant's settlement is 404, never
+403."""
 
 from __future__ import annotations
 

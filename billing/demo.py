@@ -1,4 +1,5 @@
-"""The demo world of `make demo` (`manage.py seed_demo`), modelled on shared licenses.md:
+"""The demo world of `make demo` (`manage.py seed_demo`), modelled on the worked examples
+of docs/rating.md:
 MiniMax M2.7 (free for personal, research and non-profit use; commercial hosting under per-host
 agreements), Kimi K2.5, DeepSeek V3, a Falcon-style yearly threshold license, and three hosts in
 two currencies. Idempotent: running it again changes nothing.

@@ -1,4 +1,4 @@
-"""The catalog file (contract §4): validation with the path of every bad node, and an
+"""The catalog file (docs/catalog.md): validation with the path of every bad node, and an
 idempotent upsert in one transaction.
 
 `catalog_import(data)` validates the whole document first and lists every error; only a valid

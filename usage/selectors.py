@@ -136,7 +136,7 @@ def _period_query(period: str | None) -> tuple[int, int]:
 def usage_totals(*, host: Host, period: str) -> list[dict[str, Any]]:
     """The host's totals of one month (UTC, by occurred_at) per model, customer category and
     currency, corrections included (their deltas are summed in). Aggregated in PostgreSQL over
-    the month's partition: Python sees groups, never a month of rows (perf.md)."""
+    the month's partition: Python sees groups, never a month of rows (docs/performance.md)."""
     year, month = _period_query(period)
     start, end = month_bounds(year, month)
     groups = list(

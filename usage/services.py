@@ -368,9 +368,9 @@ def usage_batch_ingest_valid(
 
     partitions.partitions_ensure({(d.year, d.month) for d in batch.occurred_at})
 
-    # One line of COPY text per record, written by us rather than by psycopg's write_row
-    # (~2.5 µs per row of 17 values; the f-string is ~0.5 µs). The hash text is
-    # wire.content_hash_text's, inlined (a call per record costs ~0.3 µs), with the revenue
+    # One line of COPY text per record, written by us rather than by psycopg's write_row (several
+    # times cheaper: docs/performance.md, "Ingestion"). The hash text is wire.content_hash_text's,
+    # inlined (a call per record is a noticeable share of this loop), with the revenue
     # normalized as wire.normalized_revenue does; tests/usage/test_fast_path.py holds both
     # paths equal. Every value but customer_ref is from a closed alphabet (checked), so the
     # line is the hash text with tabs for separators, unless some customer_ref needs COPY's

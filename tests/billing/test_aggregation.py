@@ -1,6 +1,6 @@
 """The SQL aggregation (billing/aggregation.py) against the rating engine's reference grouping,
-and licenses.md examples 2-4 through the whole run: per-token with a minimum, a version change
-mid-month resolved in SQL, and a calendar-year threshold counted across months."""
+and the worked examples 2-4 of docs/rating.md through the whole run: per-token with a minimum, a
+version change mid-month resolved in SQL, and a calendar-year threshold counted across months."""
 
 from __future__ import annotations
 
