@@ -92,6 +92,7 @@ def decode_envelope(body: bytes, media_type: str) -> list[Any]:
     """The records of a body: `{"records": [...]}` for application/json, one JSON object per
     line for application/x-ndjson. msgspec keeps big integers exact (orjson turns them into
     floats), so `1e30` tokens are refused by the field rule, not silently rounded."""
+    records: list[Any]  # each a raw record: any JSON value, checked by validate_record
     if media_type == "application/x-ndjson":
         lines = [line for line in body.split(b"\n") if line.strip()]
         try:
