@@ -22,6 +22,7 @@ from billing.selectors import settlement_get, settlement_list
 from billing.services import SettlementStateError, settlement_approve, settlement_dispute
 from config.errors import ApiError
 from core.money import minor_unit_exponent, quantize
+from core.periods import PERIOD_PATTERN
 from licensing.auth import ApiKeyThrottle, IsHostOrLicensor, IsLicensor, Principal
 
 
@@ -111,7 +112,7 @@ class SettlementListApi(APIView):
     throttle_classes = [ApiKeyThrottle]
 
     class FilterSerializer(serializers.Serializer):
-        period = serializers.RegexField(r"^[0-9]{4}-(0[1-9]|1[0-2])$", required=False)
+        period = serializers.RegexField(PERIOD_PATTERN, required=False)
         host = serializers.CharField(required=False)
         status = serializers.ChoiceField(choices=SettlementStatus.choices, required=False)
 
