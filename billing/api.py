@@ -178,59 +178,20 @@ class SettlementDisputeApi(APIView):
         return Response(_settlement_output(fresh))
 
 
-STATEMENT_COLUMNS = [
-    "settlement_id",
-    "licensor",
-    "host",
-    "settlement_period",
-    "currency",
-    "status",
-    "position",
-    "kind",
-    "model",
-    "customer_category",
-    "period",
-    "license_version",
-    "input_tokens",
-    "cached_input_tokens",
-    "output_tokens",
-    "requests",
-    "revenue",
-    "amount",
-    "description",
-    "flags",
-]
+# A statement row: the settlement's identity, then the line as the API renders it (LineOutput's
+# fields, in order), then its flags.
+_STATEMENT_HEAD = ["settlement_id", "licensor", "host", "settlement_period", "currency", "status"]
+STATEMENT_COLUMNS = [*_STATEMENT_HEAD, "position", *LineOutput().fields, "flags"]
 
 
 def statement_csv(s: Settlement) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(STATEMENT_COLUMNS)
+    head = [str(s.pk), s.licensor.slug, s.host.slug, s.period, s.currency, s.status]
     for line in s.lines.all():
-        writer.writerow(
-            [
-                str(s.pk),
-                s.licensor.slug,
-                s.host.slug,
-                s.period,
-                s.currency,
-                s.status,
-                line.position,
-                line.kind,
-                line.model,
-                line.customer_category,
-                line.period,
-                line.license_version,
-                line.input_tokens,
-                line.cached_input_tokens,
-                line.output_tokens,
-                line.requests,
-                money_text(line.revenue, s.currency),
-                money_text(line.amount, s.currency),
-                line.description,
-                " ".join(line.flags),
-            ]
-        )
+        rendered = LineOutput(line).data.values()
+        writer.writerow([*head, line.position, *rendered, " ".join(line.flags)])
     return out.getvalue()
 
 
