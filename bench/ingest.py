@@ -8,8 +8,8 @@ months, with their claims), `--repeats` rounds (default 3), each of:
    loaded by `--clients` processes (default 4) with httpx, each posting 10,000-record batches
    (9,000 fresh + 1,000 resent from its previous batch; event ids are random-looking UUIDs, like
    the baselines' and the preload's) for `--duration` seconds;
-2. raw psycopg COPY, into `usage_record` alone (the contract's literal baseline), of as many
-   records as the endpoint stored in step 1;
+2. raw psycopg COPY, into `usage_record` alone (the target's literal baseline,
+   docs/performance.md), of as many records as the endpoint stored in step 1;
 3. the same count into `usage_key` + `usage_record`, the two tables the endpoint writes (the
    storage cost of exactly-once itself, without HTTP, JSON or validation).
 
@@ -21,7 +21,7 @@ COPY rows/s against both baselines, p50/p99 per batch, the load average at the r
 and the peak RSS of a worker.
 
 Everything runs on this machine (the load generator competes with the server and PostgreSQL for
-the same cores, as in perf.md). Record the output in docs/performance.md, "Ingestion".
+the same cores, as in docs/performance.md). Record the output in docs/performance.md, "Ingestion".
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def prepare_database() -> tuple[list[int], str]:
 
 def preload(conn: psycopg.Connection, ids: list[int], rows: int) -> float:
     """`rows` records and their claims, over the 10 months before this one, with random UUID
-    event ids (perf.md's trap: the unique index grows with them)."""
+    event ids (docs/performance.md's trap: the unique index grows with them)."""
     host, model, license, licensor = ids
     now = datetime.now(UTC)
     first = datetime(now.year, now.month, 1, tzinfo=UTC) - timedelta(days=300)
@@ -199,7 +199,8 @@ def make_batches(client: int, run: str, count: int) -> list[bytes]:
     def rec(n: int) -> dict[str, Any]:
         return {
             # Random-looking UUIDs, as in the preload and the COPY baselines (uuid4), so that
-            # both write the unique index at random places (perf.md's trap); a resend repeats it.
+            # both write the unique index at random places (docs/performance.md's trap); a resend
+            # repeats it.
             "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{run}-c{client}-{n}")),
             "model": "bench-model",
             "occurred_at": at,

@@ -3,7 +3,7 @@
     python -m bench.ingest_layout [--rows N]
 
 Two layouts, each measured empty and holding N rows (default 10M) spread over 12 months, with
-random UUID event ids (the trap of perf.md):
+random UUID event ids (the trap docs/performance.md describes):
 
 - `flat`: one table, UNIQUE (host_id, event_id), index (host_id, occurred_at);
 - `part`: a table range-partitioned by month of occurred_at with index (host_id, occurred_at)

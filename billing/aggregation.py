@@ -1,5 +1,5 @@
-"""The month's usage as groups, computed by PostgreSQL (perf.md: aggregate in SQL; Python should see
-groups, never a month of rows).
+"""The month's usage as groups, computed by PostgreSQL (aggregate in SQL: Python sees groups,
+never a month of rows; docs/performance.md, "Billing").
 
 One statement does it all:
 
@@ -15,14 +15,15 @@ One statement does it all:
    (`revenue_before`, `tokens_before`) of a group are the minimum of its records' (running totals
    only grow: net records are >= 0). Without thresholds the offsets play no part in any amount and
    are reported as 0, so the common path needs no sort of the month.
-3. *Terms.* Each bucket's terms are resolved from the `effective_from` ranges, agreements first,
-   the greatest `(effective_from, label)` in force at the bucket's start: the rule of
-   `licensing.rating.terms_in_force`. Groups are then merged per terms label.
+3. *Terms.* Each bucket's terms are chosen in Python by `licensing.rating.terms_in_force` at the
+   bucket's start (`terms_by_bucket`: per license, and per host with an agreement) and handed to
+   the statement as a small table it joins. Groups are then merged per terms label.
 
-Event ids and labels are compared `COLLATE "C"` (byte order, as Python compares them).
+Event ids are compared `COLLATE "C"` (byte order, as Python compares them).
 
 psycopg prepares a statement after 5 executions and PostgreSQL may then switch to a generic plan,
-2.3x slower on this query (perf.md); the cursor here never prepares (`prepare=False`).
+much slower on this query (docs/performance.md, "Billing"); the cursor here never prepares
+(`prepare=False`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from django.db import connection
 
 from core.periods import period_bounds
 from licensing.models import Agreement, LicenseVersion
-from licensing.rating import Threshold, parse_rules, threshold_points
+from licensing.rating import Threshold, parse_rules, terms_in_force, threshold_points
 from licensing.rating.terms import Terms
 
 COLUMNS = (
@@ -106,6 +107,41 @@ def license_thresholds() -> dict[int, frozenset[Threshold]]:
     return {license_id: frozenset(p) for license_id, p in points.items()}
 
 
+def terms_by_bucket(starts: list[datetime]) -> list[dict[str, Any]]:
+    """The terms in force in each bucket of a month, by `licensing.rating.terms_in_force` (the one
+    definition of the rule; the SQL below only looks its answers up).
+
+    `starts[i]` is where bucket `i` begins; no terms take effect inside a bucket, so the terms in
+    force at its start hold for all of it. One entry per license and bucket (`host_id` None: a
+    host without an agreement of that license) and one per host with an agreement of the license
+    and bucket; nothing where nothing is in force. A catalog holds tens of terms, so this is
+    small whatever the month's usage."""
+    versions: dict[int, list[LicenseVersion]] = {}
+    for v in LicenseVersion.objects.only("id", "license_id", "label", "effective_from"):
+        versions.setdefault(v.license_id, []).append(v)
+    agreements: dict[tuple[int | None, int], list[Agreement]] = {
+        (None, license_id): [] for license_id in versions
+    }
+    for a in Agreement.objects.only("id", "host_id", "license_id", "label", "effective_from"):
+        agreements.setdefault((a.host_id, a.license_id), []).append(a)
+    out: list[dict[str, Any]] = []
+    for (host_id, license_id), own in agreements.items():
+        for bucket, lo in enumerate(starts):
+            terms = terms_in_force(versions.get(license_id, []), own, lo)
+            if terms is not None:
+                out.append(
+                    {
+                        "host_id": host_id,
+                        "license_id": license_id,
+                        "bucket": bucket,
+                        "kind": terms.kind,
+                        "id": terms.pk,
+                        "label": terms.label,
+                    }
+                )
+    return out
+
+
 def _boundaries(start: datetime, end: datetime) -> list[datetime]:
     found = set(
         LicenseVersion.objects.filter(effective_from__gt=start, effective_from__lt=end).values_list(
@@ -147,14 +183,11 @@ def groups_sql(period: str, f: UsageFilter) -> tuple[str, dict[str, Any]]:
     bounds = _boundaries(start, end)
     if bounds:
         params["bounds"] = bounds
+        # Bucket 0 is [start, bounds[0]), bucket i [bounds[i-1], bounds[i]).
         bucket = "width_bucket(u.occurred_at, %(bounds)s::timestamptz[])"
-        bucket_start = (
-            "CASE WHEN g.bucket = 0 THEN %(start)s::timestamptz "
-            "ELSE (%(bounds)s::timestamptz[])[g.bucket] END"
-        )
     else:
         bucket = "0"
-        bucket_start = "%(start)s::timestamptz"
+    params["in_force"] = json.dumps(terms_by_bucket([start, *bounds]))
 
     thresholds = license_thresholds()
     params["tlicenses"] = sorted(thresholds)
@@ -266,23 +299,21 @@ def groups_sql(period: str, f: UsageFilter) -> tuple[str, dict[str, Any]]:
     ),
     {ctes}
     buckets AS ({union}),
+    in_force AS (
+        SELECT (e->>'host_id')::bigint AS host_id, (e->>'license_id')::bigint AS license_id,
+               (e->>'bucket')::int AS bucket, e->>'kind' AS kind, (e->>'id')::bigint AS id,
+               e->>'label' AS label
+        FROM jsonb_array_elements(%(in_force)s::jsonb) AS e
+    ),
+    -- The host's own entry (it has an agreement of the license) else the license's.
     labeled AS (
-        SELECT g.*, t.kind AS terms_kind, t.id AS terms_id, t.label AS terms_label
-        FROM (SELECT g.*, {bucket_start} AS lo FROM buckets g) AS g
-        LEFT JOIN LATERAL (
-            SELECT x.kind, x.id, x.label FROM (
-                (SELECT 'agreement' AS kind, a.id, a.label::text COLLATE "C" AS label, 0 AS pri
-                 FROM licensing_agreement a
-                 WHERE a.host_id = g.host_id AND a.license_id = g.license_id
-                   AND a.effective_from <= g.lo
-                 ORDER BY a.effective_from DESC, a.label COLLATE "C" DESC LIMIT 1)
-                UNION ALL
-                (SELECT 'version', v.id, v.label::text COLLATE "C", 1
-                 FROM licensing_licenseversion v
-                 WHERE v.license_id = g.license_id AND v.effective_from <= g.lo
-                 ORDER BY v.effective_from DESC, v.label COLLATE "C" DESC LIMIT 1)
-            ) AS x ORDER BY x.pri LIMIT 1
-        ) AS t ON true
+        SELECT g.*, coalesce(a.kind, v.kind) AS terms_kind, coalesce(a.id, v.id) AS terms_id,
+               coalesce(a.label, v.label) AS terms_label
+        FROM buckets g
+        LEFT JOIN in_force a
+          ON a.host_id = g.host_id AND a.license_id = g.license_id AND a.bucket = g.bucket
+        LEFT JOIN in_force v
+          ON v.host_id IS NULL AND v.license_id = g.license_id AND v.bucket = g.bucket
     )
     SELECT l.host_id, l.licensor_id, l.license_id, m.slug, l.customer_category, l.region,
            l.currency, l.terms_kind, l.terms_id, l.terms_label,
@@ -306,7 +337,7 @@ def groups_sql(period: str, f: UsageFilter) -> tuple[str, dict[str, Any]]:
 
 def _execute(sql: str, params: dict[str, Any]) -> Any:
     cursor = connection.cursor()
-    # Never a server-side prepared statement: a generic plan of this query is 2x slower (perf.md).
+    # Never a server-side prepared statement: a generic plan of this query is slower (see above).
     raw = cursor.cursor  # Django's wrapper hides psycopg's `prepare` argument
     raw.execute(sql, params, prepare=False)
     return cursor

@@ -1,5 +1,6 @@
-"""Settlement endpoints (contract §3): licensors list, read, approve, dispute and download theirs;
-hosts list and read their own. Another tenant's settlement is 404, never 403."""
+"""Settlement endpoints (docs/api.md, docs/billing.md): licensors list, read, approve, dispute
+and download theirs; hosts list and read their own. Another tenant's settlement is 404, never
+403."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
+from rest_framework.fields import get_attribute
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -21,6 +23,7 @@ from billing.review import settlement_approve, settlement_dispute
 from billing.selectors import settlement_get, settlement_list
 from config.errors import ApiError
 from core.money import minor_unit_exponent, quantize
+from core.periods import PERIOD_PATTERN
 from licensing.auth import ApiKeyThrottle, IsHostOrLicensor, IsLicensor, Principal
 
 
@@ -35,35 +38,20 @@ def money_text(value: Decimal, currency: str) -> str:
     return text if "." in text else text + "." + "0" * places
 
 
-def settlement_json(s: Settlement) -> dict[str, Any]:
-    return {
-        "id": str(s.pk),
-        "licensor": s.licensor.slug,
-        "host": s.host.slug,
-        "period": s.period,
-        "currency": s.currency,
-        "status": s.status,
-        "total": money_text(s.total, s.currency),
-        "usage_digest": s.usage_digest,
-        "terms_digest": s.terms_digest,
-        "lines": [
-            {
-                "kind": line.kind,
-                "model": line.model,
-                "customer_category": line.customer_category,
-                "period": line.period,
-                "license_version": line.license_version,
-                "input_tokens": line.input_tokens,
-                "cached_input_tokens": line.cached_input_tokens,
-                "output_tokens": line.output_tokens,
-                "requests": line.requests,
-                "revenue": money_text(line.revenue, s.currency),
-                "amount": money_text(line.amount, s.currency),
-                "description": line.description,
-            }
-            for line in s.lines.all()
-        ],
-    }
+class MoneyField(serializers.CharField):
+    """An amount as `money_text` writes it, in the currency found at the dotted path `currency`
+    from the object rendered (a line's is its settlement's)."""
+
+    def __init__(self, *, currency: str, **kwargs: Any) -> None:
+        self.currency_path = currency.split(".")
+        super().__init__(**kwargs)
+
+    def get_attribute(self, instance: Any) -> Any:
+        return super().get_attribute(instance), get_attribute(instance, self.currency_path)
+
+    def to_representation(self, value: Any) -> str | None:  # type: ignore[override]
+        amount, currency = value
+        return None if amount is None else money_text(amount, currency)
 
 
 class LineOutput(serializers.Serializer):
@@ -76,19 +64,19 @@ class LineOutput(serializers.Serializer):
     cached_input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()
     requests = serializers.IntegerField()
-    revenue = serializers.CharField()
-    amount = serializers.CharField()
+    revenue = MoneyField(currency="settlement.currency")
+    amount = MoneyField(currency="settlement.currency")
     description = serializers.CharField()
 
 
 class SettlementOutput(serializers.Serializer):
     id = serializers.CharField()
-    licensor = serializers.CharField()
-    host = serializers.CharField()
+    licensor = serializers.CharField(source="licensor.slug")
+    host = serializers.CharField(source="host.slug")
     period = serializers.CharField()
     currency = serializers.CharField()
     status = serializers.ChoiceField(choices=SettlementStatus.choices)
-    total = serializers.CharField()
+    total = MoneyField(currency="currency")
     usage_digest = serializers.CharField()
     terms_digest = serializers.CharField()
     lines = LineOutput(many=True)
@@ -96,6 +84,10 @@ class SettlementOutput(serializers.Serializer):
 
 class SettlementListOutput(serializers.Serializer):
     results = SettlementOutput(many=True)
+
+
+def _settlement_output(settlement: Settlement) -> Any:
+    return SettlementOutput(settlement).data
 
 
 def _principal(request: Request) -> Principal:
@@ -121,7 +113,7 @@ class SettlementListApi(APIView):
     throttle_classes = [ApiKeyThrottle]
 
     class FilterSerializer(serializers.Serializer):
-        period = serializers.RegexField(r"^[0-9]{4}-(0[1-9]|1[0-2])$", required=False)
+        period = serializers.RegexField(PERIOD_PATTERN, required=False)
         host = serializers.CharField(required=False)
         status = serializers.ChoiceField(choices=SettlementStatus.choices, required=False)
 
@@ -134,7 +126,7 @@ class SettlementListApi(APIView):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         rows = settlement_list(principal=_principal(request), **filters.validated_data)
-        return Response({"results": [settlement_json(s) for s in rows]})
+        return Response(SettlementListOutput({"results": rows}).data)
 
 
 class SettlementDetailApi(APIView):
@@ -143,7 +135,7 @@ class SettlementDetailApi(APIView):
 
     @extend_schema(responses={200: SettlementOutput})
     def get(self, request: Request, settlement_id: str) -> Response:
-        return Response(settlement_json(_get_or_404(request, settlement_id)))
+        return Response(_settlement_output(_get_or_404(request, settlement_id)))
 
 
 class SettlementApproveApi(APIView):
@@ -159,7 +151,7 @@ class SettlementApproveApi(APIView):
             raise ApiError("invalid_state", str(exc), status_code=409) from exc
         fresh = settlement_get(principal=_principal(request), settlement_id=str(settlement.pk))
         assert fresh is not None  # noqa: S101 - it was ours a moment ago
-        return Response(settlement_json(fresh))
+        return Response(_settlement_output(fresh))
 
 
 class SettlementDisputeApi(APIView):
@@ -184,62 +176,23 @@ class SettlementDisputeApi(APIView):
             raise ApiError("invalid_state", str(exc), status_code=409) from exc
         fresh = settlement_get(principal=_principal(request), settlement_id=str(settlement.pk))
         assert fresh is not None  # noqa: S101 - it was ours a moment ago
-        return Response(settlement_json(fresh))
+        return Response(_settlement_output(fresh))
 
 
-STATEMENT_COLUMNS = [
-    "settlement_id",
-    "licensor",
-    "host",
-    "settlement_period",
-    "currency",
-    "status",
-    "position",
-    "kind",
-    "model",
-    "customer_category",
-    "period",
-    "license_version",
-    "input_tokens",
-    "cached_input_tokens",
-    "output_tokens",
-    "requests",
-    "revenue",
-    "amount",
-    "description",
-    "flags",
-]
+# A statement row: the settlement's identity, then the line as the API renders it (LineOutput's
+# fields, in order), then its flags.
+_STATEMENT_HEAD = ["settlement_id", "licensor", "host", "settlement_period", "currency", "status"]
+STATEMENT_COLUMNS = [*_STATEMENT_HEAD, "position", *LineOutput().fields, "flags"]
 
 
 def statement_csv(s: Settlement) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(STATEMENT_COLUMNS)
+    head = [str(s.pk), s.licensor.slug, s.host.slug, s.period, s.currency, s.status]
     for line in s.lines.all():
-        writer.writerow(
-            [
-                str(s.pk),
-                s.licensor.slug,
-                s.host.slug,
-                s.period,
-                s.currency,
-                s.status,
-                line.position,
-                line.kind,
-                line.model,
-                line.customer_category,
-                line.period,
-                line.license_version,
-                line.input_tokens,
-                line.cached_input_tokens,
-                line.output_tokens,
-                line.requests,
-                money_text(line.revenue, s.currency),
-                money_text(line.amount, s.currency),
-                line.description,
-                " ".join(line.flags),
-            ]
-        )
+        rendered = LineOutput(line).data.values()
+        writer.writerow([*head, line.position, *rendered, " ".join(line.flags)])
     return out.getvalue()
 
 

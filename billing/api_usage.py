@@ -12,9 +12,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing.api import MoneyField
 from billing.estimates import usage_summary_estimate
 from config.errors import ApiError
 from licensing.auth import ApiKeyThrottle, IsHost
+from licensing.fields import DecimalTextField
 from usage.api import ErrorSerializer
 from usage.selectors import QueryError
 
@@ -28,9 +30,10 @@ class SummaryLineSerializer(serializers.Serializer):
     cached_input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()
     requests = serializers.IntegerField()
-    revenue = serializers.CharField()
+    revenue = DecimalTextField()
     late_records = serializers.IntegerField()
-    estimated_charge = serializers.CharField(
+    estimated_charge = MoneyField(
+        currency="currency",
         allow_null=True,
         help_text="the usage lines' amount for this model and category so far, in the terms' "
         "currency; null when no terms rate it",
@@ -40,7 +43,9 @@ class SummaryLineSerializer(serializers.Serializer):
 class EstimateSerializer(serializers.Serializer):
     licensor = serializers.CharField()
     currency = serializers.CharField()
-    total = serializers.CharField(help_text="the draft's total so far, minimums and caps included")
+    total = MoneyField(
+        currency="currency", help_text="the draft's total so far, minimums and caps included"
+    )
 
 
 class SummarySerializer(serializers.Serializer):
@@ -67,4 +72,4 @@ class UsageSummaryApi(APIView):
             summary = usage_summary_estimate(host=host, period=period)
         except QueryError as exc:
             raise ApiError("invalid", str(exc), fields={exc.field: [str(exc)]}) from None
-        return Response(summary)
+        return Response(SummarySerializer(summary).data)

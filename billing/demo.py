@@ -1,4 +1,5 @@
-"""The demo world of `make demo` (`manage.py seed_demo`), modelled on shared licenses.md:
+"""The demo world of `make demo` (`manage.py seed_demo`), modelled on the worked examples
+of docs/rating.md:
 MiniMax M2.7 (free for personal, research and non-profit use; commercial hosting under per-host
 agreements), Kimi K2.5, DeepSeek V3, a Falcon-style yearly threshold license, and three hosts in
 two currencies. Idempotent: running it again changes nothing.
@@ -18,12 +19,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.db import transaction
 
 from licensing.auth import HOST_PREFIX, LICENSOR_PREFIX
 from licensing.catalog import ImportReport, catalog_import
 from licensing.models import Host, Licensor, LicensorMembership
+from licensing.selectors import licensor_reviewer_permissions
 from licensing.services import api_key_store
 
 if TYPE_CHECKING:
@@ -78,21 +80,6 @@ def demo_seed() -> DemoWorld:
         reviewer.user_permissions.add(*licensor_reviewer_permissions())
         world.logins.append(("minimax", DEMO_PASSWORD, "MiniMax's settlement reviewer"))
     return world
-
-
-def licensor_reviewer_permissions() -> list[Permission]:
-    """What a licensor's reviewer may do in the admin: view (and act on) settlements."""
-    return list(
-        Permission.objects.filter(
-            content_type__app_label="billing",
-            codename__in=[
-                "view_settlement",
-                "change_settlement",
-                "view_settlementline",
-                "view_billingrun",
-            ],
-        )
-    )
 
 
 # --- a month of demo usage -----------------------------------------------------------------

@@ -15,7 +15,6 @@ from typing import Any
 
 from billing.aggregation import UsageFilter, aggregate_groups
 from billing.rerating import CatalogSnapshot, pair_period_rate
-from core.money import quantize
 from licensing.models import Host, Licensor
 from usage.selectors import usage_totals
 
@@ -29,13 +28,6 @@ class Estimate:
     total: Decimal  # major units, on the currency's minor unit: the sum of the rounded lines
     # (model, customer category) -> the usage lines' amounts, rounded
     by_model_category: dict[tuple[str, str], Decimal] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "licensor": self.licensor,
-            "currency": self.currency,
-            "total": format(quantize(self.total, self.currency), "f"),
-        }
 
 
 def settlement_estimates(*, host: Host, period: str) -> list[Estimate]:
@@ -72,9 +64,5 @@ def usage_summary_estimate(*, host: Host, period: str) -> dict[str, Any]:
             by_line[(model, category, estimate.currency)] = amount
     for row in totals:
         estimated = by_line.get((row["model"], row["customer_category"], row["currency"]))
-        row["estimated_charge"] = None if estimated is None else format(estimated, "f")
-    return {
-        "period": period,
-        "totals": totals,
-        "estimated_charge": [e.to_json() for e in estimates],
-    }
+        row["estimated_charge"] = estimated
+    return {"period": period, "totals": totals, "estimated_charge": estimates}

@@ -177,7 +177,7 @@ SETTLED_STATUSES = (
 
 
 class Settlement(models.Model):
-    """What a host owes a licensor for one month in one currency (contract §3)."""
+    """What a host owes a licensor for one month in one currency (docs/api.md, "A settlement")."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     licensor = models.ForeignKey(Licensor, on_delete=models.PROTECT, related_name="settlements")
@@ -260,7 +260,7 @@ class Settlement(models.Model):
 
 
 class SettlementLine(models.Model):
-    """One line of a settlement, with the fields of the contract's line JSON. Quantities of an
+    """One line of a settlement, with the fields of a line's JSON (docs/api.md). Quantities of an
     `adjustment` line are deltas and may be negative."""
 
 

@@ -258,10 +258,6 @@ def invoice_send(
     return _as_invoice(invoice)
 
 
-def invoice_retrieve(*, invoice_id: str) -> StripeInvoice:
-    return _as_invoice(_plain(client().v1.invoices.retrieve(invoice_id)))
-
-
 # --- webhooks --------------------------------------------------------------------------------
 
 

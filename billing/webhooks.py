@@ -1,4 +1,4 @@
-"""POST /webhooks/stripe (contract §3): signature verified, each event processed once.
+"""POST /webhooks/stripe (docs/stripe.md): signature verified, each event processed once.
 
 A plain Django view: Stripe authenticates with its signature, not an API key, and posts no CSRF
 token. Answers: 200 once the event is processed or recognised as a duplicate (Stripe stops

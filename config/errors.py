@@ -1,4 +1,4 @@
-"""One JSON shape for every API error (contract §3):
+"""One JSON shape for every API error (docs/api.md, "Errors"):
 
 {"error": {"code": "...", "message": "...", "fields": {...}}}
 """

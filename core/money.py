@@ -16,6 +16,7 @@ __all__ = [
     "parse_decimal",
     "quantize",
     "to_minor_units",
+    "whole_units",
 ]
 
 # ISO 4217 minor-unit exponents: the number of decimal places of the smallest unit.
@@ -68,11 +69,21 @@ def _require_decimal(amount: object, what: str) -> Decimal:
 
 
 def quantize(amount: Decimal, currency: str) -> Decimal:
-    """Round ``amount`` half-up to the currency's minor unit. The only rounding in Tollgate."""
+    """Round ``amount`` half-up to the currency's minor unit. The only rounding in Tollgate
+    (``whole_units`` is the same rounding for amounts already counted in minor units)."""
     amount = _require_decimal(amount, "amount")
-    exponent = minor_unit_exponent(currency)
+    return _round_half_up(amount, minor_unit_exponent(currency))
+
+
+def whole_units(amount: Decimal) -> int:
+    """``amount`` rounded half-up to a whole number: for an amount already counted in minor
+    units (a fee of 12.5 cents is 13 cents), the rounding of ``quantize``."""
+    return int(_round_half_up(_require_decimal(amount, "amount"), 0))
+
+
+def _round_half_up(amount: Decimal, places: int) -> Decimal:
     with localcontext(_CONTEXT):
-        return amount.quantize(Decimal(1).scaleb(-exponent), rounding=ROUND_HALF_UP)
+        return amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
 
 
 def to_minor_units(amount: Decimal, currency: str) -> int:

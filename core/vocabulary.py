@@ -1,4 +1,4 @@
-"""The names the public contract fixes, defined once and imported everywhere."""
+"""The names the API fixes (docs/api.md), defined once and imported everywhere."""
 
 from __future__ import annotations
 

@@ -10,20 +10,23 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from licensing.auth import ApiKeyThrottle, IsHost
+from licensing.fields import BlankAsNullField, NormalizedDecimalField
 from licensing.selectors import model_terms_for_host
 
 
 class TermsOutput(serializers.Serializer):
     """The terms in force for the calling host: its agreement, else the public version."""
 
+    # Renders a LicenseVersion or an Agreement row.
+
     kind = serializers.ChoiceField(choices=["version", "agreement"])
     label = serializers.CharField()  # type: ignore[assignment]
     effective_from = serializers.DateTimeField()
     currency = serializers.CharField()
     rules = serializers.JSONField()
-    minimum_per_month = serializers.DecimalField(max_digits=20, decimal_places=6, allow_null=True)
-    cap_per_month = serializers.DecimalField(max_digits=20, decimal_places=6, allow_null=True)
-    attribution = serializers.CharField(allow_null=True)
+    minimum_per_month = NormalizedDecimalField(max_digits=20, decimal_places=6, allow_null=True)
+    cap_per_month = NormalizedDecimalField(max_digits=20, decimal_places=6, allow_null=True)
+    attribution = BlankAsNullField(allow_null=True)
 
 
 class ModelOutput(serializers.Serializer):
@@ -50,4 +53,4 @@ class ModelListApi(APIView):
     def get(self, request: Request) -> Response:
         host = request.user.host  # type: ignore[union-attr]
         rows = model_terms_for_host(host=host, at=timezone.now())
-        return Response({"results": rows})
+        return Response(ModelListOutput({"results": rows}).data)

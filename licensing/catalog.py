@@ -1,4 +1,4 @@
-"""The catalog file (contract §4): validation with the path of every bad node, and an
+"""The catalog file (docs/catalog.md): validation with the path of every bad node, and an
 idempotent upsert in one transaction.
 
 `catalog_import(data)` validates the whole document first and lists every error; only a valid
@@ -206,14 +206,6 @@ def _terms(raw: Any, path: str, errors: _Errors, extra: set[str] = frozenset()) 
     if len(errors.items) != before or label is None or effective_from is None or currency is None:
         return None
     return _Terms(label, effective_from, currency, raw["rules"], minimum, cap, attribution or "")
-
-
-def catalog_validate(data: Any) -> list[str]:
-    """Every problem of the catalog document, as '<path>: <message>' (empty when valid).
-    References are checked against the document and the database together."""
-    errors = _Errors()
-    _parse(data, errors)
-    return errors.items
 
 
 @dataclass

@@ -2,7 +2,7 @@
 and the API keys that hosts and licensors call us with.
 
 Terms (a license version or a host agreement) are rated by `licensing.rating`; their `rules`
-are validated against the grammar of contract §4 wherever they enter (`licensing.catalog` for
+are validated against the grammar of docs/rating.md wherever they enter (`licensing.catalog` for
 imports, `TermsBase.clean` for the admin). A version that has rated usage is locked
 (`locked_at`): billing sets it, and from then on nothing may change it; a new version is added
 instead.
@@ -10,7 +10,7 @@ instead.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
@@ -69,6 +69,7 @@ class TermsBase(models.Model):
     Amounts are decimals in `currency` (major units, e.g. dollars), never floats.
     """
 
+    kind: ClassVar[str]  # "version" | "agreement": what settlements and the API call them
     label = models.CharField(max_length=64)
     effective_from = models.DateTimeField()
     currency = models.CharField(max_length=3, validators=[CURRENCY_VALIDATOR])
@@ -96,7 +97,7 @@ class TermsBase(models.Model):
             raise ValidationError({"rules": list(exc.errors)}) from exc
 
     def terms_dict(self) -> dict[str, Any]:
-        """The catalog representation of these terms (also what the API shows)."""
+        """The catalog representation of these terms (docs/catalog.md)."""
         return {
             "effective_from": self.effective_from.isoformat().replace("+00:00", "Z"),
             "currency": self.currency,
@@ -114,6 +115,7 @@ def _dec(value: Any) -> str | None:
 class LicenseVersion(TermsBase):
     """A public version of a license, in force from `effective_from` until the next one's."""
 
+    kind = "version"
     license = models.ForeignKey(License, on_delete=models.PROTECT, related_name="versions")
 
     class Meta:
@@ -132,6 +134,7 @@ class LicenseVersion(TermsBase):
 class Agreement(TermsBase):
     """A host-specific authorization: while in force it replaces the license's public version."""
 
+    kind = "agreement"
     host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="agreements")
     license = models.ForeignKey(License, on_delete=models.PROTECT, related_name="agreements")
 

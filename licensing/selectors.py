@@ -5,27 +5,26 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.contrib.auth.models import Permission
 from django.db.models import Q
 
 from licensing.models import Agreement, Host, License, LicensedModel, LicenseVersion, TermsBase
+from licensing.rating import terms_in_force
 
 
-def terms_in_force(*, license: License, host: Host | None, at: datetime) -> TermsBase | None:
-    """The terms that rate `host`'s usage of `license` at `at`: the host's agreement in force,
-    else the public version in force, else None (the license is not yet in force)."""
+def license_terms_in_force(
+    *, license: License, host: Host | None, at: datetime
+) -> TermsBase | None:
+    """The terms that rate `host`'s usage of `license` at `at` (`licensing.rating.terms_in_force`
+    over the catalog rows): the host's agreement in force, else the public version in force,
+    else None (the license is not yet in force)."""
+    versions = list(LicenseVersion.objects.filter(license=license, effective_from__lte=at))
+    agreements: list[Agreement] = []
     if host is not None:
-        agreement = (
+        agreements = list(
             Agreement.objects.filter(host=host, license=license, effective_from__lte=at)
-            .order_by("-effective_from")
-            .first()
         )
-        if agreement is not None:
-            return agreement
-    return (
-        LicenseVersion.objects.filter(license=license, effective_from__lte=at)
-        .order_by("-effective_from")
-        .first()
-    )
+    return terms_in_force(versions, agreements, at)
 
 
 def model_resolve(name: str) -> LicensedModel | None:
@@ -38,13 +37,15 @@ def model_resolve(name: str) -> LicensedModel | None:
 
 
 def model_terms_for_host(*, host: Host, at: datetime) -> list[dict[str, Any]]:
+    """Every model with its licensor, the license that rates it and the terms in force for
+    `host` at `at` (a row, or None): what `licensing.api.ModelOutput` renders."""
     models = LicensedModel.objects.select_related("licensor", "license", "parent").prefetch_related(
         "aliases"
     )
     out = []
     for model in models:
         license = model.effective_license()
-        terms = terms_in_force(license=license, host=host, at=at)
+        terms = license_terms_in_force(license=license, host=host, at=at)
         out.append(
             {
                 "slug": model.slug,
@@ -53,13 +54,24 @@ def model_terms_for_host(*, host: Host, at: datetime) -> list[dict[str, Any]]:
                 "license": license.slug,
                 "parent": model.parent.slug if model.parent else None,
                 "aliases": [a.alias for a in model.aliases.all()],
-                "terms": None
-                if terms is None
-                else {
-                    "kind": "agreement" if isinstance(terms, Agreement) else "version",
-                    "label": terms.label,
-                    **terms.terms_dict(),
-                },
+                "terms": terms,
             }
         )
     return out
+
+
+def licensor_reviewer_permissions() -> list[Permission]:
+    """The reviewer role: what a licensor's member (`LicensorMembership`) may do in the admin,
+    view settlements and approve or dispute them (billing's admin shows them only their
+    licensor's). Billing's permissions are named by their codenames, so nothing is imported."""
+    return list(
+        Permission.objects.filter(
+            content_type__app_label="billing",
+            codename__in=[
+                "view_settlement",
+                "change_settlement",
+                "view_settlementline",
+                "view_billingrun",
+            ],
+        )
+    )

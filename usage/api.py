@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 from config.errors import ApiError
 from core.vocabulary import CUSTOMER_CATEGORIES
 from licensing.auth import ApiKeyThrottle, IsHost
+from licensing.fields import BlankAsNullField, DecimalTextField
 from usage import selectors, services
 from usage.wire import (
     MAX_BODY_BYTES,
@@ -124,7 +125,20 @@ class UsageBatchSerializer(serializers.Serializer):
     records = UsageRecordSerializer(many=True, max_length=MAX_RECORDS)  # type: ignore[call-arg]
 
 
+class ResultListSerializer(serializers.ListSerializer):
+    """The fast path of `ResultSerializer(many=True)`: ingestion builds each result in its JSON
+    form already (`usage.services`, `usage.wire.Rejection.as_result`), and a batch may answer
+    10,000 of them, far slower through the fields (docs/performance.md, "API output").
+    tests/usage/test_ingest_api.py holds both renderings equal."""
+
+    def to_representation(self, data: Any) -> list[Any]:
+        return list(data)
+
+
 class ResultSerializer(serializers.Serializer):
+    class Meta:
+        list_serializer_class = ResultListSerializer
+
     index = serializers.IntegerField()
     event_id = serializers.CharField(allow_null=True)
     status = serializers.ChoiceField(choices=["duplicate", "rejected"])
@@ -157,11 +171,11 @@ class UsageRecordOutSerializer(serializers.Serializer):
     cached_input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()
     requests = serializers.IntegerField()
-    revenue = serializers.CharField()
+    revenue = DecimalTextField()
     currency = serializers.CharField()
-    region = serializers.CharField(allow_null=True)
-    customer_ref = serializers.CharField(allow_null=True)
-    corrects = serializers.CharField(allow_null=True)
+    region = BlankAsNullField(allow_null=True)
+    customer_ref = BlankAsNullField(allow_null=True)
+    corrects = BlankAsNullField(allow_null=True)
     late = serializers.BooleanField()
 
 
@@ -236,7 +250,7 @@ class UsageApi(APIView):
             except EnvelopeError as exc:
                 raise ApiError("malformed", exc.message, fields=exc.fields) from None
             result = services.usage_batch_ingest(host=host, records=records, now=now)
-        return Response(result.as_response())
+        return Response(IngestResponseSerializer(result.as_response()).data)
 
     @extend_schema(
         operation_id="usage_list",
@@ -265,4 +279,4 @@ class UsageApi(APIView):
             query = request.query_params.copy()
             query["cursor"] = page.next_cursor
             next_url = request.build_absolute_uri(request.path) + "?" + query.urlencode()
-        return Response({"next": next_url, "results": page.rows})
+        return Response(UsagePageSerializer({"next": next_url, "results": page.rows}).data)

@@ -57,7 +57,3 @@ def partitions_ensure(months: Iterable[tuple[int, int]]) -> list[str]:
                 _known.add((year, month))
     return created
 
-
-def partitions_forget() -> None:
-    """Empty the per-process cache (tests drop and recreate the database)."""
-    _known.clear()

@@ -46,7 +46,7 @@ class QueryError(ValueError):
 
 @dataclass
 class UsagePage:
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]]  # the record's columns and its model's slug (`model`)
     next_cursor: str | None
 
 
@@ -120,29 +120,10 @@ def usage_page(
     more = len(rows) > size
     rows = rows[:size]
     slugs = _model_slugs({r["model_id"] for r in rows})
-    out = []
     for r in rows:
-        out.append(
-            {
-                "event_id": r["event_id"],
-                "model": slugs.get(r["model_id"], str(r["model_id"])),
-                "occurred_at": r["occurred_at"].isoformat().replace("+00:00", "Z"),
-                "received_at": r["received_at"].isoformat().replace("+00:00", "Z"),
-                "customer_category": r["customer_category"],
-                "input_tokens": r["input_tokens"],
-                "cached_input_tokens": r["cached_input_tokens"],
-                "output_tokens": r["output_tokens"],
-                "requests": r["requests"],
-                "revenue": format(r["revenue"], "f"),
-                "currency": r["currency"],
-                "region": r["region"] or None,
-                "customer_ref": r["customer_ref"] or None,
-                "corrects": r["corrects"] or None,
-                "late": r["late"],
-            }
-        )
+        r["model"] = slugs.get(r["model_id"], str(r["model_id"]))
     next_cursor = _encode_cursor(rows[-1]["occurred_at"], rows[-1]["id"]) if more else None
-    return UsagePage(rows=out, next_cursor=next_cursor)
+    return UsagePage(rows=rows, next_cursor=next_cursor)
 
 
 def _period_query(period: str | None) -> tuple[int, int]:
@@ -155,7 +136,7 @@ def _period_query(period: str | None) -> tuple[int, int]:
 def usage_totals(*, host: Host, period: str) -> list[dict[str, Any]]:
     """The host's totals of one month (UTC, by occurred_at) per model, customer category and
     currency, corrections included (their deltas are summed in). Aggregated in PostgreSQL over
-    the month's partition: Python sees groups, never a month of rows (perf.md)."""
+    the month's partition: Python sees groups, never a month of rows (docs/performance.md)."""
     year, month = _period_query(period)
     start, end = month_bounds(year, month)
     groups = list(
@@ -183,7 +164,7 @@ def usage_totals(*, host: Host, period: str) -> list[dict[str, Any]]:
             "cached_input_tokens": g["cached_input_tokens_sum"],
             "output_tokens": g["output_tokens_sum"],
             "requests": g["requests_sum"],
-            "revenue": format(g["revenue_sum"], "f"),
+            "revenue": g["revenue_sum"],
             "late_records": g["late_records"],
         }
         for g in sorted(

@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from core.periods import add_months
 from licensing.models import Agreement, Host, License, LicensedModel, LicenseVersion, Licensor
+from licensing.rating import terms_in_force
 from usage import partitions
 from usage.models import PeriodClose
 from usage.wire import COUNTERS, Record, Rejection, ValidBatch, validate_record
@@ -162,43 +163,43 @@ class _Catalog:
         self.licensor_by_license = dict(
             License.objects.filter(id__in=license_ids).values_list("id", "licensor_id")
         )
-        # Terms in force (licensing.selectors.terms_in_force semantics): the host's agreement in
-        # force replaces the public version; sorted by effective_from for bisect per record.
+        # Versions of these licenses and the host's agreements (rows with label, effective_from
+        # and currency) for licensing.rating.terms_in_force; and per license every instant at
+        # which some terms take effect, sorted: between two of them the terms do not change.
         self.versions = self._terms(LicenseVersion.objects.filter(license_id__in=license_ids))
         self.agreements = self._terms(
             Agreement.objects.filter(license_id__in=license_ids, host=host)
         )
+        self.boundaries: dict[int, list[datetime]] = defaultdict(list)
+        for license_id, rows in (*self.versions.items(), *self.agreements.items()):
+            self.boundaries[license_id] = sorted(
+                [*self.boundaries[license_id], *(t.effective_from for t in rows)]
+            )
 
     @staticmethod
-    def _terms(queryset: Any) -> dict[int, tuple[list[datetime], list[str]]]:
-        out: dict[int, tuple[list[datetime], list[str]]] = {}
-        for license_id, starts, currency in queryset.order_by("effective_from").values_list(
-            "license_id", "effective_from", "currency"
+    def _terms(queryset: Any) -> dict[int, list[Any]]:
+        out: dict[int, list[Any]] = defaultdict(list)
+        for row in queryset.values_list(
+            "license_id", "label", "effective_from", "currency", named=True
         ):
-            bucket = out.setdefault(license_id, ([], []))
-            bucket[0].append(starts)
-            bucket[1].append(currency)
+            out[row.license_id].append(row)
         return out
 
     def terms_currency(self, license_id: int, at: datetime) -> str | None:
         """The currency of the terms that would rate usage at `at`; None if none is in force
         (such usage is accepted and flagged `unlicensed` by billing, not rejected here)."""
-        for table in (self.agreements, self.versions):
-            terms = table.get(license_id)
-            if terms:
-                position = bisect.bisect_right(terms[0], at)
-                if position:
-                    return terms[1][position - 1]
-        return None
+        terms = terms_in_force(self.versions[license_id], self.agreements[license_id], at)
+        return None if terms is None else str(terms.currency)
+
+    def terms_span(self, license_id: int, at: datetime) -> int:
+        """Which of the license's spans between two `boundaries` holds `at`: records in the
+        same span are rated by the same terms."""
+        return bisect.bisect_right(self.boundaries[license_id], at)
 
     def terms_steady(self, license_id: int, start: datetime, end: datetime) -> bool:
         """True when no terms of the license take effect in (start, end]: the currency in force
         at `start` then holds for every moment up to `end`."""
-        for table in (self.agreements, self.versions):
-            terms = table.get(license_id)
-            if terms and bisect.bisect_right(terms[0], start) != bisect.bisect_right(terms[0], end):
-                return False
-        return True
+        return self.terms_span(license_id, start) == self.terms_span(license_id, end)
 
 
 def _reject(index: int, event_id: str | None, name: str, message: str) -> dict[str, Any]:
@@ -348,26 +349,28 @@ def usage_batch_ingest_valid(
     if len(ids) < len(names) or len(set(event_ids)) < len(records):
         return None
     # Currency of the terms in force: one check per (model, currency) when no terms of the
-    # batch's licenses take effect within its time span (the usual case), else one per record.
+    # batch's licenses take effect within its time span (the usual case), else one per
+    # (model, currency, span of steady terms); each key maps to an instant that stands for it.
     start, end = min(batch.occurred_at), max(batch.occurred_at)
     host_currency = host.currency
+    checks: dict[tuple[str, str, int], datetime]
     if all(catalog.terms_steady(ids[name][1], start, end) for name in names):
-        checks = {(r.model, r.currency or host_currency, start) for r in records}
+        checks = {(r.model, r.currency or host_currency, 0): start for r in records}
     else:
         checks = {
-            (r.model, r.currency or host_currency, at)
+            (r.model, r.currency or host_currency, catalog.terms_span(ids[r.model][1], at)): at
             for r, at in zip(records, batch.occurred_at, strict=True)
         }
-    for name, currency, at in checks:
+    for (name, currency, _), at in checks.items():
         expected = catalog.terms_currency(ids[name][1], at)
         if expected is not None and expected != currency:
             return None
 
     partitions.partitions_ensure({(d.year, d.month) for d in batch.occurred_at})
 
-    # One line of COPY text per record, written by us rather than by psycopg's write_row
-    # (~2.5 µs per row of 17 values; the f-string is ~0.5 µs). The hash text is
-    # wire.content_hash_text's, inlined (a call per record costs ~0.3 µs), with the revenue
+    # One line of COPY text per record, written by us rather than by psycopg's write_row (several
+    # times cheaper: docs/performance.md, "Ingestion"). The hash text is wire.content_hash_text's,
+    # inlined (a call per record is a noticeable share of this loop), with the revenue
     # normalized as wire.normalized_revenue does; tests/usage/test_fast_path.py holds both
     # paths equal. Every value but customer_ref is from a closed alphabet (checked), so the
     # line is the hash text with tabs for separators, unless some customer_ref needs COPY's

@@ -2,9 +2,9 @@
 
 Pure (no database, no clock of its own): bytes in, plain records or per-field errors out. Two
 paths: `decode_valid` takes a batch whose records are all valid (msgspec structs and checks over
-whole columns, ~1.5 µs per record), and declines anything else, which then goes through
-`decode_envelope` + `validate_record` (by hand, no DRF serializer: perf.md measured ~69 µs of CPU
-per record through one; ~20 µs here), the reference for every answer.
+whole columns), and declines anything else, which then goes through `decode_envelope` +
+`validate_record` (by hand, not through a DRF serializer, which costs several times more per
+record), the reference for every answer. Figures: docs/performance.md, "Ingestion".
 
 Every per-record error message starts with a machine code, then ": " and a sentence:
 `{"input_tokens": ["invalid: must be an integer from 0 to 9223372036854775807"]}`. The codes are
@@ -92,10 +92,11 @@ def decode_envelope(body: bytes, media_type: str) -> list[Any]:
     """The records of a body: `{"records": [...]}` for application/json, one JSON object per
     line for application/x-ndjson. msgspec keeps big integers exact (orjson turns them into
     floats), so `1e30` tokens are refused by the field rule, not silently rounded."""
+    records: list[Any]  # each a raw record: any JSON value, checked by validate_record
     if media_type == "application/x-ndjson":
         lines = [line for line in body.split(b"\n") if line.strip()]
         try:
-            # One decode of the joined lines is ~2x faster than a decode per line; the count check
+            # One decode of the joined lines is faster than a decode per line; the count check
             # catches a line holding two values ("{...},{...}").
             records = _decoder.decode(b"[" + b",".join(lines) + b"]")
             if len(records) != len(lines):
@@ -234,7 +235,6 @@ def _text(value: Any, max_length: int) -> str | None:
 # `decode_envelope` + `validate_record` above, which builds the per-field errors. So every error
 # response is the slow path's, byte for byte, and the fast path only has to be *stricter* than the
 # slow one, never looser; tests/usage/test_fast_path.py holds them equal on tricky inputs.
-# Measured in-process on 10,000-record batches: ~1.5 µs per record here, ~20 µs via validate_record.
 
 _Count = Annotated[int, msgspec.Meta(ge=0, le=BIGINT_MAX)]
 _Category = CustomerCategory
@@ -370,7 +370,8 @@ def content_hash_text(
 def validate_record(
     index: int, raw: Any, *, now: datetime, host_currency: str
 ) -> Record | Rejection:
-    """Apply every field rule of contract §3 to one raw record; all problems at once."""
+    """Apply every field rule (docs/ingestion.md, "The request") to one raw record; all problems
+    at once."""
     if not isinstance(raw, dict):
         return Rejection(index, None, {"record": ["invalid: must be a JSON object"]})
     errors: dict[str, list[str]] = {}

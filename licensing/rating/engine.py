@@ -70,7 +70,7 @@ def _require_signed_count(value: object, name: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Line:
-    """One settlement line, as in contract §3. Quantities of an adjustment line are deltas."""
+    """One settlement line, as in docs/api.md. Quantities of an adjustment line are deltas."""
 
     kind: LineKind
     model: str  # "" on flat_fee, minimum_true_up and cap_credit lines

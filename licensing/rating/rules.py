@@ -1,4 +1,5 @@
-"""The rules grammar of contract §4: parse and validate, and write back as canonical JSON.
+"""The rules grammar (docs/rating.md, "Rules"): parse and validate, and write back as canonical
+JSON.
 
 ``parse_rules`` collects every problem before it raises, so a licensor who imports a catalog sees
 all the mistakes of a version at once, each prefixed with the path of the bad node.
@@ -124,7 +125,7 @@ class Match:
     def fits(self, customer_category: str, region: str | None) -> bool:
         if self.customer_category is not None and customer_category not in self.customer_category:
             return False
-        # A record without a region fits no region_in and every region_not_in (contract §4).
+        # A record without a region fits no region_in and every region_not_in (docs/rating.md).
         if self.region_in is not None and (region is None or region not in self.region_in):
             return False
         if self.region_not_in is not None and region is not None and region in self.region_not_in:

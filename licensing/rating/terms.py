@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 from core.money import is_valid_currency
 from licensing.rating.rules import Rule, decimal_to_json, rules_to_json
@@ -83,23 +83,35 @@ def _optional_decimal_json(value: Decimal | None) -> str | None:
     return None if value is None else decimal_to_json(value)
 
 
-def _latest(candidates: Iterable[Terms], at: datetime) -> Terms | None:
+class Dated(Protocol):
+    """What ``terms_in_force`` reads of a set of terms: a ``Terms``, or a catalog row
+    (``licensing.models.LicenseVersion`` / ``Agreement``) read straight from the database."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def effective_from(self) -> datetime: ...
+
+
+T = TypeVar("T", bound=Dated)
+
+
+def _latest(candidates: Iterable[T], at: datetime) -> T | None:
     in_force = [t for t in candidates if t.effective_from <= at]
     # Equal effective_from is a catalog mistake; the label decides so the answer is still stable.
     return max(in_force, key=lambda t: (t.effective_from, t.label), default=None)
 
 
-def terms_in_force(
-    versions: Iterable[Terms], agreements: Iterable[Terms], at: datetime
-) -> Terms | None:
+def terms_in_force(versions: Iterable[T], agreements: Iterable[T], at: datetime) -> T | None:
     """The terms that rate a record of this host that occurred ``at``.
 
     A version is in force from its ``effective_from`` until the next version's; the same for the
     host's agreements. An agreement in force replaces the license's version in force. None means
     nothing was in force yet: such usage is billed nothing and flagged ``unlicensed``.
 
-    Billing's SQL must pick the same: the row with the greatest ``(effective_from, label)`` among
-    ``effective_from <= occurred_at``, agreements first.
+    This is the one definition of the rule: ingestion (the currency in force), the models
+    endpoint and billing's aggregation (the terms of each bucket of a month) all call it.
     """
     _require_aware(at, "at")
     agreement = _latest(agreements, at)

@@ -35,8 +35,8 @@ COMMERCIAL_12 = [
 
 
 def minimax_catalog(*, hosts: tuple[str, ...] = ("fireworks",)) -> dict[str, Any]:
-    """licenses.md example 1: MiniMax M2.7, free for individuals; commercial use at 12% by
-    per-host agreement."""
+    """docs/rating.md, worked example 1: MiniMax M2.7, free for individuals; commercial use at
+    12% by per-host agreement."""
     return {
         "licensors": [{"slug": "minimax", "name": "MiniMax", "email": "billing@minimax.example"}],
         "hosts": [{"slug": h, "name": h.title(), "currency": "USD"} for h in hosts],

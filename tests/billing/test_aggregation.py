@@ -1,6 +1,6 @@
 """The SQL aggregation (billing/aggregation.py) against the rating engine's reference grouping,
-and licenses.md examples 2-4 through the whole run: per-token with a minimum, a version change
-mid-month resolved in SQL, and a calendar-year threshold counted across months."""
+and the worked examples 2-4 of docs/rating.md through the whole run: per-token with a minimum, a
+version change mid-month resolved in SQL, and a calendar-year threshold counted across months."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from rest_framework.test import APIClient
 from billing.aggregation import UsageFilter, aggregate_groups, terms_from_row
 from billing.rerating import usage_group_from_row
 from licensing.catalog import catalog_import
-from licensing.models import Host, LicenseVersion
-from licensing.rating import UsageRecord, WindowState, rate, rate_records
+from licensing.models import Agreement, Host, LicenseVersion
+from licensing.rating import UsageRecord, WindowState, rate, rate_records, terms_in_force
 from tests.billing.conftest import post_usage, record, run_billing, settlement_of
 
 
@@ -276,3 +276,75 @@ def test_it_groups_threshold_usage_like_the_reference_grouping(
     assert by_sql.lines == reference.lines
     assert by_sql.total == reference.total
     assert by_sql.usage_digest == reference.usage_digest
+
+
+def test_it_labels_every_group_with_the_terms_in_force_of_the_rating_engine(
+    db: None, client_for: Callable[..., APIClient]
+) -> None:
+    # given: a version change on the 16th for everyone, and an agreement of one host only from
+    # the 20th; records of both hosts on either side of each change
+    data = catalog(
+        [
+            version("v1", "2026-01-01T00:00:00Z", SHARE_12),
+            version("v2", "2026-10-16T00:00:00Z", SHARE_12),
+        ]
+    )
+    data["hosts"].append({"slug": "other", "name": "Other", "currency": "USD"})
+    data["agreements"] = [
+        {
+            "host": "hoster",
+            "license": "tl",
+            "version": "ag",
+            "effective_from": "2026-10-20T00:00:00Z",
+            "currency": "USD",
+            "rules": SHARE_12,
+        }
+    ]
+    catalog_import(data)
+    instants = [
+        "2026-10-01T00:00:00Z",
+        "2026-10-15T23:59:59Z",
+        "2026-10-16T00:00:00Z",
+        "2026-10-19T23:59:59Z",
+        "2026-10-20T00:00:00Z",
+        "2026-10-31T23:59:59Z",
+    ]
+    expected: dict[tuple[str, str], Decimal] = {}
+    versions = list(LicenseVersion.objects.all())
+    for slug in ("hoster", "other"):
+        host = Host.objects.get(slug=slug)
+        revenues = [Decimal(10**n) for n in range(len(instants))]
+        post_usage(
+            client_for(host=host),
+            [
+                record(f"{slug}-{n}", model="falcon-40b", revenue=str(rev), at=at)
+                for n, (at, rev) in enumerate(zip(instants, revenues, strict=True))
+            ],
+        )
+        for at, rev in zip(instants, revenues, strict=True):
+            terms = terms_in_force(
+                versions,
+                list(Agreement.objects.filter(host=host)),
+                datetime.fromisoformat(at),
+            )
+            assert terms is not None
+            key = (slug, terms.label)
+            expected[key] = expected.get(key, Decimal(0)) + rev
+
+    # when
+    rows = aggregate_groups("2026-10", UsageFilter())
+
+    # then: the SQL put every record under the terms licensing.rating.terms_in_force chose
+    slugs = dict(Host.objects.values_list("id", "slug"))
+    got: dict[tuple[str, str], Decimal] = {}
+    for row in rows:
+        key = (slugs[row["host_id"]], row["terms_label"])
+        got[key] = got.get(key, Decimal(0)) + row["revenue"]
+    assert got == expected
+    assert got == {
+        ("hoster", "v1"): Decimal("11"),
+        ("hoster", "v2"): Decimal("1100"),
+        ("hoster", "ag"): Decimal("110000"),
+        ("other", "v1"): Decimal("11"),
+        ("other", "v2"): Decimal("111100"),
+    }

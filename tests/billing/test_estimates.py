@@ -33,7 +33,8 @@ def test_it_estimates_what_the_run_would_write_without_writing_it(
     # when: the month is estimated
     [estimate] = settlement_estimates(host=host, period="2026-10")
 
-    # then: 12% of the commercial revenue (licenses.md example 1), and no settlement written
+    # then: 12% of the commercial revenue (docs/rating.md, worked example 1), and no settlement
+    # written
     assert (estimate.licensor, estimate.currency) == ("minimax", "USD")
     assert estimate.total == Decimal("9036.00")
     assert estimate.by_model_category == {

@@ -1,6 +1,6 @@
 """Open and settled months: a draft is recomputed on a re-run; a settled month never changes and
-its later usage becomes an adjustment line (licenses.md example 5); --verify re-rates settled
-months and catches a tampered line."""
+its later usage becomes an adjustment line (docs/rating.md, worked example 5); --verify re-rates
+settled months and catches a tampered line."""
 
 from __future__ import annotations
 

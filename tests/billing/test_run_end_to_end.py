@@ -1,5 +1,5 @@
-"""licenses.md examples end to end: catalog -> POST /api/v1/usage -> run_billing -> settlement
-JSON, as a licensor and a host read it."""
+"""docs/rating.md's worked examples end to end: catalog -> POST /api/v1/usage -> run_billing ->
+settlement JSON, as a licensor and a host read it."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_it_bills_example_1_share_by_agreement(
     # when
     out = run_billing("2026-10")
 
-    # then: one settlement, the worked example's numbers, exactly the contract's JSON
+    # then: one settlement, the worked example's numbers, exactly the JSON of docs/api.md
     settlement = settlement_of(licensor="minimax", host="fireworks", period="2026-10")
     assert str(settlement.pk) in out
     body = client_for(licensor=licensor).get(f"/api/v1/settlements/{settlement.pk}").json()

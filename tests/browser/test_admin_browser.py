@@ -10,10 +10,10 @@ from django.contrib.auth.models import User
 from playwright.sync_api import Page, expect
 from rest_framework.test import APIClient
 
-from billing.demo import licensor_reviewer_permissions
 from billing.models import Settlement
 from licensing.catalog import catalog_import
 from licensing.models import Host, Licensor, LicensorMembership
+from licensing.selectors import licensor_reviewer_permissions
 from tests.billing.conftest import (
     minimax_catalog,
     post_usage,

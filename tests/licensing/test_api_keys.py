@@ -1,4 +1,4 @@
-"""API keys: only a hash is stored; 401 / 403 with the contract's JSON error shape."""
+"""API keys: only a hash is stored; 401 / 403 with the JSON error shape of docs/api.md."""
 
 from __future__ import annotations
 

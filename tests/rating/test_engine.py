@@ -1,4 +1,4 @@
-"""Each primitive of contract §4, one behaviour per test."""
+"""Each primitive of docs/rating.md, one behaviour per test."""
 
 from datetime import datetime
 from decimal import Decimal

@@ -13,6 +13,7 @@ from core.money import (
     parse_decimal,
     quantize,
     to_minor_units,
+    whole_units,
 )
 
 
@@ -101,3 +102,13 @@ def test_quantize_lands_within_half_a_minor_unit(amount: Decimal, currency: str)
     assert from_minor_units(to_minor_units(result, currency), currency) == result
     assert abs(result - amount) <= unit / 2
     assert quantize(result, currency) == result
+
+
+@pytest.mark.parametrize(("amount", "expected"), [
+    ("12.5", 13), ("12.49", 12), ("-12.5", -13), ("0.5", 1), ("7", 7), ("1234567.500", 1234568),
+])
+def test_whole_units_rounds_half_up_to_an_integer(amount: str, expected: int) -> None:
+    # a platform fee of 2.5% of 500 cents is 12.5 cents: 13 cents
+    assert whole_units(Decimal(amount)) == expected
+    with pytest.raises(TypeError, match="float"):
+        whole_units(12.5)  # type: ignore[arg-type]

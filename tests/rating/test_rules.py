@@ -1,4 +1,4 @@
-"""The rules grammar of contract §4: every mistake is reported with the path of the bad node."""
+"""The rules grammar of docs/rating.md: every mistake is reported with the path of the bad node."""
 
 from decimal import Decimal
 

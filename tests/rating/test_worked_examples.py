@@ -1,4 +1,4 @@
-"""The five worked examples of shared/licenses.md, to the cent."""
+"""The five worked examples of docs/rating.md, to the cent."""
 
 from decimal import Decimal
 

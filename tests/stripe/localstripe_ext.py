@@ -2,7 +2,7 @@
 
 localstripe is a small Stripe-compatible server (aiohttp). As it ships it cannot create an
 invoice without a subscription, finalize or send one, honour idempotency keys, or emit
-`invoice.paid` (shared/stripe-testing.md measured that). This module adds those, and only those,
+`invoice.paid` (docs/stripe.md, "Tests"). This module adds those, and only those,
 by patching the installed package at import-free install time:
 
 1. `POST /v1/invoices` without `subscription`: a draft invoice with `collection_method`,

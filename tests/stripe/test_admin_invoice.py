@@ -9,9 +9,9 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 
-from billing.demo import licensor_reviewer_permissions
 from billing.models import Settlement
 from licensing.models import LicensorMembership
+from licensing.selectors import licensor_reviewer_permissions
 from tests.stripe.helpers import approve_without_invoicing, billed_settlement
 
 pytestmark = pytest.mark.django_db(transaction=True)

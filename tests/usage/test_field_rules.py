@@ -1,5 +1,5 @@
-"""Every field rule of contract §3, one bad input per rule, each answered with the field named;
-and the envelope errors (400/413/415) that store nothing."""
+"""Every field rule of docs/ingestion.md, one bad input per rule, each answered with the field
+named; and the envelope errors (400/413/415) that store nothing."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from tests.usage.conftest import AT, record
+from usage.api import ResultSerializer
 from usage.models import UsageRecord
 
 
@@ -125,3 +126,23 @@ def test_it_accepts_ndjson_and_gzip(catalog: Any, post: Any) -> None:
     assert first.json()["accepted"] == 2
     assert second.json()["duplicates"] == 2
     assert UsageRecord.objects.filter(event_id__in=["n-1", "n-2"]).count() == 2
+
+
+def test_it_renders_the_results_as_the_result_fields_would(catalog: Any, post: Any) -> None:
+    # given a stored record
+    assert post([record("r-1")]).json()["accepted"] == 1
+
+    # when a batch answers a duplicate, a conflict and records rejected with and without event_id
+    body = post(
+        [record("r-1"), record("r-1", revenue="2"), record("bad id!"), {"model": "m27"}]
+    ).json()
+
+    # then the fast list rendering is what ResultSerializer's fields make of each result
+    assert [r["status"] for r in body["results"]] == [
+        "duplicate",
+        "rejected",
+        "rejected",
+        "rejected",
+    ]
+    assert body["results"][3]["event_id"] is None
+    assert body["results"] == [dict(ResultSerializer(r).data) for r in body["results"]]

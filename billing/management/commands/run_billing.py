@@ -1,4 +1,4 @@
-"""`python manage.py run_billing [--period YYYY-MM] [--verify]` (contract §2).
+"""`python manage.py run_billing [--period YYYY-MM] [--verify]` (README, "Management commands").
 
 Runs the monthly billing run synchronously through the same services the Celery tasks call,
 prints one line per settlement of the period, and on a terminal shows progress. A pair that

@@ -1,4 +1,4 @@
-"""`python manage.py import_catalog FILE.json`: upsert the catalog (contract §4)."""
+"""`python manage.py import_catalog FILE.json`: upsert the catalog (docs/catalog.md)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ class Command(BaseCommand):
     help = "Upsert licensors, hosts, licenses, models and agreements from a catalog file."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("file", help="catalog JSON file (contract §4)")
+        parser.add_argument("file", help="catalog JSON file (docs/catalog.md)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         path = Path(options["file"])
