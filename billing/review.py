@@ -20,7 +20,7 @@ from billing import aggregation
 from billing.errors import SettlementStateError
 from billing.models import PendingRerate, Settlement, SettlementStatus
 from billing.tasks import settlement_invoice
-from core.money import quantize, to_minor_units
+from core.money import quantize, to_minor_units, whole_units
 from ledger.services import settlement_accrual_post, settlement_credit_post
 from usage.services import period_close
 
@@ -29,8 +29,7 @@ def _platform_fee_minor(amount_minor: int, currency: str) -> int:
     percent = Decimal(settings.TOLLGATE_PLATFORM_FEE_PERCENT or "0")
     if not percent:
         return 0
-    fee = quantize(Decimal(amount_minor) * percent / 100, "JPY")  # whole minor units, half up
-    return int(fee)
+    return whole_units(Decimal(amount_minor) * percent / 100)  # minor units, half up
 
 
 def _close_and_check(settlement: Settlement) -> None:
