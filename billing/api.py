@@ -210,6 +210,18 @@ STATEMENT_COLUMNS = [
 ]
 
 
+# A spreadsheet reads a cell that starts with one of these as a formula (or, for tab and CR, may
+# shift it into one): `=HYPERLINK(...)` in a version label would run on the licensor's machine.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: str) -> str:
+    """A text cell that a spreadsheet shows as text: a leading formula trigger gets a single
+    quote before it (OWASP's advice for CSV injection). Only text columns go through here:
+    amounts and counts are written as numbers, so "-12.00" stays a negative number."""
+    return "'" + value if value.startswith(FORMULA_TRIGGERS) else value
+
+
 def statement_csv(s: Settlement) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
@@ -218,25 +230,25 @@ def statement_csv(s: Settlement) -> str:
         writer.writerow(
             [
                 str(s.pk),
-                s.licensor.slug,
-                s.host.slug,
+                csv_text(s.licensor.slug),
+                csv_text(s.host.slug),
                 s.period,
                 s.currency,
                 s.status,
                 line.position,
-                line.kind,
-                line.model,
-                line.customer_category,
+                csv_text(line.kind),
+                csv_text(line.model),
+                csv_text(line.customer_category),
                 line.period,
-                line.license_version,
+                csv_text(line.license_version),
                 line.input_tokens,
                 line.cached_input_tokens,
                 line.output_tokens,
                 line.requests,
                 money_text(line.revenue, s.currency),
                 money_text(line.amount, s.currency),
-                line.description,
-                " ".join(line.flags),
+                csv_text(line.description),
+                csv_text(" ".join(line.flags)),
             ]
         )
     return out.getvalue()
