@@ -174,6 +174,7 @@ class SettlementAdmin(admin.ModelAdmin):
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
         # Every field is read-only: decisions go through Approve and Dispute, not Save.
+        self._warn_of_mismatched_payments(request, object_id)
         extra_context = {
             **(extra_context or {}),
             "show_save": False,
@@ -181,6 +182,25 @@ class SettlementAdmin(admin.ModelAdmin):
             "show_save_and_add_another": False,
         }
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def _warn_of_mismatched_payments(self, request: HttpRequest, object_id: str) -> None:
+        """Operators only: a reviewer may not see Stripe events (another customer's ids)."""
+        user = request.user
+        if getattr(user, "licensor_membership", None) is not None:
+            return
+        if not user.has_perm("billing.view_stripeevent"):
+            return
+        settlement = self.get_object(request, object_id)
+        if settlement is None:
+            return
+        count = settlement.stripe_events.exclude(mismatch="").count()
+        if count:
+            self.message_user(
+                request,
+                f"{count} signed Stripe payment event(s) did not match this settlement and were "
+                "not posted: see Stripe events, filter “payment mismatch”.",
+                messages.WARNING,
+            )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -349,12 +369,30 @@ class SettlementAdmin(admin.ModelAdmin):
             )
 
 
+class MismatchedFilter(admin.SimpleListFilter):
+    """Payment events that did not match the invoice we sent: they wait for an operator."""
+
+    title = "payment mismatch"
+    parameter_name = "mismatched"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "mismatched (not posted)"), ("no", "matched or not a payment")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "yes":
+            return queryset.exclude(mismatch="")
+        if self.value() == "no":
+            return queryset.filter(mismatch="")
+        return queryset
+
+
 @admin.register(StripeEvent)
 class StripeEventAdmin(admin.ModelAdmin):
-    """Read-only: the Stripe events received, and what processing each did."""
+    """Read-only: the Stripe events received, and what processing each did. A payment event whose
+    amount, currency or customer differ from our invoice shows its `mismatch`; it was not posted."""
 
-    list_display = ["event_id", "type", "object_id", "outcome", "received_at"]
-    list_filter = ["type"]
+    list_display = ["event_id", "type", "object_id", "outcome", "mismatch", "received_at"]
+    list_filter = [MismatchedFilter, "type"]
     search_fields = ["event_id", "object_id"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
