@@ -104,7 +104,10 @@ class SettlementAdmin(admin.ModelAdmin):
         "total_display",
         "computed_at",
     ]
-    list_filter = ["period", "host", "status", "currency"]
+    # Every filter's choices come from get_queryset (the reviewer's own settlements): a plain
+    # "host" filter would list every host of the platform, including those that deal only with
+    # other licensors. Period and currency (AllValuesFieldListFilter) already read get_queryset.
+    list_filter = ["period", ("host", admin.RelatedOnlyFieldListFilter), "status", "currency"]
     list_select_related = ["licensor", "host"]
     search_fields = ["host__slug", "host__name", "id"]
     ordering = ["-period", "host__slug"]
