@@ -11,6 +11,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from rest_framework.test import APIClient
 
+from billing.admin import REVIEWER_RUN_ERROR
 from billing.demo import licensor_reviewer_permissions
 from billing.models import BillingRun
 from licensing.catalog import catalog_import
@@ -88,3 +89,51 @@ def test_the_settlement_list_and_its_filters_name_no_other_tenant(
     assert [label for _, label in host_filter.lookup_choices] == ["Fireworks", "Together"]
     if "_facets" in query:
         assert "Fireworks (1)" in html and "Together (1)" in html
+
+
+def test_a_reviewer_sees_only_runs_that_billed_their_licensor_with_their_own_pairs(
+    two_licensors: dict[str, BillingRun], reviewer: Client
+) -> None:
+    # given: October's run failed on another pair, its error quoting that host's private label
+    october = two_licensors["2026-10"]
+    BillingRun.objects.filter(pk=october.pk).update(
+        status="failed",
+        error=f"host=moonhost licensor=kimi: DataError in agreement {SECRET_LABEL!r}",
+    )
+
+    # when
+    listing = reviewer.get("/admin/billing/billingrun/")
+    facets = reviewer.get("/admin/billing/billingrun/?_facets=1")
+    detail = reviewer.get(f"/admin/billing/billingrun/{october.pk}/change/")
+    other = reviewer.get(f"/admin/billing/billingrun/{two_licensors['2026-09'].pk}/change/")
+
+    # then: October's run only (September's billed Kimi alone), 2/2 of MiniMax's pairs, and a
+    # fixed sentence instead of the error
+    assert [r.pk for r in listing.context["cl"].queryset] == [october.pk]
+    for page in (listing, facets, detail):
+        assert page.status_code == 200
+        html = page.content.decode()
+        assert "2/2" in html
+        assert REVIEWER_RUN_ERROR in html
+        for secret in (SECRET_LABEL, "moonhost", "kimi", "2026-09", "4/4"):
+            assert secret not in html, secret
+    assert other.status_code == 302  # the admin's "does not exist" redirect
+
+
+def test_an_operator_still_sees_every_run_and_its_error(
+    two_licensors: dict[str, BillingRun],
+) -> None:
+    # given
+    october = two_licensors["2026-10"]
+    BillingRun.objects.filter(pk=october.pk).update(status="failed", error=SECRET_LABEL)
+    operator = Client()
+    operator.force_login(User.objects.create_superuser("operator", password="pw"))
+
+    # when
+    listing = operator.get("/admin/billing/billingrun/")
+    detail = operator.get(f"/admin/billing/billingrun/{october.pk}/change/")
+
+    # then
+    assert len(listing.context["cl"].queryset) == 2
+    assert "4/4" in listing.content.decode()
+    assert SECRET_LABEL in detail.content.decode()
