@@ -42,9 +42,7 @@ def two_licensors(
     catalog_import({"hosts": [HIDDEN_HOST]})
     fireworks, _ = minimax_world
     moonhost = Host.objects.get(slug="moonhost")
-    post_usage(
-        client_for(host=Host.objects.get(slug="together")), [record("t-1", revenue="10.00")]
-    )
+    post_usage(client_for(host=Host.objects.get(slug="together")), [record("t-1", revenue="10.00")])
     post_usage(
         client_for(host=fireworks),
         [record("m-1", revenue="1000.00"), record("k-1", revenue="1000.00", model="kimi-k2.5")],
