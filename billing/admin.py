@@ -465,10 +465,10 @@ class BillingRunAdmin(admin.ModelAdmin):
             reviewer_pairs_done=Count("pairs", filter=own & Q(pairs__done_at__isnull=False)),
         ).filter(reviewer_pairs_total__gt=0)
 
-    def get_list_display(self, request: HttpRequest) -> list[str]:  # type: ignore[override]
+    def get_list_display(self, request: HttpRequest) -> Any:
         if reviewer_licensor_id(request) is not None:
             return [*self.reviewer_fields, "error_display"]
-        return list(self.list_display)
+        return super().get_list_display(request)
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:  # type: ignore[override]
         if reviewer_licensor_id(request) is not None:
@@ -480,8 +480,9 @@ class BillingRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="progress (pairs)")
     def progress(self, obj: BillingRun) -> str:
-        if hasattr(obj, "reviewer_pairs_total"):  # a reviewer's queryset: their pairs only
-            return f"{obj.reviewer_pairs_done}/{obj.reviewer_pairs_total}"
+        own: Any = obj  # a reviewer's queryset annotates their own pairs' counts
+        if hasattr(own, "reviewer_pairs_total"):
+            return f"{own.reviewer_pairs_done}/{own.reviewer_pairs_total}"
         return obj.progress
 
     @admin.display(description="error")

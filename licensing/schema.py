@@ -29,7 +29,7 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
 class ErrorDetailOutput(serializers.Serializer):
     code = serializers.CharField(help_text="machine-readable, e.g. not_found, invalid_state")
     message = serializers.CharField()
-    fields = serializers.DictField(
+    fields = serializers.DictField(  # type: ignore[assignment]
         child=serializers.ListField(child=serializers.CharField()),
         help_text="field name -> its problems; empty when no field is at fault",
     )
