@@ -15,6 +15,7 @@ check what it shows) when you add the endpoint or page. See docs/security-billin
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -175,10 +176,58 @@ def api_endpoints() -> set[tuple[str, str]]:
     return found
 
 
+def schema_operations() -> set[tuple[str, str]]:
+    """Every (method, route) of the OpenAPI schema, spelt as the resolver spells routes."""
+    from drf_spectacular.generators import SchemaGenerator
+
+    paths = SchemaGenerator().get_schema(request=None, public=True)["paths"]
+    return {
+        (method.upper(), re.sub(r"\{(\w+)\}", r"<str:\1>", path.lstrip("/")))
+        for path, operations in paths.items()
+        for method in operations
+    }
+
+
 def test_every_api_endpoint_has_a_row() -> None:
     assert api_endpoints() == set(API_TABLE), (
         "an API endpoint without a row in API_TABLE (or a row without an endpoint): add it"
     )
+    assert schema_operations() == set(API_TABLE), "the OpenAPI schema and API_TABLE differ"
+
+
+# Every other route outside the admin: what an anonymous caller gets, and that it names no
+# tenant. (method, status)
+OTHER_TABLE: dict[str, tuple[str, int]] = {
+    "healthz": ("GET", 200),
+    "metrics": ("GET", 200),
+    "webhooks/stripe": ("POST", 400),  # no Stripe-Signature
+    "api/schema/": ("GET", 200),
+    "api/docs/": ("GET", 200),
+}
+
+
+def test_every_other_route_has_a_row() -> None:
+    routes = {
+        route
+        for route, _ in _walk(get_resolver().url_patterns)
+        if not route.startswith(("admin/", "api/v1/"))
+    }
+    assert routes == set(OTHER_TABLE), "a route without a row in OTHER_TABLE: add it"
+
+
+@pytest.mark.parametrize("route", sorted(OTHER_TABLE))
+def test_the_other_routes_name_no_tenant(world: World, settings: Any, route: str) -> None:
+    # given
+    settings.STRIPE_WEBHOOK_SECRET = "whsec_tenancy"
+    method, expected = OTHER_TABLE[route]
+
+    # when
+    client = Client()
+    response = client.post(f"/{route}") if method == "POST" else client.get(f"/{route}")
+
+    # then
+    assert response.status_code == expected, (route, response.content[:300])
+    assert_no_secret(world, response.content, route)
 
 
 def _callers(world: World) -> dict[str, APIClient]:
