@@ -36,6 +36,9 @@ CHECKS = [
     response_schema_conformance,
 ]
 
+# An NDJSON body is documented as a string (its lines): sent as that text.
+schemathesis.serializer.alias("application/x-ndjson", "text/plain")
+
 # Loaded at collection (pytest-django has set Django up by then); the schema view needs no
 # database. Only the REST API: the schema and docs views are not part of it.
 schema = schemathesis.openapi.from_wsgi("/api/schema/", get_wsgi_application()).include(
