@@ -446,3 +446,20 @@ def test_an_anonymous_caller_is_sent_to_the_login_page(world: World) -> None:
         response = anonymous.get(_url(world, name, pattern))
         assert response.status_code == 302, name
         assert response["Location"].startswith("/admin/login/"), name
+
+
+@pytest.mark.parametrize("action", ["approve_selected", "dispute_selected"])
+def test_a_reviewer_cannot_act_on_another_licensors_settlement_through_an_action(
+    world: World, other_reviewer: Client, action: str
+) -> None:
+    # when: the change list's action is posted with tenant A's settlement selected
+    response = other_reviewer.post(
+        "/admin/billing/settlement/",
+        {"action": action, "_selected_action": [str(world.settlement_a.pk)], "reason": "probe"},
+    )
+
+    # then: the action ran on none of theirs (the selection is filtered by the scoped queryset)
+    assert response.status_code == 302
+    assert_no_secret(world, response.content, action)
+    world.settlement_a.refresh_from_db()
+    assert world.settlement_a.status == "draft"
