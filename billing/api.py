@@ -185,14 +185,42 @@ _STATEMENT_HEAD = ["settlement_id", "licensor", "host", "settlement_period", "cu
 STATEMENT_COLUMNS = [*_STATEMENT_HEAD, "position", *LineOutput().fields, "flags"]
 
 
+# A spreadsheet reads a cell that starts with one of these as a formula (or, for tab and CR, may
+# shift it into one): `=HYPERLINK(...)` in a version label would run on the licensor's machine.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+# The line fields that carry text; the others are numbers (amounts, counts) or fixed formats.
+_CSV_TEXT_FIELDS = frozenset(
+    {"kind", "model", "customer_category", "license_version", "description"}
+)
+
+
+def csv_text(value: str) -> str:
+    """A text cell that a spreadsheet shows as text: a leading formula trigger gets a single
+    quote before it (OWASP's advice for CSV injection). Only text columns go through here:
+    amounts and counts are written as numbers, so "-12.00" stays a negative number."""
+    return "'" + value if value.startswith(FORMULA_TRIGGERS) else value
+
+
 def statement_csv(s: Settlement) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(STATEMENT_COLUMNS)
-    head = [str(s.pk), s.licensor.slug, s.host.slug, s.period, s.currency, s.status]
+    head = [
+        str(s.pk),
+        csv_text(s.licensor.slug),
+        csv_text(s.host.slug),
+        s.period,
+        s.currency,
+        s.status,
+    ]
     for line in s.lines.all():
-        rendered = LineOutput(line).data.values()
-        writer.writerow([*head, line.position, *rendered, " ".join(line.flags)])
+        rendered = [
+            csv_text(value) if name in _CSV_TEXT_FIELDS else value
+            for name, value in LineOutput(line).data.items()
+        ]
+        writer.writerow([*head, line.position, *rendered, csv_text(" ".join(line.flags))])
     return out.getvalue()
 
 

@@ -210,23 +210,60 @@ def _settlement_for_invoice(invoice: dict[str, Any]) -> Settlement | None:
         return None
 
 
+def invoice_mismatch(*, invoice: dict[str, Any], settlement: Settlement) -> str:
+    """What in a paid invoice differs from the invoice we sent for the settlement ("" when
+    nothing does): its id (once we know ours), the amount paid and its total in minor units, the
+    currency, and the customer (the host's). A signed event proves only that Stripe sent it, not
+    that it is our invoice: anyone who can create an invoice in the account (a dashboard user, an
+    integration sharing it) can put our settlement's id in its metadata and pay a cent."""
+    expected_minor = _minor(settlement.total, settlement.currency)
+    problems = []
+    if settlement.stripe_invoice_id not in (None, invoice.get("id")):
+        problems.append(f"invoice {invoice.get('id')} != {settlement.stripe_invoice_id}")
+    for field in ("amount_paid", "total"):
+        value = invoice.get(field)
+        if field == "total" and value is None:
+            continue  # amount_paid is what was paid; total only cross-checks it when present
+        if not isinstance(value, int) or isinstance(value, bool) or value != expected_minor:
+            shown = "(none)" if value is None else value
+            problems.append(f"{field} {shown} != {expected_minor}")
+    currency = str(invoice.get("currency") or "").upper()
+    if currency != settlement.currency:
+        problems.append(f"currency {currency or '(none)'} != {settlement.currency}")
+    customer = invoice.get("customer")
+    if isinstance(customer, dict):  # an expanded customer object
+        customer = customer.get("id")
+    expected_customer = settlement.host.stripe_customer_id
+    if not expected_customer or customer != expected_customer:
+        problems.append(f"customer {customer or '(none)'} != {expected_customer or '(none)'}")
+    return "; ".join(problems)
+
+
 def _invoice_paid(*, event_id: int, invoice: dict[str, Any]) -> str:
-    def done(outcome: str) -> str:
-        StripeEvent.objects.filter(pk=event_id).update(outcome=outcome[:200])
+    def done(outcome: str, **fields: Any) -> str:
+        StripeEvent.objects.filter(pk=event_id).update(outcome=outcome[:200], **fields)
         return outcome
 
     settlement = _settlement_for_invoice(invoice)
     if settlement is None:
         logger.warning("stripe invoice %s paid: no settlement of ours", invoice["id"])
         return done("ignored: unknown invoice")
-    if settlement.stripe_invoice_id not in (None, invoice["id"]):
+    mismatch = invoice_mismatch(invoice=invoice, settlement=settlement)
+    if mismatch:
+        # Recorded for operators (the admin's Stripe events), acknowledged to Stripe (a
+        # redelivery would not change it), and neither posted nor moving the settlement.
         logger.error(
-            "stripe invoice %s paid, but settlement %s is invoiced as %s",
+            "stripe invoice %s paid, but it is not settlement %s's invoice: %s",
             invoice["id"],
             settlement.pk,
-            settlement.stripe_invoice_id,
+            mismatch,
         )
-        return done(f"ignored: settlement {settlement.pk} has another invoice")
+        return done(
+            f"mismatch: settlement {settlement.pk} not paid",
+            settlement=settlement,
+            mismatch=mismatch,
+        )
+    StripeEvent.objects.filter(pk=event_id).update(settlement=settlement)
     if settlement.status == SettlementStatus.PAID:
         return done(f"settlement {settlement.pk} was already paid")
     now = timezone.now()
@@ -249,16 +286,8 @@ def _invoice_paid(*, event_id: int, invoice: dict[str, Any]) -> str:
     Settlement.objects.filter(pk=settlement.pk, status=SettlementStatus.INVOICED).update(
         status=SettlementStatus.PAID, paid_at=now, updated_at=now
     )
+    # Checked equal to the invoice's amount_paid above: what the host owes is what we invoiced.
     amount_minor = _minor(settlement.total, settlement.currency)
-    paid = invoice.get("amount_paid")
-    if paid is not None and int(paid) != amount_minor:
-        logger.warning(
-            "stripe invoice %s: paid %s minor units, settlement %s totals %s",
-            invoice["id"],
-            paid,
-            settlement.pk,
-            amount_minor,
-        )
     outcome = done(f"settlement {settlement.pk} paid")
     # Last in the transaction: posting takes the ledger's chain lock, held until commit. What the
     # host owes is what we invoiced: the settlement's total.
@@ -278,6 +307,7 @@ def _invoice_paid(*, event_id: int, invoice: dict[str, Any]) -> str:
 __all__ = [
     "INVOICING_LEASE",
     "invoice_lines",
+    "invoice_mismatch",
     "settlement_invoice",
     "stripe_event_process",
 ]

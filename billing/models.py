@@ -331,6 +331,17 @@ class StripeEvent(models.Model):
     type = models.CharField(max_length=100)
     object_id = models.CharField(max_length=255, blank=True)  # e.g. the invoice's id
     outcome = models.CharField(max_length=200, blank=True)  # what processing did, for operators
+    # The settlement a payment event named (by our invoice id or its metadata), and what in it
+    # differed from the invoice we sent ("" when it matched): a mismatched payment is never posted
+    # and waits for an operator (the admin's Stripe events, filter "mismatched").
+    settlement = models.ForeignKey(
+        Settlement,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="stripe_events",
+    )
+    mismatch = models.TextField(blank=True, db_default="")
     received_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
 
