@@ -25,6 +25,8 @@ from usage import selectors, services
 from usage.wire import (
     MAX_BODY_BYTES,
     MAX_RECORDS,
+    REQUESTS_MAX,
+    TOKENS_MAX,
     EnvelopeError,
     decode_envelope,
     decode_valid,
@@ -100,15 +102,24 @@ class UsageRecordSerializer(serializers.Serializer):
     customer_category = serializers.ChoiceField(
         choices=list(CUSTOMER_CATEGORIES)
     )
-    input_tokens = serializers.IntegerField(min_value=0, required=False, default=0)
-    cached_input_tokens = serializers.IntegerField(min_value=0, required=False, default=0)
-    output_tokens = serializers.IntegerField(min_value=0, required=False, default=0)
-    requests = serializers.IntegerField(min_value=0, required=False, default=1)
+    input_tokens = serializers.IntegerField(
+        min_value=0, max_value=TOKENS_MAX, required=False, default=0
+    )
+    cached_input_tokens = serializers.IntegerField(
+        min_value=0, max_value=TOKENS_MAX, required=False, default=0
+    )
+    output_tokens = serializers.IntegerField(
+        min_value=0, max_value=TOKENS_MAX, required=False, default=0
+    )
+    requests = serializers.IntegerField(
+        min_value=0, max_value=REQUESTS_MAX, required=False, default=1
+    )
     revenue = serializers.RegexField(
         r"^-?[0-9]+(\.[0-9]{1,6})?$",
         required=False,
         default="0",
-        help_text="decimal string, ≥ 0, at most 6 places (an integral JSON number is also taken)",
+        help_text="decimal string, ≥ 0, below 10^12, at most 6 places (an integral JSON number is"
+        " also taken)",
     )
     currency = serializers.RegexField(r"^[A-Z]{3}$", required=False, help_text="ISO 4217")
     region = serializers.RegexField(r"^[A-Z]{2}$", required=False, help_text="ISO 3166-1 alpha-2")

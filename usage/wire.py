@@ -7,7 +7,7 @@ whole columns, ~1.5 µs per record), and declines anything else, which then goes
 per record through one; ~20 µs here), the reference for every answer.
 
 Every per-record error message starts with a machine code, then ": " and a sentence:
-`{"input_tokens": ["invalid: must be an integer from 0 to 9223372036854775807"]}`. The codes are
+`{"input_tokens": ["invalid: must be an integer from 0 to 1000000000000"]}`. The codes are
 listed in `ERROR_CODES` and in docs/ingestion.md.
 """
 
@@ -29,10 +29,20 @@ from licensing.rating import is_valid_region
 MAX_RECORDS = 10_000
 MAX_BODY_BYTES = 10 * 1024 * 1024  # 10 MiB, of the body as sent and of the body after gunzip
 FUTURE_TOLERANCE = timedelta(minutes=5)
-BIGINT_MAX = 2**63 - 1  # PostgreSQL bigint: token counts are stored as bigint
-# numeric(20, 6): 14 digits before the point, 6 after.
+# Per-record maxima (docs/ingestion.md, "Per-record maxima"). Far above any real request (a
+# million-token context is 10^6), far below what the columns hold, so that no record, and no
+# small set of records, can overflow a sum in billing (docs/security.md, finding 1). A
+# correction's deltas are bounded the same in absolute value.
+TOKENS_MAX = 10**12  # tokens of one kind in one record
+REQUESTS_MAX = 10**9  # requests in one record
 REVENUE_MAX_PLACES = 6
-REVENUE_LIMIT = Decimal(10) ** 14
+REVENUE_LIMIT = Decimal(10) ** 12  # revenue < 10^12 in the record's currency, 6 places at most
+_COUNTER_MAX = {
+    "input_tokens": TOKENS_MAX,
+    "cached_input_tokens": TOKENS_MAX,
+    "output_tokens": TOKENS_MAX,
+    "requests": REQUESTS_MAX,
+}
 
 ERROR_CODES = {
     "required": "the field is missing",
@@ -190,11 +200,12 @@ class Rejection:
         }
 
 
-def _counter(value: Any, *, signed: bool) -> str | None:
-    """None when `value` is a valid count, else the error message."""
-    low = -BIGINT_MAX if signed else 0
-    if type(value) is not int or not low <= value <= BIGINT_MAX:
-        return f"invalid: must be an integer from {low} to {BIGINT_MAX}"
+def _counter(value: Any, *, signed: bool, high: int) -> str | None:
+    """None when `value` is a valid count (at most `high`; a delta at most `high` in absolute
+    value), else the error message."""
+    low = -high if signed else 0
+    if type(value) is not int or not low <= value <= high:
+        return f"invalid: must be an integer from {low} to {high}"
     return None
 
 
@@ -213,7 +224,8 @@ def _revenue(value: Any, *, signed: bool) -> tuple[Decimal | None, str | None]:
     if not signed and amount < 0:
         return None, "invalid: must be ≥ 0"
     if abs(amount) >= REVENUE_LIMIT:
-        return None, "invalid: must be below 100000000000000"
+        bound = "in absolute value " if signed else ""
+        return None, f"invalid: must be {bound}below {REVENUE_LIMIT}"
     return amount, None
 
 
@@ -236,7 +248,8 @@ def _text(value: Any, max_length: int) -> str | None:
 # slow one, never looser; tests/usage/test_fast_path.py holds them equal on tricky inputs.
 # Measured in-process on 10,000-record batches: ~1.5 µs per record here, ~20 µs via validate_record.
 
-_Count = Annotated[int, msgspec.Meta(ge=0, le=BIGINT_MAX)]
+_Tokens = Annotated[int, msgspec.Meta(ge=0, le=TOKENS_MAX)]
+_Requests = Annotated[int, msgspec.Meta(ge=0, le=REQUESTS_MAX)]
 _Category = CustomerCategory
 
 
@@ -248,10 +261,10 @@ class _Valid(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     model: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     occurred_at: str  # RFC 3339: one regex over the column, then msgspec parses the column
     customer_category: _Category
-    input_tokens: _Count = 0
-    cached_input_tokens: _Count = 0
-    output_tokens: _Count = 0
-    requests: _Count = 1
+    input_tokens: _Tokens = 0
+    cached_input_tokens: _Tokens = 0
+    output_tokens: _Tokens = 0
+    requests: _Requests = 1
     revenue: str = "0"  # a decimal string: one regex over the column
     currency: str | None = None  # ISO 4217: a set lookup per distinct value
     region: str | None = None  # ISO 3166-1: a set lookup per distinct value
@@ -273,12 +286,12 @@ _encoder = msgspec.json.Encoder()
 # - event_id: exactly the slow path's rule;
 # - occurred_at: only "T" and upper-case "Z", at most 6 fractional digits (msgspec rounds a 7th,
 #   datetime.fromisoformat truncates it: the stored value and the hash would differ by path);
-# - revenue: ≥ 0, no leading zeros, at most 14 integer digits (< 10¹⁴) and 6 places.
+# - revenue: ≥ 0, no leading zeros, at most 12 integer digits (< REVENUE_LIMIT = 10¹²), 6 places.
 _EVENT_IDS = re.compile(r"(?:[A-Za-z0-9._:\-]{1,128}\n)*")
 _TIMESTAMPS = re.compile(
     r"(?:[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-][0-9]{2}:[0-9]{2})\n)*"
 )
-_REVENUES = re.compile(r"(?:(?:0|[1-9][0-9]{0,13})(?:\.[0-9]{1,6})?\n)*")
+_REVENUES = re.compile(r"(?:(?:0|[1-9][0-9]{0,11})(?:\.[0-9]{1,6})?\n)*")
 
 
 @dataclass(slots=True)
@@ -428,7 +441,7 @@ def validate_record(
         value = get(name)
         if value is None:
             value = 1 if name == "requests" and not signed else 0
-        elif problem := _counter(value, signed=signed):
+        elif problem := _counter(value, signed=signed, high=_COUNTER_MAX[name]):
             errors[name] = [problem]
         counts.append(value)
 
