@@ -9,6 +9,8 @@ from typing import Any
 import dj_database_url
 from celery.schedules import crontab
 
+from core.periods import period_parse
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -177,6 +179,11 @@ STRIPE_API_BASE = env("STRIPE_API_BASE")
 STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET")
 # Days a host has to pay a Stripe invoice (collection_method send_invoice).
 STRIPE_DAYS_UNTIL_DUE = envint("STRIPE_DAYS_UNTIL_DUE", "30")
+
+# The earliest month (YYYY-MM, UTC) usage may fall in: an older occurred_at is rejected
+# (`too_old`), and no usage partition is created before it (docs/ingestion.md, "Partitions").
+TOLLGATE_EARLIEST_PERIOD = env("TOLLGATE_EARLIEST_PERIOD", "2020-01")
+period_parse(TOLLGATE_EARLIEST_PERIOD)  # a ValueError at start-up rather than at the first batch
 
 # Platform fee taken on settlements, in percent of the settlement total (0 = none).
 TOLLGATE_PLATFORM_FEE_PERCENT = env("TOLLGATE_PLATFORM_FEE_PERCENT", "0")

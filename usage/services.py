@@ -34,7 +34,7 @@ from core.periods import add_months
 from licensing.models import Agreement, Host, License, LicensedModel, LicenseVersion, Licensor
 from usage import partitions
 from usage.models import PeriodClose
-from usage.wire import COUNTERS, Record, Rejection, ValidBatch, validate_record
+from usage.wire import COUNTERS, Record, Rejection, ValidBatch, earliest_accepted, validate_record
 
 # pg_advisory_xact_lock(class, host_id): ingest takes it shared, period_close exclusive.
 PERIOD_LOCK_CLASS = 0x7573  # "us"
@@ -226,8 +226,11 @@ def usage_batch_ingest(
     now = now or timezone.now()
     result = IngestResult()
     valid: list[Record] = []
+    earliest = earliest_accepted()
     for index, raw in enumerate(records):
-        checked = validate_record(index, raw, now=now, host_currency=host.currency)
+        checked = validate_record(
+            index, raw, now=now, host_currency=host.currency, earliest=earliest
+        )
         if isinstance(checked, Rejection):
             result.results.append(checked.as_result())
         else:

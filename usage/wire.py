@@ -1,6 +1,7 @@
 """The wire format of `POST /api/v1/usage`: the envelope and the per-record field rules.
 
-Pure (no database, no clock of its own): bytes in, plain records or per-field errors out. Two
+Pure (no database, no clock of its own; one setting, the earliest month, read by
+`earliest_accepted`): bytes in, plain records or per-field errors out. Two
 paths: `decode_valid` takes a batch whose records are all valid (msgspec structs and checks over
 whole columns, ~1.5 µs per record), and declines anything else, which then goes through
 `decode_envelope` + `validate_record` (by hand, no DRF serializer: perf.md measured ~69 µs of CPU
@@ -23,6 +24,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from core.money import is_valid_currency
+from core.periods import period_bounds
 from core.vocabulary import CUSTOMER_CATEGORIES, CustomerCategory
 from licensing.rating import is_valid_region
 
@@ -50,6 +52,7 @@ ERROR_CODES = {
     "unknown_field": "the record has a field the contract does not define",
     "unknown_model": "no model has this slug or alias",
     "in_future": "occurred_at is more than 5 minutes ahead of the server's clock",
+    "too_old": "occurred_at is before the earliest accepted month (TOLLGATE_EARLIEST_PERIOD)",
     "conflict": "this event_id was already stored with other content; the stored record stays",
     "currency_mismatch": "the currency differs from that of the terms that would rate the record",
     "correction_not_found": "corrects names no earlier record of this host",
@@ -84,6 +87,18 @@ RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})"
 )
 _DECIMAL = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+# The earliest month usage may fall in when TOLLGATE_EARLIEST_PERIOD is not set: before it, a
+# back-dated record would only create table partitions (docs/security.md, finding 2).
+EARLIEST_PERIOD_DEFAULT = "2020-01"
+
+
+def earliest_accepted() -> datetime:
+    """The first instant (UTC) an `occurred_at` may have: the start of TOLLGATE_EARLIEST_PERIOD."""
+    from django.conf import settings
+
+    return period_bounds(getattr(settings, "TOLLGATE_EARLIEST_PERIOD", EARLIEST_PERIOD_DEFAULT))[0]
 
 
 class EnvelopeError(ValueError):
@@ -311,9 +326,12 @@ def _column_ok(pattern: re.Pattern[str], values: list[str]) -> bool:
     return joined.count("\n") == len(values) and pattern.fullmatch(joined) is not None
 
 
-def decode_valid(body: bytes, media_type: str, *, now: datetime) -> ValidBatch | None:
+def decode_valid(
+    body: bytes, media_type: str, *, now: datetime, earliest: datetime | None = None
+) -> ValidBatch | None:
     """The batch if it is entirely valid under the field rules of this module (catalog checks
-    are the service's), else None: then use `decode_envelope` and `validate_record`."""
+    are the service's), else None: then use `decode_envelope` and `validate_record`.
+    `earliest`: the first instant accepted, default `earliest_accepted()`."""
     if b"\\u0000" in body:  # a NUL in some string (raw control bytes are malformed JSON)
         return None
     try:
@@ -344,7 +362,7 @@ def decode_valid(body: bytes, media_type: str, *, now: datetime) -> ValidBatch |
             at = [d.astimezone(UTC) for d in at]
     except (msgspec.DecodeError, ValueError, OverflowError):
         return None  # a 30 February, a 24:00, a +14:60, beyond year 1..9999 in UTC
-    if max(at) > now + FUTURE_TOLERANCE:
+    if max(at) > now + FUTURE_TOLERANCE or min(at) < (earliest or earliest_accepted()):
         return None
     # msgspec writes an aware UTC datetime as datetime.isoformat() does (microseconds as 6 digits,
     # omitted when 0), but with "Z" for "+00:00".
@@ -381,9 +399,15 @@ def content_hash_text(
 
 
 def validate_record(
-    index: int, raw: Any, *, now: datetime, host_currency: str
+    index: int,
+    raw: Any,
+    *,
+    now: datetime,
+    host_currency: str,
+    earliest: datetime | None = None,
 ) -> Record | Rejection:
-    """Apply every field rule of contract §3 to one raw record; all problems at once."""
+    """Apply every field rule of contract §3 to one raw record; all problems at once.
+    `earliest`: the first instant accepted, default `earliest_accepted()` (pass it in a loop)."""
     if not isinstance(raw, dict):
         return Rejection(index, None, {"record": ["invalid: must be a JSON object"]})
     errors: dict[str, list[str]] = {}
@@ -428,6 +452,11 @@ def validate_record(
         else:
             if occurred_at > now + FUTURE_TOLERANCE:
                 errors["occurred_at"] = ["in_future: more than 5 minutes ahead of the server"]
+                occurred_at = None
+            elif occurred_at < (earliest := earliest or earliest_accepted()):
+                errors["occurred_at"] = [
+                    f"too_old: before {earliest:%Y-%m}, the earliest month accepted"
+                ]
                 occurred_at = None
 
     category = get("customer_category")
