@@ -20,6 +20,8 @@ from django.utils import timezone
 from core.periods import add_months, month_bounds
 from usage.wire import earliest_accepted
 
+# pg_advisory_xact_lock(class, year * 100 + month): held while a month's partition is created.
+PARTITION_LOCK_CLASS = 0x7570  # "up"
 # How far ahead a partition may be created, in months after the current one (the beat task
 # keeps 3 ahead; records are at most 5 minutes in the future).
 AHEAD_MAX = 12
@@ -59,8 +61,6 @@ def partitions_ensure(months: Iterable[tuple[int, int]]) -> list[str]:
             f"no usage partition is created outside {first[0]:04d}-{first[1]:02d} to"
             f" {last[0]:04d}-{last[1]:02d}: {shown}"
         )
-    if not wanted:
-        return []
     created: list[str] = []
     with connection.cursor() as cursor:
         cursor.execute(
@@ -73,12 +73,23 @@ def partitions_ensure(months: Iterable[tuple[int, int]]) -> list[str]:
             if name not in existing:
                 start, end = month_bounds(year, month)
                 with transaction.atomic():
-                    # IF NOT EXISTS: two processes may race to create the same month.
+                    # Two requests may both find the month missing. CREATE ... IF NOT EXISTS
+                    # does not make that safe: both pass the name check, and the second fails
+                    # with "relation already exists" once the first commits (a 500 for the first
+                    # batches of a month sent in parallel). So creators of a month queue on an
+                    # advisory lock, and each looks again (a fresh snapshot of pg_class) once it
+                    # holds it: only the first creates.
                     cursor.execute(
-                        f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF usage_record"
-                        f" FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
+                        "SELECT pg_advisory_xact_lock(%s, %s)",
+                        [PARTITION_LOCK_CLASS, year * 100 + month],
                     )
-                created.append(name)
+                    cursor.execute("SELECT 1 FROM pg_class WHERE relname = %s", [name])
+                    if cursor.fetchone() is None:
+                        cursor.execute(
+                            f"CREATE TABLE {name} PARTITION OF usage_record"
+                            f" FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
+                        )
+                        created.append(name)
             # Inside an outer transaction (a test's) the CREATE may still be rolled back.
             if not connection.in_atomic_block:
                 _known.add((year, month))
