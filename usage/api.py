@@ -50,6 +50,31 @@ def _too_large() -> ApiError:
     )
 
 
+def _gunzip(body: bytes) -> bytes:
+    """Every member of a gzip body, inflated and joined (RFC 1952: a gzip file is a series of
+    members; `cat a.gz b.gz` is one). Reading only the first member silently dropped the rest
+    (docs/security.md, finding 9). At most MAX_BODY_BYTES in all (413); a corrupt or truncated
+    member, or trailing bytes that are not a member, refuse the whole body (400)."""
+    out: list[bytes] = []
+    size = 0
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            part = inflater.decompress(rest, MAX_BODY_BYTES + 1 - size)
+        except zlib.error as exc:
+            raise exceptions.ParseError(f"the gzip body is corrupt: {exc}") from None
+        size += len(part)
+        if size > MAX_BODY_BYTES or inflater.unconsumed_tail:
+            raise _too_large()
+        if not inflater.eof:
+            raise exceptions.ParseError("the gzip body is truncated")
+        out.append(part)
+        rest = inflater.unused_data
+        if not rest:
+            return b"".join(out)
+
+
 class _RawParser(parsers.BaseParser):
     """Hands the body to our decoder untouched: 10 MiB at most (413), gzip undone here with the
     same limit on the inflated size (a small gzip bomb is also a 413)."""
@@ -65,15 +90,7 @@ class _RawParser(parsers.BaseParser):
             raise _too_large()
         encoding = meta.get("HTTP_CONTENT_ENCODING", "").strip().lower()
         if encoding == "gzip":
-            inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-            try:
-                body = inflater.decompress(body, MAX_BODY_BYTES + 1)
-            except zlib.error as exc:
-                raise exceptions.ParseError(f"the gzip body is corrupt: {exc}") from None
-            if len(body) > MAX_BODY_BYTES or inflater.unconsumed_tail:
-                raise _too_large()
-            if not inflater.eof:
-                raise exceptions.ParseError("the gzip body is truncated")
+            body = _gunzip(body)
         elif encoding not in ("", "identity"):
             raise ApiError(
                 "unsupported_media_type",
