@@ -111,6 +111,7 @@ class EnvelopeError(ValueError):
 
 
 _decoder = msgspec.json.Decoder()
+TOO_DEEP = "is nested too deeply to be a usage record"
 
 
 def decode_envelope(body: bytes, media_type: str) -> list[Any]:
@@ -125,18 +126,24 @@ def decode_envelope(body: bytes, media_type: str) -> list[Any]:
             records = _decoder.decode(b"[" + b",".join(lines) + b"]")
             if len(records) != len(lines):
                 raise msgspec.DecodeError("a line holds more than one JSON value")
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             for number, line in enumerate(lines, start=1):
                 try:
                     _decoder.decode(line)
                 except msgspec.DecodeError as exc:
                     raise EnvelopeError(f"line {number} is not one JSON value: {exc}") from None
+                except RecursionError:
+                    raise EnvelopeError(f"line {number} {TOO_DEEP}") from None
             raise EnvelopeError("a line holds more than one JSON value") from None
     else:
         try:
             envelope = _decoder.decode(body)
         except msgspec.DecodeError as exc:
             raise EnvelopeError(f"malformed JSON: {exc}") from None
+        except RecursionError:
+            # msgspec decodes recursively; a body nested thousands deep was a 500
+            # (docs/security.md, finding 8). No record is nested more than 1 level.
+            raise EnvelopeError(f"the body {TOO_DEEP}") from None
         if not isinstance(envelope, dict):
             raise EnvelopeError('the body must be a JSON object {"records": [...]}')
         extra = sorted(k for k in envelope if k != "records")
@@ -342,7 +349,8 @@ def decode_valid(
                 return None  # a line with two values: the slow path says which
         else:
             records = _envelope_decoder.decode(body).records
-    except (msgspec.DecodeError, ValueError):  # ValueError: UnicodeDecodeError
+    # ValueError: UnicodeDecodeError; RecursionError: nested too deeply (the slow path says so)
+    except (msgspec.DecodeError, ValueError, RecursionError):
         return None
     if not records:
         return None
