@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config import views
 
+handler400 = "config.errors.json_400"
 handler404 = "config.errors.json_404"
 handler500 = "config.errors.json_500"
 
