@@ -14,4 +14,4 @@ class JSONParser(parsers.JSONParser):
         try:
             return super().parse(stream, media_type, parser_context)
         except RecursionError:
-            raise exceptions.ParseError("JSON parse error - the body is nested too deeply") from None
+            raise exceptions.ParseError("JSON parse error - nested too deeply") from None

@@ -26,10 +26,29 @@ def envint(name: str, default: str) -> int:
     return int(env(name, default))
 
 
-DEBUG = envbool("DEBUG", "True")
-SECRET_KEY = env("SECRET_KEY", "dev-only-not-secret-" + "x" * 40)
+# Production is the default: DEBUG only when turned on (`make demo`, the test settings). A
+# debug page shows every setting, DATABASE_URL included (docs/security.md, finding 4).
+DEBUG = envbool("DEBUG", "False")
+DEV_SECRET_KEY = "dev-only-not-secret-" + "x" * 40
+SECRET_KEY = env("SECRET_KEY") or (DEV_SECRET_KEY if DEBUG else "")
 ALLOWED_HOSTS = [h for h in env("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [o for o in env("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+# HTTPS (`manage.py check --deploy` is clean with DEBUG off; tests/config/
+# test_production_settings.py runs it). Behind a proxy that terminates TLS, set
+# SECURE_PROXY_SSL_HEADER to the header it sets (e.g. X-Forwarded-Proto) so that a request it
+# received over https counts as secure; only then, since a client could send that header itself.
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", str(not DEBUG))
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]  # probes inside the network speak http
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", "0" if DEBUG else "31536000")  # 1 year
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", "True")
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", "True")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = envbool("SECURE_COOKIES", str(not DEBUG))
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + env("SECURE_PROXY_SSL_HEADER").upper().replace("-", "_"), "https")
+    if env("SECURE_PROXY_SSL_HEADER")
+    else None
+)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -184,6 +203,31 @@ STRIPE_DAYS_UNTIL_DUE = envint("STRIPE_DAYS_UNTIL_DUE", "30")
 # (`too_old`), and no usage partition is created before it (docs/ingestion.md, "Partitions").
 TOLLGATE_EARLIEST_PERIOD = env("TOLLGATE_EARLIEST_PERIOD", "2020-01")
 period_parse(TOLLGATE_EARLIEST_PERIOD)  # a ValueError at start-up rather than at the first batch
+
+# Secrets that must not run a production process: missing, or published in this repository
+# (the dev key above, docker-compose.yml's old fallbacks). Checked at import, so the web
+# server, the workers and every command refuse alike.
+KNOWN_SECRETS = {
+    DEV_SECRET_KEY,
+    "change-me-in-production-please-0123456789",
+    "whsec_local",
+}
+if not DEBUG:
+    from django.core.exceptions import ImproperlyConfigured
+
+    if SECRET_KEY in KNOWN_SECRETS or len(SECRET_KEY) < 50:
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set to a random value of 50 characters or more when DEBUG is"
+            " off (a missing or published key lets anyone forge sessions); for a development"
+            " server set DEBUG=true"
+        )
+    # Without Stripe (STRIPE_API_KEY unset) the webhook answers 503 and needs no secret.
+    if STRIPE_WEBHOOK_SECRET in KNOWN_SECRETS or (STRIPE_API_KEY and not STRIPE_WEBHOOK_SECRET):
+        raise ImproperlyConfigured(
+            "STRIPE_WEBHOOK_SECRET must be set to the endpoint's signing secret (whsec_...)"
+            " when STRIPE_API_KEY is set and DEBUG is off; a missing or published one lets"
+            " anyone mark settlements paid"
+        )
 
 # Platform fee taken on settlements, in percent of the settlement total (0 = none).
 TOLLGATE_PLATFORM_FEE_PERCENT = env("TOLLGATE_PLATFORM_FEE_PERCENT", "0")
