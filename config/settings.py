@@ -144,7 +144,15 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         # Per API key. A 10,000-record batch is one request, so 600/min is 100k records/s.
         "api_key": env("TOLLGATE_THROTTLE_RATE", "600/min"),
+        # Per client address: failed API key authentications, failed admin logins
+        # (licensing/auth.py; docs/security.md, finding 10).
+        "auth_failure": env("TOLLGATE_AUTH_FAILURE_RATE", "20/min"),
+        "admin_login_failure": env("TOLLGATE_ADMIN_LOGIN_FAILURE_RATE", "10/h"),
     },
+    # The client address of the per-address counters: REMOTE_ADDR unless that many proxies
+    # (which append to X-Forwarded-For) stand in front; 0 ignores X-Forwarded-For, which a
+    # client can set to anything.
+    "NUM_PROXIES": envint("TOLLGATE_NUM_PROXIES", "0"),
 }
 
 SPECTACULAR_SETTINGS = {
