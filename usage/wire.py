@@ -39,6 +39,8 @@ TOKENS_MAX = 10**12  # tokens of one kind in one record
 REQUESTS_MAX = 10**9  # requests in one record
 REVENUE_MAX_PLACES = 6
 REVENUE_LIMIT = Decimal(10) ** 12  # revenue < 10^12 in the record's currency, 6 places at most
+# The largest net of an original and its corrections, field by field in COUNTERS + revenue order.
+NET_MAXIMA = (TOKENS_MAX, TOKENS_MAX, TOKENS_MAX, REQUESTS_MAX, REVENUE_LIMIT - Decimal("0.000001"))
 _COUNTER_MAX = {
     "input_tokens": TOKENS_MAX,
     "cached_input_tokens": TOKENS_MAX,

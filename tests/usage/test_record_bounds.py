@@ -106,3 +106,26 @@ def test_a_correction_delta_is_bounded_in_absolute_value(
     assert body["rejected"] == 1, body
     assert body["results"][0]["errors"][field][0].startswith("invalid: "), body
     assert UsageRecord.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "original", "delta"),
+    [
+        ("input_tokens", TOKENS_MAX, 1),
+        ("requests", REQUESTS_MAX, 1),
+        ("revenue", "999999999999.999999", "0.000001"),
+    ],
+)
+def test_corrections_cannot_raise_a_net_above_the_maximum(
+    catalog: Any, post: Any, field: str, original: Any, delta: Any
+) -> None:
+    # given an original at a per-record maximum
+    assert post([record("orig", **{field: original})]).json()["accepted"] == 1
+
+    # when a correction would take its net above it (each delta alone is within bounds)
+    body = post([record("up", corrects="orig", **{field: delta})]).json()
+
+    # then the correction is rejected naming the field, and only the original is stored
+    assert body["rejected"] == 1, body
+    assert body["results"][0]["errors"][field][0].startswith("invalid: "), body
+    assert UsageRecord.objects.count() == 1
