@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
+from tests.factories import HostFactory
+
 
 def assert_error_shape(response: Any, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.content[:300]
@@ -57,3 +59,16 @@ def test_the_400_handler_answers_json(rf: Any) -> None:
     # then JSON
     assert response.status_code == 400
     assert json.loads(response.content)["error"]["code"] == "bad_request"
+
+
+@pytest.mark.django_db
+def test_too_many_query_fields_on_an_api_endpoint_is_a_json_400(client_for: Any) -> None:
+    # given a host key
+    client = client_for(host=HostFactory())
+
+    # when a query string carries more fields than DATA_UPLOAD_MAX_NUMBER_FIELDS (1,000)
+    query = "&".join(f"f{i}=1" for i in range(1_001))
+    response = client.get(f"/api/v1/usage?{query}")
+
+    # then a JSON 400, not Django's HTML page
+    assert_error_shape(response, 400, "bad_request")
