@@ -7,7 +7,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 RUN pip install --upgrade pip && pip install .
 COPY . .
-RUN DATABASE_URL=postgres://unused/unused python manage.py collectstatic --noinput
+# collectstatic needs settings, not secrets: DEBUG=true for this build step only.
+RUN DATABASE_URL=postgres://unused/unused DEBUG=true python manage.py collectstatic --noinput
 
 EXPOSE 8000
 CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "4", \

@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The demo is a development server: DEBUG on (settings refuse the published dev secret key
+# without it; production is the default, docs/security.md).
 demo: $(STAMP)
-	$(PY) manage.py migrate --noinput
-	$(PY) manage.py seed_demo --serve
+	DEBUG=true $(PY) manage.py migrate --noinput
+	DEBUG=true $(PY) manage.py seed_demo --serve
 
 # Everything but the browser tests, then the browser tests in their own invocation (their sync
 # Playwright event loop needs DJANGO_ALLOW_ASYNC_UNSAFE, which must not hide bugs elsewhere).
@@ -34,7 +36,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy .
 
 bench: $(STAMP)
-	$(PY) -m bench $(BENCH_ARGS)
+	DEBUG=$${DEBUG:-true} $(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -9,6 +9,8 @@ from typing import Any
 import dj_database_url
 from celery.schedules import crontab
 
+from core.periods import period_parse
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -24,10 +26,29 @@ def envint(name: str, default: str) -> int:
     return int(env(name, default))
 
 
-DEBUG = envbool("DEBUG", "True")
-SECRET_KEY = env("SECRET_KEY", "dev-only-not-secret-" + "x" * 40)
+# Production is the default: DEBUG only when turned on (`make demo`, the test settings). A
+# debug page shows every setting, DATABASE_URL included (docs/security.md, finding 4).
+DEBUG = envbool("DEBUG", "False")
+DEV_SECRET_KEY = "dev-only-not-secret-" + "x" * 40
+SECRET_KEY = env("SECRET_KEY") or (DEV_SECRET_KEY if DEBUG else "")
 ALLOWED_HOSTS = [h for h in env("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [o for o in env("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+# HTTPS (`manage.py check --deploy` is clean with DEBUG off; tests/config/
+# test_production_settings.py runs it). Behind a proxy that terminates TLS, set
+# SECURE_PROXY_SSL_HEADER to the header it sets (e.g. X-Forwarded-Proto) so that a request it
+# received over https counts as secure; only then, since a client could send that header itself.
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", str(not DEBUG))
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]  # probes inside the network speak http
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", "0" if DEBUG else "31536000")  # 1 year
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", "True")
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", "True")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = envbool("SECURE_COOKIES", str(not DEBUG))
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + env("SECURE_PROXY_SSL_HEADER").upper().replace("-", "_"), "https")
+    if env("SECURE_PROXY_SSL_HEADER")
+    else None
+)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -113,7 +134,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["licensing.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["config.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "licensing.schema.TollgateAutoSchema",  # documents the 4xx answers
     "EXCEPTION_HANDLER": "config.errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["licensing.auth.ApiKeyThrottle"],
@@ -121,7 +142,15 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         # Per API key. A 10,000-record batch is one request, so 600/min is 100k records/s.
         "api_key": env("TOLLGATE_THROTTLE_RATE", "600/min"),
+        # Per client address: failed API key authentications, failed admin logins
+        # (licensing/auth.py; docs/security.md, finding 10).
+        "auth_failure": env("TOLLGATE_AUTH_FAILURE_RATE", "20/min"),
+        "admin_login_failure": env("TOLLGATE_ADMIN_LOGIN_FAILURE_RATE", "10/h"),
     },
+    # The client address of the per-address counters: REMOTE_ADDR unless that many proxies
+    # (which append to X-Forwarded-For) stand in front; 0 ignores X-Forwarded-For, which a
+    # client can set to anything.
+    "NUM_PROXIES": envint("TOLLGATE_NUM_PROXIES", "0"),
 }
 
 SPECTACULAR_SETTINGS = {
@@ -175,6 +204,36 @@ STRIPE_API_BASE = env("STRIPE_API_BASE")
 STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET")
 # Days a host has to pay a Stripe invoice (collection_method send_invoice).
 STRIPE_DAYS_UNTIL_DUE = envint("STRIPE_DAYS_UNTIL_DUE", "30")
+
+# The earliest month (YYYY-MM, UTC) usage may fall in: an older occurred_at is rejected
+# (`too_old`), and no usage partition is created before it (docs/ingestion.md, "Partitions").
+TOLLGATE_EARLIEST_PERIOD = env("TOLLGATE_EARLIEST_PERIOD", "2020-01")
+period_parse(TOLLGATE_EARLIEST_PERIOD)  # a ValueError at start-up rather than at the first batch
+
+# Secrets that must not run a production process: missing, or published in this repository
+# (the dev key above, docker-compose.yml's old fallbacks). Checked at import, so the web
+# server, the workers and every command refuse alike.
+KNOWN_SECRETS = {
+    DEV_SECRET_KEY,
+    "change-me-in-production-please-0123456789",
+    "whsec_local",
+}
+if not DEBUG:
+    from django.core.exceptions import ImproperlyConfigured
+
+    if SECRET_KEY in KNOWN_SECRETS or len(SECRET_KEY) < 50:
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set to a random value of 50 characters or more when DEBUG is"
+            " off (a missing or published key lets anyone forge sessions); for a development"
+            " server set DEBUG=true"
+        )
+    # Without Stripe (STRIPE_API_KEY unset) the webhook answers 503 and needs no secret.
+    if STRIPE_WEBHOOK_SECRET in KNOWN_SECRETS or (STRIPE_API_KEY and not STRIPE_WEBHOOK_SECRET):
+        raise ImproperlyConfigured(
+            "STRIPE_WEBHOOK_SECRET must be set to the endpoint's signing secret (whsec_...)"
+            " when STRIPE_API_KEY is set and DEBUG is off; a missing or published one lets"
+            " anyone mark settlements paid"
+        )
 
 # Platform fee taken on settlements, in percent of the settlement total (0 = none).
 TOLLGATE_PLATFORM_FEE_PERCENT = env("TOLLGATE_PLATFORM_FEE_PERCENT", "0")

@@ -3,7 +3,11 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config import views
+from config.admin_login import LockoutAdminLoginForm
 
+admin.site.login_form = LockoutAdminLoginForm
+
+handler400 = "config.errors.json_400"
 handler404 = "config.errors.json_404"
 handler500 = "config.errors.json_500"
 

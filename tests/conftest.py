@@ -29,6 +29,16 @@ def _fast_password_hashing(settings: pytest.FixtureRequest) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # type: ignore[attr-defined]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_counters() -> None:
+    """Every test starts with empty throttle counters: the per-address counters of failed
+    authentication (licensing/auth.py) would otherwise carry one test's wrong keys into the next
+    (every test client is 127.0.0.1)."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def api_client() -> APIClient:
     return APIClient()

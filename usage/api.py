@@ -26,6 +26,8 @@ from usage import selectors, services
 from usage.wire import (
     MAX_BODY_BYTES,
     MAX_RECORDS,
+    REQUESTS_MAX,
+    TOKENS_MAX,
     EnvelopeError,
     decode_envelope,
     decode_valid,
@@ -49,6 +51,31 @@ def _too_large() -> ApiError:
     )
 
 
+def _gunzip(body: bytes) -> bytes:
+    """Every member of a gzip body, inflated and joined (RFC 1952: a gzip file is a series of
+    members; `cat a.gz b.gz` is one). Reading only the first member silently dropped the rest
+    (docs/security.md, finding 9). At most MAX_BODY_BYTES in all (413); a corrupt or truncated
+    member, or trailing bytes that are not a member, refuse the whole body (400)."""
+    out: list[bytes] = []
+    size = 0
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            part = inflater.decompress(rest, MAX_BODY_BYTES + 1 - size)
+        except zlib.error as exc:
+            raise exceptions.ParseError(f"the gzip body is corrupt: {exc}") from None
+        size += len(part)
+        if size > MAX_BODY_BYTES or inflater.unconsumed_tail:
+            raise _too_large()
+        if not inflater.eof:
+            raise exceptions.ParseError("the gzip body is truncated")
+        out.append(part)
+        rest = inflater.unused_data
+        if not rest:
+            return b"".join(out)
+
+
 class _RawParser(parsers.BaseParser):
     """Hands the body to our decoder untouched: 10 MiB at most (413), gzip undone here with the
     same limit on the inflated size (a small gzip bomb is also a 413)."""
@@ -64,15 +91,7 @@ class _RawParser(parsers.BaseParser):
             raise _too_large()
         encoding = meta.get("HTTP_CONTENT_ENCODING", "").strip().lower()
         if encoding == "gzip":
-            inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-            try:
-                body = inflater.decompress(body, MAX_BODY_BYTES + 1)
-            except zlib.error as exc:
-                raise exceptions.ParseError(f"the gzip body is corrupt: {exc}") from None
-            if len(body) > MAX_BODY_BYTES or inflater.unconsumed_tail:
-                raise _too_large()
-            if not inflater.eof:
-                raise exceptions.ParseError("the gzip body is truncated")
+            body = _gunzip(body)
         elif encoding not in ("", "identity"):
             raise ApiError(
                 "unsupported_media_type",
@@ -101,15 +120,24 @@ class UsageRecordSerializer(serializers.Serializer):
     customer_category = serializers.ChoiceField(
         choices=list(CUSTOMER_CATEGORIES)
     )
-    input_tokens = serializers.IntegerField(min_value=0, required=False, default=0)
-    cached_input_tokens = serializers.IntegerField(min_value=0, required=False, default=0)
-    output_tokens = serializers.IntegerField(min_value=0, required=False, default=0)
-    requests = serializers.IntegerField(min_value=0, required=False, default=1)
+    input_tokens = serializers.IntegerField(
+        min_value=0, max_value=TOKENS_MAX, required=False, default=0
+    )
+    cached_input_tokens = serializers.IntegerField(
+        min_value=0, max_value=TOKENS_MAX, required=False, default=0
+    )
+    output_tokens = serializers.IntegerField(
+        min_value=0, max_value=TOKENS_MAX, required=False, default=0
+    )
+    requests = serializers.IntegerField(
+        min_value=0, max_value=REQUESTS_MAX, required=False, default=1
+    )
     revenue = serializers.RegexField(
         r"^-?[0-9]+(\.[0-9]{1,6})?$",
         required=False,
         default="0",
-        help_text="decimal string, ≥ 0, at most 6 places (an integral JSON number is also taken)",
+        help_text="decimal string, ≥ 0, below 10^12, at most 6 places (an integral JSON number is"
+        " also taken)",
     )
     currency = serializers.RegexField(r"^[A-Z]{3}$", required=False, help_text="ISO 4217")
     region = serializers.RegexField(r"^[A-Z]{2}$", required=False, help_text="ISO 3166-1 alpha-2")

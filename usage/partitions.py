@@ -2,7 +2,8 @@
 
 Created ahead of time by the beat task `ensure_usage_partitions` (and by the migration for the
 months around the day it runs), so the insert path normally does no DDL. A record for a month
-without a partition (back-dated usage) is still accepted: the ingest service calls
+without a partition (back-dated usage, down to TOLLGATE_EARLIEST_PERIOD) is still accepted: the
+ingest service calls
 `partitions_ensure` for the batch's months first, in its own short transaction, before it opens the
 transaction that writes. There is deliberately no DEFAULT partition: rows in it would make the
 later CREATE of that month's partition fail, and moving them would mean deleting from an
@@ -14,8 +15,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from django.db import connection, transaction
+from django.utils import timezone
 
-from core.periods import month_bounds
+from core.periods import add_months, month_bounds
+from usage.wire import earliest_accepted
+
+# pg_advisory_xact_lock(class, year * 100 + month): held while a month's partition is created.
+PARTITION_LOCK_CLASS = 0x7570  # "up"
+# How far ahead a partition may be created, in months after the current one (the beat task
+# keeps 3 ahead; records are at most 5 minutes in the future).
+AHEAD_MAX = 12
 
 # Months known to exist in this process: a partition is never dropped, so the cache cannot go
 # stale in the direction that matters (it may only miss a partition another process created).
@@ -26,14 +35,32 @@ def partition_name(year: int, month: int) -> str:
     return f"usage_record_p{year:04d}_{month:02d}"
 
 
+def partitions_window() -> tuple[tuple[int, int], tuple[int, int]]:
+    """The first and last (year, month) a partition may be created for: TOLLGATE_EARLIEST_PERIOD
+    to AHEAD_MAX months after the current one. Bounds the partitions a host can cause to exist
+    (docs/security.md, finding 2)."""
+    first = earliest_accepted()
+    today = timezone.now()
+    return (first.year, first.month), add_months(today.year, today.month, AHEAD_MAX)
+
+
 def partitions_ensure(months: Iterable[tuple[int, int]]) -> list[str]:
     """Create the partitions of `months` that do not exist yet; return the names created.
+    A month outside `partitions_window()` is a ValueError, and then nothing is created.
 
     Runs in its own transaction (DDL takes an ACCESS EXCLUSIVE lock on the parent for a moment;
     holding it inside a long ingest transaction would stall every other writer)."""
-    wanted = {m for m in months if 1 <= m[0] <= 9998} - _known
+    wanted = set(months) - _known
     if not wanted:
         return []
+    first, last = partitions_window()
+    outside = sorted(m for m in wanted if not first <= m <= last)
+    if outside:
+        shown = ", ".join(f"{y:04d}-{m:02d}" for y, m in outside)
+        raise ValueError(
+            f"no usage partition is created outside {first[0]:04d}-{first[1]:02d} to"
+            f" {last[0]:04d}-{last[1]:02d}: {shown}"
+        )
     created: list[str] = []
     with connection.cursor() as cursor:
         cursor.execute(
@@ -46,12 +73,23 @@ def partitions_ensure(months: Iterable[tuple[int, int]]) -> list[str]:
             if name not in existing:
                 start, end = month_bounds(year, month)
                 with transaction.atomic():
-                    # IF NOT EXISTS: two processes may race to create the same month.
+                    # Two requests may both find the month missing. CREATE ... IF NOT EXISTS
+                    # does not make that safe: both pass the name check, and the second fails
+                    # with "relation already exists" once the first commits (a 500 for the first
+                    # batches of a month sent in parallel). So creators of a month queue on an
+                    # advisory lock, and each looks again (a fresh snapshot of pg_class) once it
+                    # holds it: only the first creates.
                     cursor.execute(
-                        f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF usage_record"
-                        f" FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
+                        "SELECT pg_advisory_xact_lock(%s, %s)",
+                        [PARTITION_LOCK_CLASS, year * 100 + month],
                     )
-                created.append(name)
+                    cursor.execute("SELECT 1 FROM pg_class WHERE relname = %s", [name])
+                    if cursor.fetchone() is None:
+                        cursor.execute(
+                            f"CREATE TABLE {name} PARTITION OF usage_record"
+                            f" FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
+                        )
+                        created.append(name)
             # Inside an outer transaction (a test's) the CREATE may still be rolled back.
             if not connection.in_atomic_block:
                 _known.add((year, month))

@@ -33,9 +33,9 @@ from django.utils import timezone
 from core.periods import add_months
 from licensing.models import Agreement, Host, License, LicensedModel, LicenseVersion, Licensor
 from licensing.rating import terms_in_force
-from usage import partitions
+from usage import partitions, wire
 from usage.models import PeriodClose
-from usage.wire import COUNTERS, Record, Rejection, ValidBatch, validate_record
+from usage.wire import COUNTERS, Record, Rejection, ValidBatch, earliest_accepted, validate_record
 
 # pg_advisory_xact_lock(class, host_id): ingest takes it shared, period_close exclusive.
 PERIOD_LOCK_CLASS = 0x7573  # "us"
@@ -227,8 +227,11 @@ def usage_batch_ingest(
     now = now or timezone.now()
     result = IngestResult()
     valid: list[Record] = []
+    earliest = earliest_accepted()
     for index, raw in enumerate(records):
-        checked = validate_record(index, raw, now=now, host_currency=host.currency)
+        checked = validate_record(
+            index, raw, now=now, host_currency=host.currency, earliest=earliest
+        )
         if isinstance(checked, Rejection):
             result.results.append(checked.as_result())
         else:
@@ -633,16 +636,14 @@ def _check_corrections(
         deltas = [r.input_tokens, r.cached_input_tokens, r.output_tokens, r.requests, r.revenue]
         totals = net[r.corrects]
         names = [*COUNTERS, "revenue"]
-        negative = [names[k] for k in range(5) if totals[k] + deltas[k] < 0]
-        if negative:
-            outcome[r.event_id] = (
-                "rejected",
-                (
-                    negative[0],
-                    f"negative_net: {r.corrects} would net"
-                    f" {totals[names.index(negative[0])] + deltas[names.index(negative[0])]}",
-                ),
-            )
+        # The net stays within what one record may carry: 0 to its maximum (docs/ingestion.md).
+        bad = [k for k in range(5) if not 0 <= totals[k] + deltas[k] <= wire.NET_MAXIMA[k]]
+        if bad:
+            value = totals[bad[0]] + deltas[bad[0]]
+            problem = "negative_net" if value < 0 else "invalid"
+            above = "" if value < 0 else f", above the per-record maximum {wire.NET_MAXIMA[bad[0]]}"
+            message = f"{problem}: {r.corrects} would net {value}{above}"
+            outcome[r.event_id] = ("rejected", (names[bad[0]], message))
             continue
         for k in range(5):
             totals[k] += deltas[k]

@@ -1,13 +1,14 @@
 """The wire format of `POST /api/v1/usage`: the envelope and the per-record field rules.
 
-Pure (no database, no clock of its own): bytes in, plain records or per-field errors out. Two
+Pure (no database, no clock of its own; one setting, the earliest month, read by
+`earliest_accepted`): bytes in, plain records or per-field errors out. Two
 paths: `decode_valid` takes a batch whose records are all valid (msgspec structs and checks over
 whole columns), and declines anything else, which then goes through `decode_envelope` +
 `validate_record` (by hand, not through a DRF serializer, which costs several times more per
 record), the reference for every answer. Figures: docs/performance.md, "Ingestion".
 
 Every per-record error message starts with a machine code, then ": " and a sentence:
-`{"input_tokens": ["invalid: must be an integer from 0 to 9223372036854775807"]}`. The codes are
+`{"input_tokens": ["invalid: must be an integer from 0 to 1000000000000"]}`. The codes are
 listed in `ERROR_CODES` and in docs/ingestion.md.
 """
 
@@ -23,16 +24,29 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from core.money import is_valid_currency
+from core.periods import period_bounds
 from core.vocabulary import CUSTOMER_CATEGORIES, CustomerCategory
 from licensing.rating import is_valid_region
 
 MAX_RECORDS = 10_000
 MAX_BODY_BYTES = 10 * 1024 * 1024  # 10 MiB, of the body as sent and of the body after gunzip
 FUTURE_TOLERANCE = timedelta(minutes=5)
-BIGINT_MAX = 2**63 - 1  # PostgreSQL bigint: token counts are stored as bigint
-# numeric(20, 6): 14 digits before the point, 6 after.
+# Per-record maxima (docs/ingestion.md, "Per-record maxima"). Far above any real request (a
+# million-token context is 10^6), far below what the columns hold, so that no record, and no
+# small set of records, can overflow a sum in billing (docs/security.md, finding 1). A
+# correction's deltas are bounded the same in absolute value.
+TOKENS_MAX = 10**12  # tokens of one kind in one record
+REQUESTS_MAX = 10**9  # requests in one record
 REVENUE_MAX_PLACES = 6
-REVENUE_LIMIT = Decimal(10) ** 14
+REVENUE_LIMIT = Decimal(10) ** 12  # revenue < 10^12 in the record's currency, 6 places at most
+# The largest net of an original and its corrections, field by field in COUNTERS + revenue order.
+NET_MAXIMA = (TOKENS_MAX, TOKENS_MAX, TOKENS_MAX, REQUESTS_MAX, REVENUE_LIMIT - Decimal("0.000001"))
+_COUNTER_MAX = {
+    "input_tokens": TOKENS_MAX,
+    "cached_input_tokens": TOKENS_MAX,
+    "output_tokens": TOKENS_MAX,
+    "requests": REQUESTS_MAX,
+}
 
 ERROR_CODES = {
     "required": "the field is missing",
@@ -40,6 +54,7 @@ ERROR_CODES = {
     "unknown_field": "the record has a field the contract does not define",
     "unknown_model": "no model has this slug or alias",
     "in_future": "occurred_at is more than 5 minutes ahead of the server's clock",
+    "too_old": "occurred_at is before the earliest accepted month (TOLLGATE_EARLIEST_PERIOD)",
     "conflict": "this event_id was already stored with other content; the stored record stays",
     "currency_mismatch": "the currency differs from that of the terms that would rate the record",
     "correction_not_found": "corrects names no earlier record of this host",
@@ -76,6 +91,18 @@ RFC3339 = re.compile(
 _DECIMAL = re.compile(r"-?\d+(?:\.\d+)?")
 
 
+# The earliest month usage may fall in when TOLLGATE_EARLIEST_PERIOD is not set: before it, a
+# back-dated record would only create table partitions (docs/security.md, finding 2).
+EARLIEST_PERIOD_DEFAULT = "2020-01"
+
+
+def earliest_accepted() -> datetime:
+    """The first instant (UTC) an `occurred_at` may have: the start of TOLLGATE_EARLIEST_PERIOD."""
+    from django.conf import settings
+
+    return period_bounds(getattr(settings, "TOLLGATE_EARLIEST_PERIOD", EARLIEST_PERIOD_DEFAULT))[0]
+
+
 class EnvelopeError(ValueError):
     """The request as a whole is unusable (400): nothing of it is stored."""
 
@@ -86,6 +113,7 @@ class EnvelopeError(ValueError):
 
 
 _decoder = msgspec.json.Decoder()
+TOO_DEEP = "is nested too deeply to be a usage record"
 
 
 def decode_envelope(body: bytes, media_type: str) -> list[Any]:
@@ -101,18 +129,24 @@ def decode_envelope(body: bytes, media_type: str) -> list[Any]:
             records = _decoder.decode(b"[" + b",".join(lines) + b"]")
             if len(records) != len(lines):
                 raise msgspec.DecodeError("a line holds more than one JSON value")
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             for number, line in enumerate(lines, start=1):
                 try:
                     _decoder.decode(line)
                 except msgspec.DecodeError as exc:
                     raise EnvelopeError(f"line {number} is not one JSON value: {exc}") from None
+                except RecursionError:
+                    raise EnvelopeError(f"line {number} {TOO_DEEP}") from None
             raise EnvelopeError("a line holds more than one JSON value") from None
     else:
         try:
             envelope = _decoder.decode(body)
         except msgspec.DecodeError as exc:
             raise EnvelopeError(f"malformed JSON: {exc}") from None
+        except RecursionError:
+            # msgspec decodes recursively; a body nested thousands deep was a 500
+            # (docs/security.md, finding 8). No record is nested more than 1 level.
+            raise EnvelopeError(f"the body {TOO_DEEP}") from None
         if not isinstance(envelope, dict):
             raise EnvelopeError('the body must be a JSON object {"records": [...]}')
         extra = sorted(k for k in envelope if k != "records")
@@ -191,11 +225,12 @@ class Rejection:
         }
 
 
-def _counter(value: Any, *, signed: bool) -> str | None:
-    """None when `value` is a valid count, else the error message."""
-    low = -BIGINT_MAX if signed else 0
-    if type(value) is not int or not low <= value <= BIGINT_MAX:
-        return f"invalid: must be an integer from {low} to {BIGINT_MAX}"
+def _counter(value: Any, *, signed: bool, high: int) -> str | None:
+    """None when `value` is a valid count (at most `high`; a delta at most `high` in absolute
+    value), else the error message."""
+    low = -high if signed else 0
+    if type(value) is not int or not low <= value <= high:
+        return f"invalid: must be an integer from {low} to {high}"
     return None
 
 
@@ -214,7 +249,8 @@ def _revenue(value: Any, *, signed: bool) -> tuple[Decimal | None, str | None]:
     if not signed and amount < 0:
         return None, "invalid: must be ≥ 0"
     if abs(amount) >= REVENUE_LIMIT:
-        return None, "invalid: must be below 100000000000000"
+        bound = "in absolute value " if signed else ""
+        return None, f"invalid: must be {bound}below {REVENUE_LIMIT}"
     return amount, None
 
 
@@ -236,7 +272,8 @@ def _text(value: Any, max_length: int) -> str | None:
 # response is the slow path's, byte for byte, and the fast path only has to be *stricter* than the
 # slow one, never looser; tests/usage/test_fast_path.py holds them equal on tricky inputs.
 
-_Count = Annotated[int, msgspec.Meta(ge=0, le=BIGINT_MAX)]
+_Tokens = Annotated[int, msgspec.Meta(ge=0, le=TOKENS_MAX)]
+_Requests = Annotated[int, msgspec.Meta(ge=0, le=REQUESTS_MAX)]
 _Category = CustomerCategory
 
 
@@ -248,10 +285,10 @@ class _Valid(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     model: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     occurred_at: str  # RFC 3339: one regex over the column, then msgspec parses the column
     customer_category: _Category
-    input_tokens: _Count = 0
-    cached_input_tokens: _Count = 0
-    output_tokens: _Count = 0
-    requests: _Count = 1
+    input_tokens: _Tokens = 0
+    cached_input_tokens: _Tokens = 0
+    output_tokens: _Tokens = 0
+    requests: _Requests = 1
     revenue: str = "0"  # a decimal string: one regex over the column
     currency: str | None = None  # ISO 4217: a set lookup per distinct value
     region: str | None = None  # ISO 3166-1: a set lookup per distinct value
@@ -273,12 +310,12 @@ _encoder = msgspec.json.Encoder()
 # - event_id: exactly the slow path's rule;
 # - occurred_at: only "T" and upper-case "Z", at most 6 fractional digits (msgspec rounds a 7th,
 #   datetime.fromisoformat truncates it: the stored value and the hash would differ by path);
-# - revenue: ≥ 0, no leading zeros, at most 14 integer digits (< 10¹⁴) and 6 places.
+# - revenue: ≥ 0, no leading zeros, at most 12 integer digits (< REVENUE_LIMIT = 10¹²), 6 places.
 _EVENT_IDS = re.compile(r"(?:[A-Za-z0-9._:\-]{1,128}\n)*")
 _TIMESTAMPS = re.compile(
     r"(?:[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-][0-9]{2}:[0-9]{2})\n)*"
 )
-_REVENUES = re.compile(r"(?:(?:0|[1-9][0-9]{0,13})(?:\.[0-9]{1,6})?\n)*")
+_REVENUES = re.compile(r"(?:(?:0|[1-9][0-9]{0,11})(?:\.[0-9]{1,6})?\n)*")
 
 
 @dataclass(slots=True)
@@ -298,9 +335,12 @@ def _column_ok(pattern: re.Pattern[str], values: list[str]) -> bool:
     return joined.count("\n") == len(values) and pattern.fullmatch(joined) is not None
 
 
-def decode_valid(body: bytes, media_type: str, *, now: datetime) -> ValidBatch | None:
+def decode_valid(
+    body: bytes, media_type: str, *, now: datetime, earliest: datetime | None = None
+) -> ValidBatch | None:
     """The batch if it is entirely valid under the field rules of this module (catalog checks
-    are the service's), else None: then use `decode_envelope` and `validate_record`."""
+    are the service's), else None: then use `decode_envelope` and `validate_record`.
+    `earliest`: the first instant accepted, default `earliest_accepted()`."""
     if b"\\u0000" in body:  # a NUL in some string (raw control bytes are malformed JSON)
         return None
     try:
@@ -311,7 +351,8 @@ def decode_valid(body: bytes, media_type: str, *, now: datetime) -> ValidBatch |
                 return None  # a line with two values: the slow path says which
         else:
             records = _envelope_decoder.decode(body).records
-    except (msgspec.DecodeError, ValueError):  # ValueError: UnicodeDecodeError
+    # ValueError: UnicodeDecodeError; RecursionError: nested too deeply (the slow path says so)
+    except (msgspec.DecodeError, ValueError, RecursionError):
         return None
     if not records:
         return None
@@ -331,7 +372,7 @@ def decode_valid(body: bytes, media_type: str, *, now: datetime) -> ValidBatch |
             at = [d.astimezone(UTC) for d in at]
     except (msgspec.DecodeError, ValueError, OverflowError):
         return None  # a 30 February, a 24:00, a +14:60, beyond year 1..9999 in UTC
-    if max(at) > now + FUTURE_TOLERANCE:
+    if max(at) > now + FUTURE_TOLERANCE or min(at) < (earliest or earliest_accepted()):
         return None
     # msgspec writes an aware UTC datetime as datetime.isoformat() does (microseconds as 6 digits,
     # omitted when 0), but with "Z" for "+00:00".
@@ -368,10 +409,16 @@ def content_hash_text(
 
 
 def validate_record(
-    index: int, raw: Any, *, now: datetime, host_currency: str
+    index: int,
+    raw: Any,
+    *,
+    now: datetime,
+    host_currency: str,
+    earliest: datetime | None = None,
 ) -> Record | Rejection:
     """Apply every field rule (docs/ingestion.md, "The request") to one raw record; all problems
-    at once."""
+    at once. `earliest`: the first instant accepted, default `earliest_accepted()` (pass it in a
+    loop)."""
     if not isinstance(raw, dict):
         return Rejection(index, None, {"record": ["invalid: must be a JSON object"]})
     errors: dict[str, list[str]] = {}
@@ -417,6 +464,11 @@ def validate_record(
             if occurred_at > now + FUTURE_TOLERANCE:
                 errors["occurred_at"] = ["in_future: more than 5 minutes ahead of the server"]
                 occurred_at = None
+            elif occurred_at < (earliest := earliest or earliest_accepted()):
+                errors["occurred_at"] = [
+                    f"too_old: before {earliest:%Y-%m}, the earliest month accepted"
+                ]
+                occurred_at = None
 
     category = get("customer_category")
     if category is None:
@@ -429,7 +481,7 @@ def validate_record(
         value = get(name)
         if value is None:
             value = 1 if name == "requests" and not signed else 0
-        elif problem := _counter(value, signed=signed):
+        elif problem := _counter(value, signed=signed, high=_COUNTER_MAX[name]):
             errors[name] = [problem]
         counts.append(value)
 
