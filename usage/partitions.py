@@ -31,6 +31,12 @@ AHEAD_MAX = 12
 _known: set[tuple[int, int]] = set()
 
 
+def partitions_forget() -> None:
+    """Forget the months known to exist, so the next ingest looks again: for a test that drops a
+    partition to replay a month's first batch."""
+    _known.clear()
+
+
 def partition_name(year: int, month: int) -> str:
     return f"usage_record_p{year:04d}_{month:02d}"
 
