@@ -385,7 +385,7 @@ def _flat_lines(
     elif matched:
         latest = max((by_label[label] for label in matched), key=_order)
         chosen = [(latest, index) for index in sorted(matched[latest.label])]
-    lines = []
+    lines: list[tuple[tuple[object, ...], Line]] = []
     for t, index in chosen:
         charge = t.rules[index].charge
         assert isinstance(charge, Flat)  # noqa: S101 - only flat rules are collected

@@ -28,7 +28,7 @@ def kinds(result: object) -> list[tuple[str, str, Decimal]]:
             for line in result.lines]  # type: ignore[attr-defined]
 
 
-# --- one line per model, customer category and terms, rounded once ---------------------------
+# --- one line per model, customer category and terms, rounded once ---
 
 
 def test_two_rules_rating_one_model_and_category_make_one_line_rounded_once() -> None:
@@ -87,7 +87,7 @@ def test_greater_of_compares_over_the_part_of_the_line_its_rule_rated() -> None:
     )]
 
 
-# --- unlicensed usage is not rated: no minimum, no cap, not "the last version" -------------------
+# --- unlicensed usage is not rated: no minimum, no cap, not "the last version" ---
 
 
 def test_case_a_unlicensed_usage_under_a_later_version_leaves_the_earlier_minimum() -> None:
@@ -139,10 +139,10 @@ def test_unlicensed_usage_under_a_later_version_does_not_apply_its_cap() -> None
                       edition=1))[-1] == ("cap_credit", "v2", Decimal("-5.00"))
 
 
-# --- flat fees: those of the latest terms whose flat rules matched ---------------------------------
+# --- flat fees: those of the latest terms whose flat rules matched ---
 
 
-def test_only_the_flat_rules_of_the_latest_version_that_matched_with_flat_rules_are_billed() -> None:
+def test_only_the_flat_rules_of_the_latest_terms_whose_flat_rules_matched_are_billed() -> None:
     v1 = terms("v1", [{"match": {"customer_category": ["commercial"]},
                        "charge": {"type": "flat", "amount": "5000"}}])
     v2 = terms("v2", [
@@ -169,7 +169,7 @@ def test_only_the_flat_rules_of_the_latest_version_that_matched_with_flat_rules_
                                    ("flat_fee", "v1", Decimal("5000.00"))]
 
 
-# --- a month settled under edition 1 ---------------------------------------------------------------
+# --- a month settled under edition 1 ---
 
 
 def test_late_usage_of_a_month_settled_under_edition_1_adjusts_only_for_the_late_usage() -> None:
