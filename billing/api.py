@@ -62,7 +62,17 @@ def settlement_json(s: Settlement) -> dict[str, Any]:
             }
             for line in s.lines.all()
         ],
+        "flags": [settlement_flag_json(flag) for flag in s.flags],
     }
+
+
+FLAG_KEYS = ("kind", "model", "customer_category", "record_count", "message")
+
+
+def settlement_flag_json(flag: dict[str, Any]) -> dict[str, Any]:
+    """A flag of the settlement (unlicensed usage, an attribution to display) as the contract
+    shows it; the stored flag also names the license and terms, which its message repeats."""
+    return {key: flag.get(key) for key in FLAG_KEYS}
 
 
 class LineOutput(serializers.Serializer):
@@ -80,6 +90,14 @@ class LineOutput(serializers.Serializer):
     description = serializers.CharField()
 
 
+class FlagOutput(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["unlicensed", "attribution"])
+    model = serializers.CharField()
+    customer_category = serializers.CharField()
+    record_count = serializers.IntegerField()
+    message = serializers.CharField()
+
+
 class SettlementOutput(serializers.Serializer):
     id = serializers.CharField()
     licensor = serializers.CharField()
@@ -91,6 +109,7 @@ class SettlementOutput(serializers.Serializer):
     usage_digest = serializers.CharField()
     terms_digest = serializers.CharField()
     lines = LineOutput(many=True)
+    flags = FlagOutput(many=True)
 
 
 class SettlementListOutput(serializers.Serializer):
@@ -237,6 +256,19 @@ def statement_csv(s: Settlement) -> str:
                 money_text(line.amount, s.currency),
                 line.description,
                 " ".join(line.flags),
+            ]
+        )
+    # Then one row per flag of the settlement (unlicensed usage has no line of its own): no
+    # position, kind, quantities or amount; the flag's kind in `flags`, its message and record
+    # count in `description`.
+    for flag in s.flags:
+        records = flag.get("record_count")
+        writer.writerow(
+            [
+                *(str(s.pk), s.licensor.slug, s.host.slug, s.period, s.currency, s.status),
+                *("", "", flag.get("model", ""), flag.get("customer_category", ""), s.period),
+                *(flag.get("license_version") or "", "", "", "", "", "", ""),
+                *(f"{flag.get('message', '')} ({records} records)", flag.get("kind", "")),
             ]
         )
     return out.getvalue()

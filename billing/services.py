@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -45,6 +45,9 @@ from core.money import quantize, to_minor_units
 from core.periods import period_bounds, previous_period
 from licensing.models import Agreement, License, LicenseVersion
 from licensing.rating import (
+    EDITION,
+    Billed,
+    Edition,
     Line,
     RatingResult,
     UsageGroup,
@@ -236,7 +239,10 @@ def _snapshot_for_run(run_id: int) -> CatalogSnapshot:
 
 
 def _rate_license(
-    period: str, rows: Sequence[dict[str, Any]], catalog: CatalogSnapshot
+    period: str,
+    rows: Sequence[dict[str, Any]],
+    catalog: CatalogSnapshot,
+    edition: Edition = EDITION,
 ) -> RatingResult:
     """Rate one (host, license) month from its aggregated rows."""
     year = period_bounds(period)[0].year
@@ -247,6 +253,7 @@ def _rate_license(
         terms=catalog.terms(first["license_id"], first["host_id"]),
         usage=[_group(r) for r in rows],
         window_state=window,
+        edition=edition,
     )
 
 
@@ -263,7 +270,10 @@ def _line_flags(line: Line, flags: Iterable[Any]) -> list[str]:
 
 
 def rate_pair_period(
-    period: str, rows: Iterable[dict[str, Any]], catalog: CatalogSnapshot
+    period: str,
+    rows: Iterable[dict[str, Any]],
+    catalog: CatalogSnapshot,
+    edition: Edition = EDITION,
 ) -> dict[str, _Bundle]:
     """A pair's own month, per currency: lines, flags and digests from its aggregated rows."""
     by_license: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -271,7 +281,7 @@ def rate_pair_period(
         by_license[row["license_id"]].append(row)
     bundles: dict[str, _Bundle] = defaultdict(_Bundle)
     for license_id, license_rows in sorted(by_license.items()):
-        result = _rate_license(period, license_rows, catalog)
+        result = _rate_license(period, license_rows, catalog, edition)
         currency = result.currency or license_rows[0]["currency"]
         bundle = bundles[currency]
         slug = catalog.license_slugs[license_id]
@@ -321,6 +331,44 @@ def _settled_periods_to_rerate(
     return sorted(set(settled))
 
 
+def _billing_history(
+    *,
+    host_id: int,
+    licensor_id: int,
+    period: str,
+    license_id: int,
+    billed: Iterable[SettlementLine],
+    cache: dict[datetime, list[dict[str, Any]]],
+) -> list[Billed]:
+    """The settlements that billed a settled month, oldest first: their lines of it and the
+    month's usage received by their `computed_at` (aggregated only if the engine asks). With it
+    the engine tells a month billed under an earlier edition of the rules (docs/rating.md)."""
+    year = period_bounds(period)[0].year
+    lines: dict[Any, list[Line]] = defaultdict(list)
+    computed: dict[Any, datetime] = {}
+    for row in billed:
+        lines[row.settlement_id].append(_line_from_row(row))
+        computed[row.settlement_id] = row.settlement.computed_at
+
+    def usage(until: datetime) -> tuple[list[UsageGroup], WindowState]:
+        if until not in cache:
+            who = UsageFilter(host_id=host_id, licensor_id=licensor_id, received_until=until)
+            cache[until] = aggregation.aggregate_groups(period, who)
+        rows = [r for r in cache[until] if r["license_id"] == license_id]
+        if not rows:
+            return [], WindowState(year)
+        ytd = WindowState(year, Decimal(rows[0]["ytd_revenue"]), int(rows[0]["ytd_tokens"]))
+        return [_group(r) for r in rows], ytd
+
+    def loader(until: datetime) -> Callable[[], tuple[list[UsageGroup], WindowState]]:
+        return lambda: usage(until)
+
+    return [
+        Billed(tuple(lines[pk]), loader(computed[pk]))
+        for pk in sorted(computed, key=lambda pk: (computed[pk], str(pk)))
+    ]
+
+
 def _adjustments(
     *,
     host_id: int,
@@ -343,6 +391,7 @@ def _adjustments(
         by_license: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for row in rows:
             by_license[row["license_id"]].append(row)
+        billed_rows: dict[datetime, list[dict[str, Any]]] = {}
         for license_id, license_rows in sorted(by_license.items()):
             billed = (
                 SettlementLine.objects.filter(
@@ -356,6 +405,7 @@ def _adjustments(
             )
             year = period_bounds(settled_period)[0].year
             first = license_rows[0]
+            billed_lines = list(billed.select_related("settlement"))
             result = rerate_settled(
                 period=settled_period,
                 terms=catalog.terms(license_id, host_id),
@@ -363,7 +413,15 @@ def _adjustments(
                 window_state=WindowState(
                     year, Decimal(first["ytd_revenue"]), int(first["ytd_tokens"])
                 ),
-                settled=[_line_from_row(b) for b in billed],
+                settled=[_line_from_row(b) for b in billed_lines],
+                history=_billing_history(
+                    host_id=host_id,
+                    licensor_id=licensor_id,
+                    period=settled_period,
+                    license_id=license_id,
+                    billed=billed_lines,
+                    cache=billed_rows,
+                ),
             )
             if not result.lines:
                 continue
@@ -735,6 +793,13 @@ def settlements_verify(*, period: str) -> tuple[int, list[VerifyProblem]]:
             key=lambda t: repr(t),
         )
         if expected != stored:
+            # Written under edition 1 of the rules (docs/rating.md, "Editions")? Then it is
+            # reproduced by that edition.
+            old = rate_pair_period(period, rows, catalog, edition=1).get(s.currency, _Bundle())
+            old_expected = sorted((_line_tuple(line) for _, line, _ in old.lines), key=repr)
+            if old_expected == stored:
+                bundle, expected = old, old_expected
+        if expected != stored:
             diff = [t for t in stored if t not in expected] + [
                 t for t in expected if t not in stored
             ]
@@ -771,6 +836,7 @@ def _verify_adjustments(s: Settlement, catalog: CatalogSnapshot) -> list[VerifyP
         by_license: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for row in rows:
             by_license[row["license_id"]].append(row)
+        billed_rows: dict[datetime, list[dict[str, Any]]] = {}
         for license_id, license_rows in sorted(by_license.items()):
             billed = (
                 SettlementLine.objects.filter(
@@ -784,6 +850,7 @@ def _verify_adjustments(s: Settlement, catalog: CatalogSnapshot) -> list[VerifyP
                 .exclude(settlement__status=SettlementStatus.VOID)
             )
             first = license_rows[0]
+            billed_lines = list(billed.select_related("settlement"))
             result = rerate_settled(
                 period=period,
                 terms=catalog.terms(license_id, s.host_id),
@@ -793,7 +860,15 @@ def _verify_adjustments(s: Settlement, catalog: CatalogSnapshot) -> list[VerifyP
                     Decimal(first["ytd_revenue"]),
                     int(first["ytd_tokens"]),
                 ),
-                settled=[_line_from_row(b) for b in billed],
+                settled=[_line_from_row(b) for b in billed_lines],
+                history=_billing_history(
+                    host_id=s.host_id,
+                    licensor_id=s.licensor_id,
+                    period=period,
+                    license_id=license_id,
+                    billed=billed_lines,
+                    cache=billed_rows,
+                ),
             )
             if (result.currency or first["currency"]) == s.currency:
                 expected += [_line_tuple(line) for line in result.lines]

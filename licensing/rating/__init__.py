@@ -30,7 +30,7 @@ from licensing.rating.rules import (
     parse_terms_amount,
     rules_to_json,
 )
-from licensing.rating.settled import adjustment_lines, rerate_settled
+from licensing.rating.settled import Billed, adjustment_lines, rerate_settled
 from licensing.rating.terms import Terms, terms_in_force
 from licensing.rating.text import describe
 from licensing.rating.usage import (
@@ -47,6 +47,7 @@ __all__ = [
     "EDITION",
     "EDITIONS",
     "Above",
+    "Billed",
     "Charge",
     "Edition",
     "Flag",

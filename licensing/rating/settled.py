@@ -7,7 +7,8 @@ category and terms label. See docs/rating.md ("Late usage and adjustments", "Edi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +18,7 @@ from licensing.rating.terms import Terms
 from licensing.rating.usage import UsageGroup, WindowState
 
 __all__ = [
+    "Billed",
     "adjustment_lines",
     "rerate_settled",
 ]
@@ -71,33 +73,42 @@ def adjustment_lines(
     return tuple(result)
 
 
-def _baseline(
-    *,
-    period: str,
-    terms: Sequence[Terms],
-    settled: Sequence[Line],
-    settled_usage: Iterable[UsageGroup],
-    window_state: WindowState,
-) -> Sequence[Line]:
-    """What the new rating is compared with: ``settled`` itself, unless it was rated under an
-    earlier edition (an earlier edition's re-rating of ``settled_usage`` reproduces it and the
-    current one does not); then the current edition's re-rating of that same usage, so that the
-    change of rules is never billed, only the usage that arrived since."""
-    usage = list(settled_usage)
-    ratings = {
-        edition: rate(
-            period=period, terms=terms, usage=usage, window_state=window_state, edition=edition
-        ).lines
-        for edition in EDITIONS
-    }
-    if not adjustment_lines(period=period, rerated=ratings[EDITION], settled=settled):
-        return settled
-    for edition in EDITIONS:
-        if edition != EDITION and not adjustment_lines(
-            period=period, rerated=ratings[edition], settled=settled
+@dataclass(frozen=True, slots=True)
+class Billed:
+    """One settlement's lines for the settled period (its own, or adjustments of it), and a way
+    to fetch the period's usage as it had been received when that settlement was computed:
+    ``usage()`` returns its groups and the year-to-date before the period."""
+
+    lines: tuple[Line, ...]
+    usage: Callable[[], tuple[Sequence[UsageGroup], WindowState]]
+
+
+def _edition_offset(period: str, terms: Sequence[Terms], history: Sequence[Billed]) -> list[Line]:
+    """What to add to the lines already billed so that they read as the current edition.
+
+    Latest settlement first: if everything billed up to it is what the current edition rates the
+    usage received by then, nothing (later billing was computed against it). If it is what
+    edition 1 rates, the difference between the two editions' ratings of that usage: the change
+    of rules is not billed, and every later adjustment was computed on top of it. If neither
+    (a record missed by that settlement), the settlement before it decides."""
+    for last in range(len(history) - 1, -1, -1):
+        so_far = [line for billed in history[: last + 1] for line in billed.lines]
+        groups, window = history[last].usage()
+        ratings = {
+            edition: rate(
+                period=period, terms=terms, usage=groups, window_state=window, edition=edition
+            ).lines
+            for edition in EDITIONS
+        }
+        if not adjustment_lines(period=period, rerated=ratings[EDITION], settled=so_far):
+            return []
+        if any(
+            not adjustment_lines(period=period, rerated=ratings[edition], settled=so_far)
+            for edition in EDITIONS
+            if edition != EDITION
         ):
-            return ratings[EDITION]
-    return settled  # reproduced by no edition (usage the settlement missed): compare as stored
+            return list(adjustment_lines(period=period, rerated=ratings[EDITION], settled=so_far))
+    return []
 
 
 def rerate_settled(
@@ -107,8 +118,7 @@ def rerate_settled(
     usage: Iterable[UsageGroup],
     window_state: WindowState,
     settled: Sequence[Line],
-    settled_usage: Iterable[UsageGroup] | None = None,
-    settled_window_state: WindowState | None = None,
+    history: Sequence[Billed] | None = None,
 ) -> RatingResult:
     """Re-rate a settled ``period`` with all its usage (late records included) and return
     ``adjustment`` lines for the difference from ``settled``, to carry on the next settlement.
@@ -116,21 +126,14 @@ def rerate_settled(
     ``window_state`` is the year-to-date before ``period``, as when it was first rated. The
     digests are those of the re-rating; the settled period's own settlement is never touched.
 
-    ``settled_usage`` (optional): the groups of the usage that ``settled`` billed (rated with
-    ``settled_window_state``, default ``window_state``). Given it, a period settled under an
-    earlier edition of the rules is compared with the current edition's rating of that usage
-    instead of with its stored lines, so the new rules add no adjustment of their own.
+    ``history`` (optional): the settlements that billed ``settled``, oldest first (their lines
+    together are ``settled``). Given it, a period billed under edition 1 of the rules is compared
+    as if it had been billed under the current edition, so the new rules add no adjustment.
     """
     rerated = rate(period=period, terms=terms, usage=usage, window_state=window_state)
-    baseline = settled
-    if settled_usage is not None:
-        baseline = _baseline(
-            period=period,
-            terms=terms,
-            settled=settled,
-            settled_usage=settled_usage,
-            window_state=settled_window_state or window_state,
-        )
+    baseline = list(settled)
+    if history:
+        baseline += _edition_offset(period, terms, history)
     lines = adjustment_lines(period=period, rerated=rerated.lines, settled=baseline)
     return RatingResult(
         period=period,

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from core.money import quantize
 from licensing.rating import (
+    Billed,
     PerToken,
     RevenueShare,
     Terms,
@@ -164,11 +165,16 @@ def test_a_month_settled_under_edition_1_is_adjusted_by_the_late_usage_alone(
         return group_records(rs, period="2026-10", window_state=y, terms=v1)
 
     settled = rate(period="2026-10", terms=v1, usage=groups(recs), window_state=y, edition=1)
+    history = [Billed(settled.lines, lambda: (groups(recs), y))]
     adjustment = rerate_settled(period="2026-10", terms=v1, usage=groups(recs + late),
-                                window_state=y, settled=settled.lines,
-                                settled_usage=groups(recs))
+                                window_state=y, settled=settled.lines, history=history)
     now = rate(period="2026-10", terms=v1, usage=groups(recs + late), window_state=y)
     then = rate(period="2026-10", terms=v1, usage=groups(recs), window_state=y)
     assert adjustment.total == now.total - then.total
     if not late:
         assert adjustment.lines == ()
+    # and once it is billed, a later run adjusts nothing more
+    history.append(Billed(adjustment.lines, lambda: (groups(recs + late), y)))
+    again = rerate_settled(period="2026-10", terms=v1, usage=groups(recs + late), window_state=y,
+                           settled=[line for b in history for line in b.lines], history=history)
+    assert again.lines == ()

@@ -3,7 +3,7 @@ set of flat fees per host, license and month; and edition 1, kept to reproduce o
 
 from decimal import Decimal
 
-from licensing.rating import UsageGroup, WindowState, rate, rerate_settled
+from licensing.rating import Billed, UsageGroup, WindowState, rate, rerate_settled
 from tests.rating.helpers import terms
 
 Y = WindowState(2026)
@@ -183,18 +183,26 @@ def test_late_usage_of_a_month_settled_under_edition_1_adjusts_only_for_the_late
                    edition=1).lines
     assert sum(line.amount for line in settled) == Decimal("0.02")  # no true-up: v2 was "last"
     late = group("v1", region="CN", revenue=Decimal("300.00"), record_count=1)
+    october = Billed(settled, lambda: (settled_usage, Y))
 
-    def adjust(usage: list[UsageGroup]) -> list[tuple[str, Decimal, Decimal]]:
+    def adjust(usage: list[UsageGroup], history: list[Billed]) -> list[tuple[str, Decimal, ...]]:
+        billed = [line for b in history for line in b.lines]
         result = rerate_settled(period="2026-10", terms=[v1, v2], usage=usage, window_state=Y,
-                                settled=settled, settled_usage=settled_usage)
+                                settled=billed, history=history)
         return [(line.model, line.revenue, line.amount) for line in result.lines]
 
     # nothing new: nothing to adjust, although edition 2 rates the same usage 1000.00
-    assert adjust(settled_usage) == []
+    assert adjust(settled_usage, [october]) == []
     # $300 late: 30.00 of usage, and the true-up falls by as much (edition 2 on both sides)
-    assert adjust([*settled_usage, late]) == [("", Decimal("0"), Decimal("-30.00")),
-                                              (M, Decimal("300.00"), Decimal("30.00"))]
-    # compared with the stored lines, the change of rules itself would have been billed
-    stored_only = rerate_settled(period="2026-10", terms=[v1, v2], usage=[*settled_usage, late],
+    everything = [*settled_usage, late]
+    first = rerate_settled(period="2026-10", terms=[v1, v2], usage=everything, window_state=Y,
+                           settled=settled, history=[october])
+    assert [(line.model, line.revenue, line.amount) for line in first.lines] == [
+        ("", Decimal("0"), Decimal("-30.00")), (M, Decimal("300.00"), Decimal("30.00"))]
+    # once that adjustment is billed, nothing more is due for the same usage
+    november = Billed(first.lines, lambda: (everything, Y))
+    assert adjust(everything, [october, november]) == []
+    # compared with the stored lines alone, the change of rules itself would have been billed
+    stored_only = rerate_settled(period="2026-10", terms=[v1, v2], usage=everything,
                                  window_state=Y, settled=settled)
     assert stored_only.total == Decimal("999.98")
