@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from core.periods import period_bounds
-from licensing.rating.engine import EDITION, EDITIONS, Line, RatingResult, rate
+from licensing.rating.engine import EDITION, EDITIONS, Edition, Line, RatingResult, rate
 from licensing.rating.terms import Terms
 from licensing.rating.usage import UsageGroup, WindowState
 
@@ -94,20 +94,23 @@ def _edition_offset(period: str, terms: Sequence[Terms], history: Sequence[Bille
     for last in range(len(history) - 1, -1, -1):
         so_far = [line for billed in history[: last + 1] for line in billed.lines]
         groups, window = history[last].usage()
-        ratings = {
-            edition: rate(
+
+        def rating(
+            edition: Edition, groups: Sequence[UsageGroup] = groups, window: WindowState = window
+        ) -> tuple[Line, ...]:
+            return rate(
                 period=period, terms=terms, usage=groups, window_state=window, edition=edition
             ).lines
-            for edition in EDITIONS
-        }
-        if not adjustment_lines(period=period, rerated=ratings[EDITION], settled=so_far):
+
+        current = rating(EDITION)
+        if not adjustment_lines(period=period, rerated=current, settled=so_far):
             return []
         if any(
-            not adjustment_lines(period=period, rerated=ratings[edition], settled=so_far)
+            not adjustment_lines(period=period, rerated=rating(edition), settled=so_far)
             for edition in EDITIONS
             if edition != EDITION
         ):
-            return list(adjustment_lines(period=period, rerated=ratings[EDITION], settled=so_far))
+            return list(adjustment_lines(period=period, rerated=current, settled=so_far))
     return []
 
 
