@@ -3,7 +3,15 @@ set of flat fees per host, license and month; and edition 1, kept to reproduce o
 
 from decimal import Decimal
 
-from licensing.rating import Billed, UsageGroup, WindowState, rate, rerate_settled
+from licensing.rating import (
+    Billed,
+    Line,
+    UsageGroup,
+    WindowState,
+    adjustment_lines,
+    rate,
+    rerate_settled,
+)
 from tests.rating.helpers import terms
 
 Y = WindowState(2026)
@@ -206,3 +214,43 @@ def test_late_usage_of_a_month_settled_under_edition_1_adjusts_only_for_the_late
     stored_only = rerate_settled(period="2026-10", terms=[v1, v2], usage=everything,
                                  window_state=Y, settled=settled)
     assert stored_only.total == Decimal("999.98")
+
+
+def test_adjustments_written_by_edition_1_count_as_edition_1_billing_too() -> None:
+    # given: October and its first adjustment both billed under edition 1 (its CN rule and its
+    # catch-all rounded apart), then another late record
+    v1 = terms("v1", CN_AND_REST_10)
+    october_usage = [group("v1", region="CN", revenue=Decimal("0.05")),
+                     group("v1", region="US", revenue=Decimal("0.05"))]
+    by_november = [*october_usage, group("v1", region="CN", revenue=Decimal("0.10"))]
+    by_december = [*by_november, group("v1", region="US", revenue=Decimal("0.30"))]
+
+    def edition_1(usage: list[UsageGroup]) -> tuple[Line, ...]:
+        return rate(period="2026-10", terms=[v1], window_state=Y, usage=usage, edition=1).lines
+
+    october = edition_1(october_usage)  # 0.005 -> 0.01, twice: 0.02
+    # November's adjustment as edition 1's code computed it: CN 0.015 -> 0.02, US 0.01; 0.03 - 0.02
+    first = adjustment_lines(period="2026-10", rerated=edition_1(by_november), settled=october)
+    assert [line.amount for line in first] == [Decimal("0.01")]
+    history = [Billed(october, lambda: (october_usage, Y)),
+               Billed(first, lambda: (by_november, Y))]
+    # when
+    result = rerate_settled(period="2026-10", terms=[v1], usage=by_december, window_state=Y,
+                            settled=[*october, *first], history=history)
+    # then: edition 2 of December's usage (0.50 -> 0.05) minus edition 2 of November's
+    # (0.20 -> 0.02), although 0.03 was billed
+    assert [line.amount for line in result.lines] == [Decimal("0.03")]
+
+
+def test_a_record_no_settlement_billed_is_billed_even_if_received_before_it() -> None:
+    # given: October billed without a record received just before its cut-off (it committed late)
+    v1 = terms("v1", CN_AND_REST_10, minimum="1")
+    billed_usage = [group("v1", region="US", revenue=Decimal(20))]
+    received = [*billed_usage, group("v1", region="CN", revenue=Decimal(5))]
+    october = rate(period="2026-10", terms=[v1], window_state=Y, usage=billed_usage).lines
+    # when: the engine reads the usage received by October's cut-off, the missed record included
+    result = rerate_settled(period="2026-10", terms=[v1], usage=received, window_state=Y,
+                            settled=october, history=[Billed(october, lambda: (received, Y))])
+    # then: neither edition reproduces October from it, so the stored lines are the baseline
+    assert [(line.revenue, line.amount) for line in result.lines] == [
+        (Decimal(5), Decimal("0.50"))]
