@@ -122,6 +122,7 @@ def rerate_settled(
     window_state: WindowState,
     settled: Sequence[Line],
     history: Sequence[Billed] | None = None,
+    edition: Edition = EDITION,
 ) -> RatingResult:
     """Re-rate a settled ``period`` with all its usage (late records included) and return
     ``adjustment`` lines for the difference from ``settled``, to carry on the next settlement.
@@ -132,10 +133,15 @@ def rerate_settled(
     ``history`` (optional): the settlements that billed ``settled``, oldest first (their lines
     together are ``settled``). Given it, a period billed under edition 1 of the rules is compared
     as if it had been billed under the current edition, so the new rules add no adjustment.
+
+    ``edition=1`` re-derives an adjustment as edition 1's code computed it (against ``settled``
+    as stored; ``history`` unused), only to verify settlements written before edition 2.
     """
-    rerated = rate(period=period, terms=terms, usage=usage, window_state=window_state)
+    rerated = rate(
+        period=period, terms=terms, usage=usage, window_state=window_state, edition=edition
+    )
     baseline = list(settled)
-    if history:
+    if history and edition == EDITION:
         baseline += _edition_offset(period, terms, history)
     lines = adjustment_lines(period=period, rerated=rerated.lines, settled=baseline)
     return RatingResult(

@@ -215,3 +215,54 @@ def test_a_month_settled_under_edition_1_gets_no_adjustment_from_the_new_rules(
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM billing_settlementline WHERE period = '2026-10'")
         assert cursor.fetchone() == (4,)  # October's two lines, November's two adjustments
+
+
+def test_adjustments_written_under_edition_1_verify_and_later_runs_build_on_them(
+    import_catalog, client_for
+) -> None:
+    # given: October billed under edition 1 ($0.02), then its late CN record of $300.00 billed in
+    # November as edition 1's code did: 10 % of 300.05 -> 30.01, + 0.01 for the US part, no
+    # minimum (2026-10-15 "last"), less the 0.02 billed: one adjustment of $30.00
+    october, _, _ = billed(import_catalog, client_for, catalog(
+        version("2026-01-01", [CN_10, COMMERCIAL_10], minimum="1000"),
+        version("2026-10-15", [RESEARCH_FREE]),
+    ), [record("cn", revenue="0.05", region="CN", at="2026-10-05T10:00:00Z"),
+        record("us", revenue="0.05", region="US", at="2026-10-06T10:00:00Z"),
+        record("d20", revenue="100", at="2026-10-20T10:00:00Z")])
+    as_written_by_edition_1(october)
+    settlement_approve(settlement=Settlement.objects.get(pk=october.pk), actor="test")
+    host_client = client_for(host=Host.objects.get(slug="fireworks"))
+    post_usage(host_client, [use(record("late", revenue="300.00", region="CN",
+                                        at="2026-10-10T10:00:00Z"))])
+    run_billing("2026-11")
+    november = settlement_of(licensor="acme", host="fireworks", period="2026-11")
+    license_id = november.lines.first().license_id  # type: ignore[union-attr]
+    november.lines.all().delete()
+    SettlementLine.objects.create(
+        settlement=november, position=1, license_id=license_id, kind="adjustment", model=MODEL,
+        customer_category="commercial", period="2026-10", license_version="2026-01-01",
+        requests=1, revenue=Decimal("300.00"), amount=Decimal("30.00"),
+        description="adjustment for 2026-10")
+    Settlement.objects.filter(pk=november.pk).update(total=Decimal("30.00"))
+    settlement_approve(settlement=Settlement.objects.get(pk=november.pk), actor="test")
+
+    # then: both verify
+    assert "all match" in run_billing("2026-10", "--verify")
+    assert "all match" in run_billing("2026-11", "--verify")
+
+    # when: another late October record, $0.30 from the US
+    post_usage(host_client, [use(record("later", revenue="0.30", region="US",
+                                        at="2026-10-11T10:00:00Z"))])
+    run_billing("2026-12")
+
+    # then: December adjusts by what that record changes under edition 2: the line
+    # 30.01 -> 30.04 (10 % of 300.40) and the true-up 969.99 -> 969.96
+    december = settlement_of(licensor="acme", host="fireworks", period="2026-12")
+    assert sorted((li.model, li.revenue, li.amount) for li in december.lines.all()) == [
+        ("", Decimal("0"), Decimal("-0.03")),
+        (MODEL, Decimal("0.30"), Decimal("0.03")),
+    ]
+    settlement_approve(settlement=december, actor="test")
+    assert "all match" in run_billing("2026-12", "--verify")
+    run_billing("2027-01")
+    assert not Settlement.objects.filter(period="2027-01").exists()
