@@ -140,10 +140,12 @@ def rerate_settled(
     rerated = rate(
         period=period, terms=terms, usage=usage, window_state=window_state, edition=edition
     )
-    baseline = list(settled)
-    if history and edition == EDITION:
-        baseline += _edition_offset(period, terms, history)
-    lines = adjustment_lines(period=period, rerated=rerated.lines, settled=baseline)
+    lines = adjustment_lines(period=period, rerated=rerated.lines, settled=settled)
+    # When nothing differs from the stored lines there is nothing to adjust, and the history (an
+    # aggregation per settlement) need not be read: the common case of a month re-rated again.
+    if lines and history and edition == EDITION:
+        baseline = [*settled, *_edition_offset(period, terms, history)]
+        lines = adjustment_lines(period=period, rerated=rerated.lines, settled=baseline)
     return RatingResult(
         period=period,
         currency=rerated.currency,
