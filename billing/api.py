@@ -24,6 +24,7 @@ from billing.selectors import settlement_get, settlement_list
 from config.errors import ApiError
 from core.money import minor_unit_exponent, quantize
 from core.periods import PERIOD_PATTERN
+from core.vocabulary import FLAG_KINDS
 from licensing.auth import ApiKeyThrottle, IsHostOrLicensor, IsLicensor, Principal
 
 
@@ -69,6 +70,14 @@ class LineOutput(serializers.Serializer):
     description = serializers.CharField()
 
 
+class FlagOutput(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=FLAG_KINDS)
+    model = serializers.CharField()
+    customer_category = serializers.CharField()
+    record_count = serializers.IntegerField()
+    message = serializers.CharField()
+
+
 class SettlementOutput(serializers.Serializer):
     id = serializers.CharField()
     licensor = serializers.CharField(source="licensor.slug")
@@ -80,6 +89,7 @@ class SettlementOutput(serializers.Serializer):
     usage_digest = serializers.CharField()
     terms_digest = serializers.CharField()
     lines = LineOutput(many=True)
+    flags = FlagOutput(many=True)
 
 
 class SettlementListOutput(serializers.Serializer):
@@ -221,6 +231,24 @@ def statement_csv(s: Settlement) -> str:
             for name, value in LineOutput(line).data.items()
         ]
         writer.writerow([*head, line.position, *rendered, csv_text(" ".join(line.flags))])
+    # Then one row per flag of the settlement (unlicensed usage has no line of its own): no
+    # position, kind, quantities or amount; the line columns it has are the flag's model and
+    # category, the settlement's period and the flag's terms label; its message and record count
+    # in `description`, its kind in `flags`.
+    for stored in s.flags:
+        flag = FlagOutput(stored).data
+        cells = dict.fromkeys(LineOutput().fields, "")
+        cells.update(
+            model=flag["model"],
+            customer_category=flag["customer_category"],
+            period=s.period,
+            license_version=stored.get("license_version") or "",
+            description=f"{flag['message']} ({flag['record_count']} records)",
+        )
+        rendered = [
+            csv_text(value) if name in _CSV_TEXT_FIELDS else value for name, value in cells.items()
+        ]
+        writer.writerow([*head, "", *rendered, flag["kind"]])
     return out.getvalue()
 
 

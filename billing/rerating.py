@@ -17,7 +17,7 @@ import dataclasses
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -30,7 +30,17 @@ from billing.aggregation import UsageFilter, terms_from_row
 from billing.models import PendingRerate, SettlementLine, SettlementStatus
 from core.periods import period_bounds
 from licensing.models import Agreement, License, LicenseVersion
-from licensing.rating import Line, RatingResult, UsageGroup, WindowState, rate, rerate_settled
+from licensing.rating import (
+    EDITION,
+    Billed,
+    Edition,
+    Line,
+    RatingResult,
+    UsageGroup,
+    WindowState,
+    rate,
+    rerate_settled,
+)
 from licensing.rating.terms import Terms
 
 # The fields an engine line and a settlement line share (the contract's line JSON): the engine's
@@ -160,9 +170,13 @@ def license_month_rate(
     rows: Sequence[dict[str, Any]],
     catalog: CatalogSnapshot,
     settled: Sequence[Line] | None = None,
+    history: Sequence[Billed] | None = None,
+    edition: Edition = EDITION,
 ) -> RatingResult:
     """Rate one (host, license) month from its aggregated rows: the month as it stands, or with
-    `settled` (what was billed for it already) the adjustment lines of a settled month."""
+    `settled` (what was billed for it already) the adjustment lines of a settled month, `history`
+    being the settlements that billed it (`_billing_history`). `edition`: leave it; 1 only
+    reproduces what was written under edition 1 of the rules (docs/rating.md, "Editions")."""
     first = rows[0]
     terms = catalog.terms(first["license_id"], first["host_id"])
     usage = [usage_group_from_row(r) for r in rows]
@@ -170,9 +184,15 @@ def license_month_rate(
         period_bounds(period)[0].year, Decimal(first["ytd_revenue"]), int(first["ytd_tokens"])
     )
     if settled is None:
-        return rate(period=period, terms=terms, usage=usage, window_state=window)
+        return rate(period=period, terms=terms, usage=usage, window_state=window, edition=edition)
     return rerate_settled(
-        period=period, terms=terms, usage=usage, window_state=window, settled=settled
+        period=period,
+        terms=terms,
+        usage=usage,
+        window_state=window,
+        settled=settled,
+        history=history,
+        edition=edition,
     )
 
 
@@ -189,12 +209,17 @@ def _line_flags(line: Line, flags: Iterable[Any]) -> list[str]:
 
 
 def pair_period_rate(
-    period: str, rows: Iterable[dict[str, Any]], catalog: CatalogSnapshot
+    period: str,
+    rows: Iterable[dict[str, Any]],
+    catalog: CatalogSnapshot,
+    edition: Edition = EDITION,
 ) -> dict[str, Bundle]:
     """A pair's own month, per currency: lines, flags and digests from its aggregated rows."""
     bundles: dict[str, Bundle] = defaultdict(Bundle)
     for license_id, license_rows in _by_license(rows):
-        result = license_month_rate(period=period, rows=license_rows, catalog=catalog)
+        result = license_month_rate(
+            period=period, rows=license_rows, catalog=catalog, edition=edition
+        )
         currency = result.currency or license_rows[0]["currency"]
         bundle = bundles[currency]
         slug = catalog.license_slugs[license_id]
@@ -212,6 +237,45 @@ def pair_period_rate(
     return dict(bundles)
 
 
+def _billing_history(
+    *,
+    host_id: int,
+    licensor_id: int,
+    period: str,
+    license_id: int,
+    billed: Iterable[SettlementLine],
+    cache: dict[datetime, list[dict[str, Any]]],
+) -> list[Billed]:
+    """The settlements that billed a settled month, oldest first: their lines of it and the
+    month's usage received by their `computed_at` (aggregated only if the engine asks, once per
+    `computed_at` for all the pair's licenses through `cache`). With it the engine tells a month
+    billed under an earlier edition of the rules (docs/rating.md, "Editions")."""
+    year = period_bounds(period)[0].year
+    lines: dict[Any, list[Line]] = defaultdict(list)
+    computed: dict[Any, datetime] = {}
+    for row in billed:
+        lines[row.settlement_id].append(line_from_row(row))
+        computed[row.settlement_id] = row.settlement.computed_at
+
+    def usage(until: datetime) -> tuple[list[UsageGroup], WindowState]:
+        if until not in cache:
+            who = UsageFilter(host_id=host_id, licensor_id=licensor_id, received_until=until)
+            cache[until] = aggregation.aggregate_groups(period, who)
+        rows = [r for r in cache[until] if r["license_id"] == license_id]
+        if not rows:
+            return [], WindowState(year)
+        ytd = WindowState(year, Decimal(rows[0]["ytd_revenue"]), int(rows[0]["ytd_tokens"]))
+        return [usage_group_from_row(r) for r in rows], ytd
+
+    def loader(until: datetime) -> Callable[[], tuple[list[UsageGroup], WindowState]]:
+        return lambda: usage(until)
+
+    return [
+        Billed(tuple(lines[pk]), loader(computed[pk]))
+        for pk in sorted(computed, key=lambda pk: (computed[pk], str(pk)))
+    ]
+
+
 def settled_month_rerate(
     *,
     host_id: int,
@@ -220,17 +284,23 @@ def settled_month_rerate(
     received_until: datetime | None,
     not_billed: Q,
     catalog: CatalogSnapshot,
+    edition: Edition = EDITION,
 ) -> dict[str, list[tuple[int, Line]]]:
     """The adjustment lines of a pair's settled `period`, per currency, as (license id, line):
     the month re-rated with all its usage received by `received_until`, minus everything billed
     for it, which is every line of the pair for that month and license except those of void
     settlements and of the settlements `not_billed` selects (the run: the drafts it recomputes;
-    --verify: the settlement under check and those computed after it)."""
+    --verify: the settlement under check and those computed after it).
+
+    What was billed is read with the settlements that billed it, so a month billed under edition
+    1 of the rules is adjusted only for its new usage (docs/rating.md, "Editions"); `edition=1`
+    re-derives adjustments as edition 1's code did, for --verify of settlements it wrote."""
     rows = aggregation.aggregate_groups(
         period,
         UsageFilter(host_id=host_id, licensor_id=licensor_id, received_until=received_until),
     )
     adjustments: dict[str, list[tuple[int, Line]]] = defaultdict(list)
+    history_rows: dict[datetime, list[dict[str, Any]]] = {}  # computed_at -> the pair's rows
     for license_id, license_rows in _by_license(rows):
         billed = (
             SettlementLine.objects.filter(
@@ -241,12 +311,23 @@ def settled_month_rerate(
             )
             .exclude(settlement__status=SettlementStatus.VOID)
             .exclude(not_billed)
+            .select_related("settlement")
         )
+        billed_lines = list(billed)
         result = license_month_rate(
             period=period,
             rows=license_rows,
             catalog=catalog,
-            settled=[line_from_row(b) for b in billed],
+            settled=[line_from_row(b) for b in billed_lines],
+            history=_billing_history(
+                host_id=host_id,
+                licensor_id=licensor_id,
+                period=period,
+                license_id=license_id,
+                billed=billed_lines,
+                cache=history_rows,
+            ),
+            edition=edition,
         )
         if result.lines:
             currency = result.currency or license_rows[0]["currency"]

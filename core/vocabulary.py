@@ -6,9 +6,11 @@ from typing import Literal, TypeAlias, get_args
 
 __all__ = [
     "CUSTOMER_CATEGORIES",
+    "FLAG_KINDS",
     "LINE_KINDS",
     "LINE_KIND_LABELS",
     "CustomerCategory",
+    "FlagKind",
     "LineKind",
 ]
 
@@ -26,3 +28,7 @@ LINE_KIND_LABELS: dict[LineKind, str] = {
     "cap_credit": "cap credit",
     "adjustment": "adjustment",
 }
+
+# Settlement flag kinds: usage no rule of its terms matched, and an attribution to display.
+FlagKind: TypeAlias = Literal["unlicensed", "attribution"]
+FLAG_KINDS: tuple[FlagKind, ...] = get_args(FlagKind)

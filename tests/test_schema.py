@@ -1,3 +1,4 @@
+import json
 from io import StringIO
 
 import pytest
@@ -14,3 +15,19 @@ def test_the_openapi_schema_is_valid_and_warning_free() -> None:
     assert "/api/v1/usage:" in schema
     assert "/api/v1/settlements/{settlement_id}/approve:" in schema
     assert "bearerFormat" in schema
+
+
+@pytest.mark.django_db
+def test_a_settlement_s_flags_are_in_the_schema_with_the_contract_s_keys() -> None:
+    out = StringIO()
+    call_command("spectacular", "--format", "openapi-json", stdout=out)
+    schemas = json.loads(out.getvalue())["components"]["schemas"]
+
+    flags = schemas["SettlementOutput"]["properties"]["flags"]
+    assert flags == {"type": "array", "items": {"$ref": "#/components/schemas/FlagOutput"}}
+    flag = schemas["FlagOutput"]
+    assert list(flag["properties"]) == [
+        "kind", "model", "customer_category", "record_count", "message"
+    ]
+    assert flag["properties"]["record_count"] == {"type": "integer"}
+    assert schemas["FlagOutputKindEnum"]["enum"] == ["unlicensed", "attribution"]

@@ -5,14 +5,14 @@ See docs/rating.md for the rules as a licensor reads them.
 """
 
 from licensing.rating.engine import (
+    EDITION,
+    EDITIONS,
+    Edition,
     Flag,
     Line,
     RatingResult,
-    adjustment_lines,
-    describe,
     rate,
     rate_records,
-    rerate_settled,
 )
 from licensing.rating.rules import (
     Above,
@@ -30,7 +30,9 @@ from licensing.rating.rules import (
     parse_terms_amount,
     rules_to_json,
 )
+from licensing.rating.settled import Billed, adjustment_lines, rerate_settled
 from licensing.rating.terms import Terms, terms_in_force
+from licensing.rating.text import describe
 from licensing.rating.usage import (
     Threshold,
     UsageGroup,
@@ -42,8 +44,12 @@ from licensing.rating.usage import (
 )
 
 __all__ = [
+    "EDITION",
+    "EDITIONS",
     "Above",
+    "Billed",
     "Charge",
+    "Edition",
     "Flag",
     "Flat",
     "Free",

@@ -3,6 +3,11 @@
 Every amount is computed exactly in ``Decimal`` (80 significant digits, so the only inexact step,
 the fraction of a record that crosses a threshold, is far below a minor unit) and rounded once per
 line by ``core.money.quantize``. A total is the sum of its rounded lines.
+
+Editions: ``EDITION`` (2) is how every rating is done now. Edition 1 is kept only to reproduce
+settlements written before it (``run_billing --verify``, and re-rating their months for late usage):
+it made a line per rule, let usage no rule matched choose the minimum and cap, and deduplicated flat
+fees by identical rule. docs/rating.md ("Editions") says how settled months are treated.
 """
 
 from __future__ import annotations
@@ -12,24 +17,23 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 from core.money import quantize
 from core.periods import period_bounds
-from core.vocabulary import LINE_KINDS, LineKind
+from core.vocabulary import LINE_KINDS, FlagKind, LineKind
 from licensing.rating.rules import (
     Above,
     Charge,
     Flat,
     Free,
     GreaterOf,
-    PerToken,
     RevenueShare,
     Rule,
-    decimal_to_json,
     rule_to_json,
 )
 from licensing.rating.terms import Terms
+from licensing.rating.text import describe
 from licensing.rating.usage import (
     UsageGroup,
     UsageRecord,
@@ -38,15 +42,20 @@ from licensing.rating.usage import (
 )
 
 __all__ = [
+    "EDITION",
+    "EDITIONS",
+    "Edition",
     "Flag",
     "Line",
     "RatingResult",
-    "adjustment_lines",
     "describe",
     "rate",
     "rate_records",
-    "rerate_settled",
 ]
+
+Edition: TypeAlias = Literal[1, 2]
+EDITION: Edition = 2  # the rules every new rating follows (docs/rating.md)
+EDITIONS: tuple[Edition, ...] = (1, 2)
 
 _KIND_ORDER: dict[str, int] = {kind: i for i, kind in enumerate(LINE_KINDS)}
 _EXACT = Context(prec=80, rounding=ROUND_HALF_EVEN)
@@ -120,7 +129,7 @@ class Flag:
     ``attribution``: usage was rated under terms that oblige the host to display a text.
     """
 
-    kind: Literal["unlicensed", "attribution"]
+    kind: FlagKind
     license_version: str | None
     model: str
     customer_category: str
@@ -174,53 +183,6 @@ def _terms_digest(used: Sequence[Terms]) -> str:
 def _usage_digest(period: str, opening: WindowState, groups: Iterable[UsageGroup]) -> str:
     usage = sorted((g.to_json() for g in groups), key=lambda g: _canonical(g))
     return _digest({"period": period, "window_state": opening.to_json(), "usage": usage})
-
-
-# --- descriptions ---------------------------------------------------------------------------------
-
-_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥"}
-
-
-def _money(amount: Decimal, currency: str) -> str:
-    number = format(Decimal(decimal_to_json(amount)), ",f")
-    symbol = _SYMBOLS.get(currency)
-    return f"{symbol}{number}" if symbol else f"{currency} {number}"
-
-
-def _above_text(above: Above | None, currency: str) -> str:
-    if above is None:
-        return ""
-    window = "per month" if above.window == "month" else "per calendar year"
-    if above.metric == "revenue":
-        return f" above {_money(above.amount, currency)} of revenue {window}"
-    return f" above {format(above.amount.normalize(), ',f')} tokens {window}"
-
-
-def describe(charge: Charge, currency: str) -> str:
-    """What a settlement line says about its charge: "12% of net revenue", ..."""
-    if isinstance(charge, Free):
-        return "free"
-    if isinstance(charge, Flat):
-        return "included in flat monthly fee"
-    if isinstance(charge, RevenueShare):
-        return f"{decimal_to_json(charge.percent)}% of net revenue" + _above_text(
-            charge.above, currency
-        )
-    if isinstance(charge, PerToken):
-        given = [
-            (rate, name)
-            for rate, name in (
-                (charge.input, "input"),
-                (charge.cached_input, "cached input"),
-                (charge.output, "output"),
-            )
-            if rate is not None
-        ]
-        prices = " / ".join(_money(rate, currency) for rate, _ in given)
-        names = " / ".join(name for _, name in given)
-        return f"{prices} per 1M {names} tokens" + _above_text(charge.above, currency)
-    parts = [describe(part, currency) for part in charge.of]
-    return "greater of " + ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 # --- the arithmetic -------------------------------------------------------------------------------
@@ -294,25 +256,46 @@ def _first_match(rules: Sequence[Rule], group: UsageGroup) -> int | None:
 
 @dataclass
 class _Bucket:
-    """The usage of one settlement line while it is summed."""
+    """The usage of one settlement line while it is summed: per rule that rated part of it, the
+    exact sums of that rule's leaf charges (a greater_of compares its parts on these sums)."""
 
     terms: Terms
-    rule_index: int
     model: str
     customer_category: str
-    sums: list[Decimal]
+    sums: dict[int, list[Decimal]] = field(default_factory=dict)  # rule index -> leaf sums
     input_tokens: int = 0
     cached_input_tokens: int = 0
     output_tokens: int = 0
     requests: int = 0
     revenue: Decimal = field(default_factory=lambda: Decimal(0))
 
-    def add(self, group: UsageGroup) -> None:
+    def add(self, group: UsageGroup, index: int, year: WindowState) -> None:
         self.input_tokens += group.input_tokens
         self.cached_input_tokens += group.cached_input_tokens
         self.output_tokens += group.output_tokens
         self.requests += group.requests
         self.revenue += group.revenue
+        leaves = _leaves(self.terms.rules[index].charge)
+        sums = self.sums.setdefault(index, [Decimal(0)] * len(leaves))
+        for position, leaf in enumerate(leaves):
+            sums[position] += _leaf_amount(leaf, group, year)
+
+    def exact_amount(self) -> Decimal:
+        """Each rule's amount over its part of the line (greater_of compared there), summed."""
+        rules = self.terms.rules
+        return sum(
+            (_evaluate(rules[index].charge, sums) for index, sums in sorted(self.sums.items())),
+            Decimal(0),
+        )
+
+    def description(self) -> str:
+        """The charge of every rule that rated part of the line, in rule order, each once."""
+        texts: list[str] = []
+        for index in sorted(self.sums):
+            text = describe(self.terms.rules[index].charge, self.terms.currency)
+            if text not in texts:
+                texts.append(text)
+        return "; ".join(texts)
 
 
 @dataclass
@@ -344,6 +327,7 @@ def rate(
     terms: Sequence[Terms],
     usage: Iterable[UsageGroup],
     window_state: WindowState,
+    edition: Edition = EDITION,
 ) -> RatingResult:
     """Rate one month of one host's usage under one license.
 
@@ -351,8 +335,11 @@ def rate(
     ``usage``: the month's groups, each tagged with the label of the terms that rate it (see
     ``terms_in_force``) and carrying its opening offset (see ``licensing.rating.usage``).
     ``window_state``: the host's year-to-date under the license before this month.
+    ``edition``: leave it; 1 only reproduces settlements written under those rules.
     """
     period_bounds(period)
+    if edition not in EDITIONS:
+        raise ValueError(f"edition must be one of {EDITIONS}, not {edition!r}")
     by_label = _check_terms(terms)
     if not isinstance(window_state, WindowState):
         raise TypeError("window_state must be a WindowState")
@@ -367,25 +354,66 @@ def rate(
     groups.sort(key=lambda g: _canonical(g.to_json()))
 
     with localcontext(_EXACT):
-        return _rate(period, by_label, groups, opening)
+        return _rate(period, by_label, groups, opening, edition)
+
+
+def _order(t: Terms) -> tuple[object, ...]:
+    """Terms in the order they come into force (ties, a catalog mistake, broken by label)."""
+    return (t.effective_from, t.label)
+
+
+def _flat_lines(
+    period: str, matched: dict[str, set[int]], by_label: dict[str, Terms], edition: Edition
+) -> list[tuple[tuple[object, ...], Line]]:
+    """``flat_fee`` lines from the flat rules that matched usage (terms label -> rule indexes).
+
+    A flat charge is billed at most once per host, license and month: only the flat rules of the
+    latest terms (in force order) whose flat rules matched usage this month are billed, each once.
+    """
+    chosen: list[tuple[Terms, int]] = []
+    if edition == 1:
+        # Edition 1: once per distinct rule JSON, under the latest terms that matched with it.
+        by_json: dict[bytes, tuple[Terms, int]] = {}
+        for label, indexes in matched.items():
+            t = by_label[label]
+            for index in indexes:
+                key = _canonical(rule_to_json(t.rules[index]))
+                seen = by_json.get(key)
+                if seen is None or _order(seen[0]) < _order(t):
+                    by_json[key] = (t, index)
+        chosen = list(by_json.values())
+    elif matched:
+        latest = max((by_label[label] for label in matched), key=_order)
+        chosen = [(latest, index) for index in sorted(matched[latest.label])]
+    lines: list[tuple[tuple[object, ...], Line]] = []
+    for t, index in chosen:
+        charge = t.rules[index].charge
+        assert isinstance(charge, Flat)  # noqa: S101 - only flat rules are collected
+        amount = quantize(charge.amount, t.currency)
+        line = _bare_line("flat_fee", period, t, amount, "flat monthly fee")
+        lines.append(((1, t.effective_from, t.label, "", "", index), line))
+    return lines
 
 
 def _rate(
-    period: str, by_label: dict[str, Terms], groups: list[UsageGroup], opening: WindowState
+    period: str,
+    by_label: dict[str, Terms],
+    groups: list[UsageGroup],
+    opening: WindowState,
+    edition: Edition,
 ) -> RatingResult:
-    used_labels = {g.terms_label for g in groups if g.terms_label is not None}
-    used = sorted(
-        (by_label[label] for label in used_labels), key=lambda t: (t.effective_from, t.label)
-    )
-    currencies = {t.currency for t in used}
+    tagged = sorted({by_label[g.terms_label] for g in groups if g.terms_label}, key=_order)
+    currencies = {t.currency for t in tagged}
     if len(currencies) > 1:
         raise ValueError(
             f"terms used in {period} are in different currencies ({', '.join(sorted(currencies))})"
         )
-    currency = used[-1].currency if used else None
+    currency = tagged[-1].currency if tagged else None
 
+    # One line per terms, model and category (edition 1: and rule).
     buckets: dict[tuple[str, str, str, int], _Bucket] = {}
-    flats: dict[bytes, tuple[Terms, Flat]] = {}
+    flats: dict[str, set[int]] = {}  # terms label -> indexes of flat rules that matched usage
+    rated: set[str] = set()  # labels of terms whose rules matched usage (free and flat included)
     unlicensed: dict[tuple[str | None, str, str], _FlagSum] = {}
     attribution: dict[tuple[str, str, str], _FlagSum] = {}
     month_revenue, month_tokens = Decimal(0), 0
@@ -401,38 +429,22 @@ def _rate(
                 group
             )
             continue
-        rule = t.rules[index]
+        rated.add(t.label)
         if t.attribution:
             attribution.setdefault((t.label, group.model, group.customer_category), _FlagSum()).add(
                 group
             )
-        if isinstance(rule.charge, Flat):
-            # Once per month per distinct flat rule, even if a new version repeats it unchanged:
-            # charged under the latest terms that matched usage with it.
-            key = _canonical(rule_to_json(rule))
-            seen = flats.get(key)
-            if seen is None or (seen[0].effective_from, seen[0].label) < (
-                t.effective_from,
-                t.label,
-            ):
-                flats[key] = (t, rule.charge)
-        leaves = _leaves(rule.charge)
-        bucket_key = (t.label, group.model, group.customer_category, index)
-        bucket = buckets.get(bucket_key)
+        if isinstance(t.rules[index].charge, Flat):
+            flats.setdefault(t.label, set()).add(index)
+        key = (t.label, group.model, group.customer_category, index if edition == 1 else 0)
+        bucket = buckets.get(key)
         if bucket is None:
-            bucket = _Bucket(
-                t, index, group.model, group.customer_category, [Decimal(0)] * len(leaves)
-            )
-            buckets[bucket_key] = bucket
-        bucket.add(group)
-        for position, leaf in enumerate(leaves):
-            bucket.sums[position] += _leaf_amount(leaf, group, opening)
+            bucket = buckets[key] = _Bucket(t, group.model, group.customer_category)
+        bucket.add(group, index, opening)
 
     lines: list[tuple[tuple[object, ...], Line]] = []
-    for bucket in buckets.values():
+    for (_, _, _, rule_key), bucket in buckets.items():
         t = bucket.terms
-        charge = t.rules[bucket.rule_index].charge
-        amount = quantize(_evaluate(charge, bucket.sums), t.currency)
         line = Line(
             kind="usage",
             model=bucket.model,
@@ -444,57 +456,61 @@ def _rate(
             output_tokens=bucket.output_tokens,
             requests=bucket.requests,
             revenue=bucket.revenue,
-            amount=amount,
-            description=describe(charge, t.currency),
+            amount=quantize(bucket.exact_amount(), t.currency),
+            description=bucket.description(),
         )
-        lines.append(
-            (
-                (
-                    0,
-                    t.effective_from,
-                    t.label,
-                    bucket.model,
-                    bucket.customer_category,
-                    bucket.rule_index,
-                ),
-                line,
-            )
-        )
-    for t, flat in flats.values():
-        line = _bare_line(
-            "flat_fee", period, t, quantize(flat.amount, t.currency), "flat monthly fee"
-        )
-        lines.append(((1, t.effective_from, t.label, "", "", 0), line))
+        order = (0, t.effective_from, t.label, bucket.model, bucket.customer_category, rule_key)
+        lines.append((order, line))
+    lines += _flat_lines(period, flats, by_label, edition)
 
-    charges = sum((line.amount for _, line in lines), Decimal(0))
-    if used:
-        # Minimum and cap: per host, license and month, with the values of the last terms that
-        # rated usage this month, and only in a month with usage (this function sees no other).
-        last = used[-1]
-        if last.minimum_per_month is not None and charges < last.minimum_per_month:
-            true_up = quantize(last.minimum_per_month - charges, last.currency)
-            if true_up:
-                lines.append(
-                    (
-                        (2, last.effective_from, last.label, "", "", 0),
-                        _bare_line(
-                            "minimum_true_up", period, last, true_up, "minimum guarantee true-up"
-                        ),
-                    )
-                )
-                charges += true_up
-        if last.cap_per_month is not None and charges > last.cap_per_month:
-            credit = quantize(last.cap_per_month - charges, last.currency)
-            if credit:
-                lines.append(
-                    (
-                        (3, last.effective_from, last.label, "", "", 0),
-                        _bare_line("cap_credit", period, last, credit, "cap credit"),
-                    )
-                )
+    # Minimum and cap: per host, license and month, with the values of the last terms that rated
+    # usage this month, and only in a month with rated usage: usage no rule matched is not rated
+    # (edition 1 counted every terms the month's usage was tagged with).
+    last_candidates = tagged if edition == 1 else [by_label[label] for label in rated]
+    if last_candidates:
+        lines += _minimum_and_cap(period, max(last_candidates, key=_order), lines)
 
     lines.sort(key=lambda pair: pair[0])
     ordered_lines = tuple(line for _, line in lines)
+    return RatingResult(
+        period=period,
+        currency=currency,
+        lines=ordered_lines,
+        flags=_flags(unlicensed, attribution, by_label),
+        total=sum((line.amount for line in ordered_lines), Decimal(0)),
+        terms_digest=_terms_digest(tagged),
+        usage_digest=_usage_digest(period, opening, groups),
+        window_state=WindowState(
+            opening.year, opening.revenue + month_revenue, opening.tokens + month_tokens
+        ),
+    )
+
+
+def _minimum_and_cap(
+    period: str, last: Terms, lines: list[tuple[tuple[object, ...], Line]]
+) -> list[tuple[tuple[object, ...], Line]]:
+    """The true-up and cap lines of ``last`` (its values) over the month's usage and flat lines."""
+    charges = sum((line.amount for _, line in lines), Decimal(0))
+    result: list[tuple[tuple[object, ...], Line]] = []
+    if last.minimum_per_month is not None and charges < last.minimum_per_month:
+        true_up = quantize(last.minimum_per_month - charges, last.currency)
+        if true_up:
+            line = _bare_line("minimum_true_up", period, last, true_up, "minimum guarantee true-up")
+            result.append(((2, last.effective_from, last.label, "", "", 0), line))
+            charges += true_up
+    if last.cap_per_month is not None and charges > last.cap_per_month:
+        credit = quantize(last.cap_per_month - charges, last.currency)
+        if credit:
+            line = _bare_line("cap_credit", period, last, credit, "cap credit")
+            result.append(((3, last.effective_from, last.label, "", "", 0), line))
+    return result
+
+
+def _flags(
+    unlicensed: dict[tuple[str | None, str, str], _FlagSum],
+    attribution: dict[tuple[str, str, str], _FlagSum],
+    by_label: dict[str, Terms],
+) -> tuple[Flag, ...]:
     flags = [
         Flag(
             kind="unlicensed",
@@ -526,18 +542,7 @@ def _rate(
         for (label, model, category), s in attribution.items()
     ]
     flags.sort(key=lambda f: (f.kind, f.license_version or "", f.model, f.customer_category))
-    return RatingResult(
-        period=period,
-        currency=currency,
-        lines=ordered_lines,
-        flags=tuple(flags),
-        total=sum((line.amount for line in ordered_lines), Decimal(0)),
-        terms_digest=_terms_digest(used),
-        usage_digest=_usage_digest(period, opening, groups),
-        window_state=WindowState(
-            opening.year, opening.revenue + month_revenue, opening.tokens + month_tokens
-        ),
-    )
+    return tuple(flags)
 
 
 def _bare_line(kind: LineKind, period: str, t: Terms, amount: Decimal, text: str) -> Line:
@@ -567,83 +572,3 @@ def rate_records(
     """``rate`` of individual records, grouped by the reference ``group_records``."""
     groups = group_records(records, period=period, window_state=window_state, terms=terms)
     return rate(period=period, terms=terms, usage=groups, window_state=window_state)
-
-
-# --- re-rating a settled period -------------------------------------------------------------------
-
-
-def adjustment_lines(
-    *, period: str, rerated: Sequence[Line], settled: Sequence[Line]
-) -> tuple[Line, ...]:
-    """Re-rated minus settled, per model, customer category and terms label of ``period``.
-
-    ``settled`` is every line already billed for ``period``: the lines of its own settlement
-    and any adjustment lines for it in later settlements. Keys whose difference is zero in amount
-    and in every quantity produce no line. The amounts are differences of rounded amounts, so
-    they are already on the minor unit.
-    """
-    period_bounds(period)
-    delta: dict[tuple[str, str, str], list[Any]] = {}
-    for sign, lines in ((1, rerated), (-1, settled)):
-        for line in lines:
-            if not isinstance(line, Line):
-                raise TypeError(f"lines must be Line, not {type(line).__name__}")
-            if line.period != period:
-                raise ValueError(f"a line of {line.period} cannot adjust {period}")
-            acc = delta.setdefault(
-                (line.license_version, line.model, line.customer_category),
-                [0, 0, 0, 0, Decimal(0), Decimal(0)],
-            )
-            acc[0] += sign * line.input_tokens
-            acc[1] += sign * line.cached_input_tokens
-            acc[2] += sign * line.output_tokens
-            acc[3] += sign * line.requests
-            acc[4] += sign * line.revenue
-            acc[5] += sign * line.amount
-    result = [
-        Line(
-            kind="adjustment",
-            model=model,
-            customer_category=category,
-            period=period,
-            license_version=label,
-            input_tokens=acc[0],
-            cached_input_tokens=acc[1],
-            output_tokens=acc[2],
-            requests=acc[3],
-            revenue=acc[4],
-            amount=acc[5],
-            description=f"adjustment for {period}",
-        )
-        for (label, model, category), acc in sorted(delta.items())
-        if any(acc)
-    ]
-    return tuple(result)
-
-
-def rerate_settled(
-    *,
-    period: str,
-    terms: Sequence[Terms],
-    usage: Iterable[UsageGroup],
-    window_state: WindowState,
-    settled: Sequence[Line],
-) -> RatingResult:
-    """Re-rate a settled ``period`` with all its usage (late records included) and return
-    ``adjustment`` lines for the difference from ``settled``, to carry on the next settlement.
-
-    ``window_state`` is the year-to-date before ``period``, as when it was first rated. The
-    digests are those of the re-rating; the settled period's own settlement is never touched.
-    """
-    rerated = rate(period=period, terms=terms, usage=usage, window_state=window_state)
-    lines = adjustment_lines(period=period, rerated=rerated.lines, settled=settled)
-    return RatingResult(
-        period=period,
-        currency=rerated.currency,
-        lines=lines,
-        flags=rerated.flags,
-        total=sum((line.amount for line in lines), Decimal(0)),
-        terms_digest=rerated.terms_digest,
-        usage_digest=rerated.usage_digest,
-        window_state=rerated.window_state,
-    )

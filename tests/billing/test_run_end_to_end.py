@@ -46,7 +46,9 @@ def test_it_bills_example_1_share_by_agreement(
         "usage_digest",
         "terms_digest",
         "lines",
+        "flags",
     }
+    assert body["flags"] == []  # agreements carry no attribution; nothing went unlicensed
     assert body["licensor"] == "minimax"
     assert body["host"] == "fireworks"
     assert body["status"] == "draft"

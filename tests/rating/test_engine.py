@@ -42,7 +42,10 @@ def test_the_first_matching_rule_wins() -> None:
     result = rate(period="2026-10", terms=[v1], window_state=Y, usage=[
         group(region="CN", revenue=Decimal(100)), group(region="US", revenue=Decimal(100)),
     ])
-    assert [line.amount for line in result.lines] == [Decimal("5.00"), Decimal("12.00")]
+    # CN at 5 % (not also 12 %), US at 12 %: one line of the model and category, 5 + 12
+    assert [(line.amount, line.description) for line in result.lines] == [
+        (Decimal("17.00"), "5% of net revenue; 12% of net revenue")
+    ]
 
 
 def test_a_record_without_region_fits_no_region_in_and_every_region_not_in() -> None:
