@@ -236,6 +236,7 @@ class UsageApi(APIView):
             except EnvelopeError as exc:
                 raise ApiError("malformed", exc.message, fields=exc.fields) from None
             result = services.usage_batch_ingest(host=host, records=records, now=now)
+        services.BATCHES_BY_PATH[result.path] += 1
         return Response(result.as_response())
 
     @extend_schema(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -76,6 +76,12 @@ WHERE NOT EXISTS (SELECT 1 FROM claimed c WHERE c.event_id = s.event_id)
 """  # noqa: S608 - built from the constant column list only
 
 
+# Batches stored through POST /api/v1/usage per path since the process started, counted by the
+# view: the only way to see from outside that a valid batch took the fast path (the answers are
+# the same either way); tests/usage/test_fast_path.py reads it.
+BATCHES_BY_PATH: Counter[str] = Counter()
+
+
 @dataclass
 class IngestResult:
     accepted: int = 0
@@ -83,6 +89,9 @@ class IngestResult:
     rejected: int = 0
     late: int = 0
     results: list[dict[str, Any]] = field(default_factory=list)
+    # Which path wrote the batch: "fast" (usage_batch_ingest_valid) or "per_record". Not part of
+    # the answer (both paths answer alike by design), so the API counts it in BATCHES_BY_PATH.
+    path: str = "per_record"
 
     def as_response(self) -> dict[str, Any]:
         return {
@@ -413,7 +422,7 @@ def usage_batch_ingest_valid(
             ):
                 raise
 
-    result = IngestResult(late=late)
+    result = IngestResult(late=late, path="fast")
     if outcome:
         for index, event_id in enumerate(event_ids):
             status = outcome.get(event_id)
