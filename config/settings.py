@@ -177,6 +177,11 @@ STRIPE_API_BASE = env("STRIPE_API_BASE")
 STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET")
 # Days a host has to pay a Stripe invoice (collection_method send_invoice).
 STRIPE_DAYS_UNTIL_DUE = envint("STRIPE_DAYS_UNTIL_DUE", "30")
+# The client's retries of a failed request (same idempotency key). Unset: 2 against Stripe, 0
+# against STRIPE_API_BASE (localstripe answers an unknown parameter with a 500 a retry would hide).
+STRIPE_MAX_NETWORK_RETRIES = (
+    envint("STRIPE_MAX_NETWORK_RETRIES", "0") if env("STRIPE_MAX_NETWORK_RETRIES") else None
+)
 
 # Platform fee taken on settlements, in percent of the settlement total (0 = none).
 TOLLGATE_PLATFORM_FEE_PERCENT = env("TOLLGATE_PLATFORM_FEE_PERCENT", "0")
