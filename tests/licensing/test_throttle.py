@@ -25,8 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _redis_url() -> str:
-    """A Redis database the tests own (they clear it): CACHE_TEST_URL, else db 13 of a local
-    Redis. Never CACHE_URL itself, which may hold a running server's cache."""
+    """A Redis database for the tests (they delete every throttle counter in it, nothing else):
+    CACHE_TEST_URL, else db 13 of a local Redis. Never CACHE_URL itself, which may hold a
+    running server's counters."""
     url = os.environ.get("CACHE_TEST_URL") or "redis://127.0.0.1:6379/13"
     try:
         import redis
@@ -50,13 +51,26 @@ def cache_backend(request: pytest.FixtureRequest, settings: Any) -> str | None:
     return url
 
 
+def _forget_counters(redis_url: str | None) -> None:
+    """No counter of an earlier test (key ids repeat between test databases). In Redis only the
+    throttle's keys go: the database may be shared, e.g. with the Celery tests' broker."""
+    if redis_url is None:
+        cache.clear()
+        return
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    for name in client.scan_iter(match="*throttle_api_key_*"):
+        client.delete(name)
+
+
 @pytest.fixture
 def two_per_minute(monkeypatch: pytest.MonkeyPatch, cache_backend: str | None) -> Iterator[None]:
     # The rate is configuration (TOLLGATE_THROTTLE_RATE); DRF reads it once at import.
     monkeypatch.setattr(ApiKeyThrottle, "THROTTLE_RATES", {"api_key": "2/min"})
-    cache.clear()
+    _forget_counters(cache_backend)
     yield
-    cache.clear()
+    _forget_counters(cache_backend)
 
 
 def test_it_answers_429_with_retry_after_past_the_rate(
