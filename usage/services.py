@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -76,12 +76,6 @@ WHERE NOT EXISTS (SELECT 1 FROM claimed c WHERE c.event_id = s.event_id)
 """  # noqa: S608 - built from the constant column list only
 
 
-# Batches stored through POST /api/v1/usage per path since the process started, counted by the
-# view: the only way to see from outside that a valid batch took the fast path (the answers are
-# the same either way); tests/usage/test_fast_path.py reads it.
-BATCHES_BY_PATH: Counter[str] = Counter()
-
-
 @dataclass
 class IngestResult:
     accepted: int = 0
@@ -89,8 +83,8 @@ class IngestResult:
     rejected: int = 0
     late: int = 0
     results: list[dict[str, Any]] = field(default_factory=list)
-    # Which path wrote the batch: "fast" (usage_batch_ingest_valid) or "per_record". Not part of
-    # the answer (both paths answer alike by design), so the API counts it in BATCHES_BY_PATH.
+    # Which path wrote the batch: "fast" (usage_batch_ingest_valid) or "per_record"; not part of
+    # the answer (both answer alike by design), so usage.api counts it in BATCHES_BY_PATH.
     path: str = "per_record"
 
     def as_response(self) -> dict[str, Any]:

@@ -17,8 +17,9 @@ from core.vocabulary import CUSTOMER_CATEGORIES
 from tests.factories import HostFactory, LicensedModelFactory, LicenseFactory, LicenseVersionFactory
 from tests.usage.conftest import AT, NOW, record
 from usage import wire
+from usage.api import BATCHES_BY_PATH
 from usage.models import UsageKey, UsageRecord
-from usage.services import BATCHES_BY_PATH, usage_batch_ingest
+from usage.services import usage_batch_ingest
 
 
 def _body(records: list[Any]) -> bytes:
