@@ -11,14 +11,24 @@ months, with their claims), `--repeats` rounds (default 3), each of:
 2. raw psycopg COPY, into `usage_record` alone (the target's literal baseline,
    docs/performance.md), of as many records as the endpoint stored in step 1;
 3. the same count into `usage_key` + `usage_record`, the two tables the endpoint writes (the
-   storage cost of exactly-once itself, without HTTP, JSON or validation).
+   storage cost of exactly-once itself, without HTTP, JSON or validation);
+4. the same count into `bench_plain`, one plain (unpartitioned) table with the same columns and
+   only a UNIQUE (host_id, event_id): the reference of docs/performance.md, "Writing usage rows",
+   topped up (untimed) at the start of every round to as many rows as usage_record holds.
+
+Like with like: every rate compared is of rows stored (the endpoint's records/s counts only the
+records it accepted, not the resent duplicates, which it also printed before as "records/s"); each
+COPY baseline runs on as many connections as the endpoint has gunicorn workers (each worker holds
+one), each connection copying its share in one transaction; and the baselines' rows are encoded
+into COPY text before the clock starts (the endpoint's request bodies are also built before its
+clock starts; decoding them is the endpoint's work).
 
 Each round starts with an untimed ANALYZE of both tables (what autovacuum, off on this server,
 would do). Every timed phase starts right after a CHECKPOINT, and the phases interleave, so
 checkpoints, machine noise and table growth fall on the endpoint and the baselines alike.
-Printed per round and as medians (min-max): records/s, rows/s, the per-round ratios records/s /
-COPY rows/s against both baselines, p50/p99 per batch, the load average at the round's start,
-and the peak RSS of a worker.
+Printed per round and as medians (min-max): stored records/s (and all records/s, resends included),
+rows/s of each baseline, the per-round ratios stored records/s / COPY rows/s against each baseline,
+p50/p99 per batch, the load average at the round's start, and the peak RSS of a worker.
 
 Everything runs on this machine (the load generator competes with the server and PostgreSQL for
 the same cores, as in docs/performance.md). Record the output in docs/performance.md, "Ingestion".
@@ -33,6 +43,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -46,7 +57,8 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 ADMIN_URL = os.environ.get("BENCH_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-DB = "tollgate_bench_ingest"
+# Another name when several benches share a server.
+DB = os.environ.get("BENCH_INGEST_DB", "tollgate_bench_ingest")
 DB_URL = ADMIN_URL.rsplit("/", 1)[0] + "/" + DB
 BATCH = 10_000
 DUPLICATES = 1_000  # 10% of each batch is a resend of the previous batch's records
@@ -96,7 +108,29 @@ def prepare_database() -> tuple[list[int], str]:
         admin.execute(f"CREATE DATABASE {DB}")
     _manage("migrate", "--noinput")
     ids_line, key = _manage("shell", "-c", SETUP).strip().splitlines()[-2:]
+    with psycopg.connect(DB_URL, autocommit=True) as conn:
+        conn.execute(PLAIN_TABLE)
     return [int(x) for x in ids_line.split()], key
+
+
+# The reference: usage_record's columns in one plain table whose only index is the idempotency key.
+PLAIN_TABLE = """
+CREATE TABLE bench_plain (
+    host_id bigint NOT NULL, event_id varchar(128) NOT NULL, model_id bigint NOT NULL,
+    license_id bigint NOT NULL, licensor_id bigint NOT NULL, occurred_at timestamptz NOT NULL,
+    received_at timestamptz NOT NULL, customer_category varchar(16) NOT NULL,
+    input_tokens bigint NOT NULL, cached_input_tokens bigint NOT NULL,
+    output_tokens bigint NOT NULL, requests bigint NOT NULL, revenue numeric(20, 6) NOT NULL,
+    currency varchar(3) NOT NULL, region varchar(2) NOT NULL, customer_ref varchar(128) NOT NULL,
+    corrects varchar(128) NOT NULL, late boolean NOT NULL, content_hash bytea NOT NULL,
+    UNIQUE (host_id, event_id)
+)
+"""
+RECORD_COLUMNS = (
+    "host_id, event_id, model_id, license_id, licensor_id, occurred_at, received_at,"
+    " customer_category, input_tokens, cached_input_tokens, output_tokens, requests, revenue,"
+    " currency, region, customer_ref, corrects, late, content_hash"
+)
 
 
 def preload(conn: psycopg.Connection, ids: list[int], rows: int) -> float:
@@ -125,19 +159,34 @@ def preload(conn: psycopg.Connection, ids: list[int], rows: int) -> float:
             "INSERT INTO usage_key SELECT %s, event_id, '\\x00'::bytea, occurred_at FROM pre",
             (host,),
         )
-        conn.execute(
-            "INSERT INTO usage_record (host_id, event_id, model_id, license_id, licensor_id,"
-            " occurred_at, received_at, customer_category, input_tokens, cached_input_tokens,"
-            " output_tokens, requests, revenue, currency, region, customer_ref, corrects, late,"
-            " content_hash) SELECT %s, event_id, %s, %s, %s, occurred_at, now(), 'commercial',"
-            " 1000, 0, 200, 1, 1.5, 'USD', '', '', '', false, '\\x00'::bytea FROM pre",
-            (host, model, license, licensor),
-        )
+        for table in ("usage_record", "bench_plain"):
+            conn.execute(
+                f"INSERT INTO {table} ({RECORD_COLUMNS}) SELECT %s, event_id, %s, %s, %s,"
+                " occurred_at, now(), 'commercial', 1000, 0, 200, 1, 1.5, 'USD', '', '', '',"
+                " false, '\\x00'::bytea FROM pre",
+                (host, model, license, licensor),
+            )
         conn.execute("DROP TABLE pre")
     conn.execute("VACUUM ANALYZE usage_record")
     conn.execute("VACUUM ANALYZE usage_key")
+    conn.execute("VACUUM ANALYZE bench_plain")
     conn.execute("CHECKPOINT")
     return time.perf_counter() - t0
+
+
+def level_plain(conn: psycopg.Connection, ids: list[int]) -> None:
+    """Untimed: bench_plain gets as many rows as usage_record holds (which also took the
+    endpoint's and the other baselines' rows), so the reference copies into a table as full."""
+    host, model, license, licensor = ids
+    count = "SELECT (SELECT count(*) FROM usage_record) - (SELECT count(*) FROM bench_plain)"
+    missing = conn.execute(count).fetchone()[0]  # type: ignore[index]
+    if missing > 0:
+        conn.execute(
+            f"INSERT INTO bench_plain ({RECORD_COLUMNS}) SELECT %s, gen_random_uuid()::text, %s,"
+            " %s, %s, now(), now(), 'commercial', 1000, 0, 200, 1, 1.5, 'USD', '', '', '', false,"
+            " '\\x00'::bytea FROM generate_series(1, %s)",
+            (host, model, license, licensor, missing),
+        )
 
 
 def checkpoint(conn: psycopg.Connection) -> None:
@@ -146,51 +195,76 @@ def checkpoint(conn: psycopg.Connection) -> None:
     conn.execute("CHECKPOINT")
 
 
-def raw_copy(conn: psycopg.Connection, ids: list[int], n: int, *, with_key: bool) -> float:
-    """rows/s of a plain COPY of n records of this month (the tuples are built before timing;
-    CHECKPOINT right before the clock starts)."""
+def encode_rows(ids: list[int], n: int) -> tuple[list[bytes], list[bytes]]:
+    """n records of this month as lines of COPY text, for usage_record (and bench_plain), and
+    their claims for usage_key. Built before any clock starts."""
     host, model, license, licensor = ids
-    at = datetime.now(UTC) - timedelta(minutes=10)
-    rows = [
-        (
-            host,
-            str(uuid.uuid4()),
-            model,
-            license,
-            licensor,
-            at,
-            at,
-            "commercial",
-            1000,
-            0,
-            200,
-            1,
-            "1.5",
-            "USD",
-            "",
-            "",
-            "",
-            False,
-            os.urandom(16),
+    at = (datetime.now(UTC) - timedelta(minutes=10)).isoformat()
+    records: list[bytes] = []
+    keys: list[bytes] = []
+    for _ in range(n):
+        event_id = str(uuid.uuid4())
+        digest = os.urandom(16).hex()
+        # bytea in COPY text: "\\x<hex>" (the backslash of \x escaped for COPY).
+        records.append(
+            f"{host}\t{event_id}\t{model}\t{license}\t{licensor}\t{at}\t{at}\tcommercial\t"
+            f"1000\t0\t200\t1\t1.5\tUSD\t\t\t\tf\t\\\\x{digest}\n".encode()
         )
-        for _ in range(n)
+        keys.append(f"{host}\t{event_id}\t\\\\x{digest}\t{at}\n".encode())
+    return records, keys
+
+
+def raw_copy(conns: list[psycopg.Connection], ids: list[int], n: int, *, into: str) -> float:
+    """rows/s of a plain COPY of n records of this month, split over `conns` (as many as the
+    endpoint's workers), each connection copying its share in one transaction: `into` is
+    "record" (usage_record), "key+record" (usage_key, then usage_record) or "plain"
+    (bench_plain). The COPY text is encoded before the clock starts; CHECKPOINT right before."""
+    records, keys = encode_rows(ids, n)
+    k = len(conns)
+    statements = {
+        "record": [f"COPY usage_record ({RECORD_COLUMNS}) FROM STDIN"],
+        "key+record": [
+            "COPY usage_key (host_id, event_id, content_hash, occurred_at) FROM STDIN",
+            f"COPY usage_record ({RECORD_COLUMNS}) FROM STDIN",
+        ],
+        "plain": [f"COPY bench_plain ({RECORD_COLUMNS}) FROM STDIN"],
+    }[into]
+    shares = [
+        [
+            b"".join(keys[i::k]) if "usage_key" in sql else b"".join(records[i::k])
+            for sql in statements
+        ]
+        for i in range(k)
     ]
-    checkpoint(conn)
+    barrier = threading.Barrier(k + 1)
+    errors: list[BaseException] = []
+
+    def copy_share(conn: psycopg.Connection, share: list[bytes]) -> None:
+        try:
+            barrier.wait()
+            with conn.transaction():
+                for sql, data in zip(statements, share, strict=True):
+                    with conn.cursor().copy(sql) as copy:
+                        for offset in range(0, len(data), 1 << 20):
+                            copy.write(data[offset : offset + (1 << 20)])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=copy_share, args=(conn, share))
+        for conn, share in zip(conns, shares, strict=True)
+    ]
+    for t in threads:
+        t.start()
+    checkpoint(conns[0])
+    barrier.wait()
     t0 = time.perf_counter()
-    with conn.transaction():
-        if with_key:
-            with conn.cursor().copy("COPY usage_key FROM STDIN") as copy:
-                for r in rows:
-                    copy.write_row((host, r[1], r[18], at))
-        with conn.cursor().copy(
-            "COPY usage_record (host_id, event_id, model_id, license_id, licensor_id,"
-            " occurred_at, received_at, customer_category, input_tokens, cached_input_tokens,"
-            " output_tokens, requests, revenue, currency, region, customer_ref, corrects, late,"
-            " content_hash) FROM STDIN"
-        ) as copy:
-            for r in rows:
-                copy.write_row(r)
-    return n / (time.perf_counter() - t0)
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    return n / elapsed
 
 
 def make_batches(client: int, run: str, count: int) -> list[bytes]:
@@ -342,58 +416,77 @@ def measure_state(
     duration: float,
     repeats: int,
 ) -> None:
-    """`repeats` rounds of: endpoint phase, then COPY into usage_record alone, then COPY into
-    usage_key + usage_record, each of as many records as the endpoint stored in that round's
-    phase, each after a CHECKPOINT. Rounds interleave, so noise and table growth fall on both."""
+    """`repeats` rounds of: endpoint phase, then COPY into usage_record alone, into usage_key +
+    usage_record, and into bench_plain, each of as many records as the endpoint stored in that
+    round's phase, on `workers` connections, each after a CHECKPOINT. Rounds interleave, so
+    noise and table growth fall on all of them."""
     held = conn.execute("SELECT count(*) FROM usage_key").fetchone()[0]  # type: ignore[index]
-    print(f"\n== table holding {held:,} records ==", flush=True)
+    print(f"\n== tables holding {held:,} records ==", flush=True)
     rounds: list[dict[str, Any]] = []
+    copiers = [psycopg.connect(DB_URL, autocommit=True) for _ in range(workers)]
     server, url = serve(workers)
     try:
         for r in range(repeats):
             # This server runs with autovacuum off: without it, usage_key would keep the stats of
             # an empty table while it grows by millions, and the endpoint's duplicate lookup
             # (`event_id = ANY(...)`) would turn into a scan of it. Analyze as autovacuum would.
-            conn.execute("ANALYZE usage_key, usage_record")
+            level_plain(conn, ids)
+            conn.execute("ANALYZE usage_key, usage_record, bench_plain")
             load = os.getloadavg()[0]
             run = f"s{state}r{r}{uuid.uuid4().hex[:6]}"
             endpoint = http_run(conn, url, key, run, clients, duration)
             n = endpoint["stored"]
-            alone = raw_copy(conn, ids, n, with_key=False)
-            both = raw_copy(conn, ids, n, with_key=True)
-            rounds.append({**endpoint, "alone": alone, "both": both})
+            copies = {into: raw_copy(copiers, ids, n, into=into) for into in BASELINES}
+            rounds.append({**endpoint, **copies})
+            stored = endpoint["stored_per_s"]
             print(
-                f"round {r + 1}: load {load:.1f}; POST {endpoint['records_per_s']:,.0f} rec/s"
-                f" ({n:,} stored, p50 {endpoint['p50_ms']:.0f} ms, p99 {endpoint['p99_ms']:.0f}"
-                f" ms); COPY of {n:,}: alone {alone:,.0f} rows/s, key + record {both:,.0f}"
-                f" rows/s; ratios {endpoint['records_per_s'] / alone:.2f} /"
-                f" {endpoint['records_per_s'] / both:.2f}",
+                f"round {r + 1}: load {load:.1f}; POST {stored:,.0f} stored rec/s"
+                f" ({endpoint['records_per_s']:,.0f} with resends; {n:,} stored, p50"
+                f" {endpoint['p50_ms']:.0f} ms, p99 {endpoint['p99_ms']:.0f} ms); COPY of {n:,}"
+                f" on {workers} connections: "
+                + ", ".join(f"{into} {copies[into]:,.0f} rows/s" for into in BASELINES)
+                + "; ratios "
+                + " / ".join(f"{stored / copies[into]:.2f}" for into in BASELINES),
                 flush=True,
             )
         rss = worker_peak_rss(server.pid)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
+        for c in copiers:
+            c.close()
     claims = conn.execute("SELECT count(*) FROM usage_key").fetchone()[0]  # type: ignore[index]
     records = conn.execute("SELECT count(*) FROM usage_record").fetchone()[0]  # type: ignore[index]
-    rates = [x["records_per_s"] for x in rounds]
+    plain = conn.execute("SELECT count(*) FROM bench_plain").fetchone()[0]  # type: ignore[index]
     print(
         f"-- median (min-max) of {repeats} rounds; at the end usage_record held {records:,}"
-        f" records, usage_key {claims:,} claims\n"
-        f"raw COPY into usage_record alone:        {spread([x['alone'] for x in rounds])} rows/s\n"
-        f"raw COPY into usage_key + usage_record:  {spread([x['both'] for x in rounds])} rows/s\n"
-        f"POST /api/v1/usage:                      {spread(rates)} records/s"
-        f" (stored {spread([x['stored_per_s'] for x in rounds])}/s)\n"
+        f" records, usage_key {claims:,} claims, bench_plain {plain:,} rows\n"
+        + "".join(
+            f"raw COPY, {workers} connections, {BASELINES[into]:<31} "
+            f"{spread([x[into] for x in rounds])} rows/s\n"
+            for into in BASELINES
+        )
+        + f"POST /api/v1/usage, stored:                         "
+        f"{spread([x['stored_per_s'] for x in rounds])} records/s"
+        f" (with resends {spread([x['records_per_s'] for x in rounds])})\n"
         f"  per batch: p50 {spread([x['p50_ms'] for x in rounds])} ms,"
         f" p99 {spread([x['p99_ms'] for x in rounds])} ms,"
         f" {sum(x['batches'] for x in rounds)} batches\n"
-        f"  ratio vs COPY into usage_record, per round:  "
-        f"{spread([x['records_per_s'] / x['alone'] for x in rounds], '.2f')}\n"
-        f"  ratio vs COPY into key + record, per round:  "
-        f"{spread([x['records_per_s'] / x['both'] for x in rounds], '.2f')}\n"
-        f"  peak RSS of a gunicorn worker:         {rss / 1024:.0f} MiB",
+        + "".join(
+            f"  ratio stored/s vs COPY into {BASELINES[into]:<31} per round: "
+            f"{spread([x['stored_per_s'] / x[into] for x in rounds], '.2f')}\n"
+            for into in BASELINES
+        )
+        + f"  peak RSS of a gunicorn worker: {rss / 1024:.0f} MiB",
         flush=True,
     )
+
+
+BASELINES = {
+    "record": "usage_record alone:",
+    "key+record": "usage_key + usage_record:",
+    "plain": "one plain table, UNIQUE key:",
+}
 
 
 def main(argv: list[str]) -> int:

@@ -80,19 +80,23 @@ def is_configured() -> bool:
 
 def client() -> stripe.StripeClient:
     """A client from settings. STRIPE_API_BASE (a local Stripe-compatible server) replaces every
-    base address; against it there are no network retries: a retry could hide a server error,
-    and the Celery task retries whole invoicing runs anyway."""
+    base address; against it there are no network retries unless STRIPE_MAX_NETWORK_RETRIES says
+    so: a retry could hide a server error, and the Celery task retries whole invoicing runs
+    anyway."""
     if not settings.STRIPE_API_KEY:
         raise StripeNotConfigured("STRIPE_API_KEY is not set")
     base = settings.STRIPE_API_BASE
+    retries = settings.STRIPE_MAX_NETWORK_RETRIES
     if base:
         return stripe.StripeClient(
             settings.STRIPE_API_KEY,
             base_addresses={"api": base, "connect": base, "files": base},
-            max_network_retries=0,
+            max_network_retries=retries or 0,
         )
     # Real Stripe: the client's own retries send the same idempotency key again.
-    return stripe.StripeClient(settings.STRIPE_API_KEY, max_network_retries=2)
+    return stripe.StripeClient(
+        settings.STRIPE_API_KEY, max_network_retries=2 if retries is None else retries
+    )
 
 
 def _settlement_key(settlement_id: str, what: str) -> str:

@@ -204,6 +204,11 @@ STRIPE_API_BASE = env("STRIPE_API_BASE")
 STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET")
 # Days a host has to pay a Stripe invoice (collection_method send_invoice).
 STRIPE_DAYS_UNTIL_DUE = envint("STRIPE_DAYS_UNTIL_DUE", "30")
+# The client's retries of a failed request (same idempotency key). Unset: 2 against Stripe, 0
+# against STRIPE_API_BASE (localstripe answers an unknown parameter with a 500 a retry would hide).
+STRIPE_MAX_NETWORK_RETRIES = (
+    envint("STRIPE_MAX_NETWORK_RETRIES", "0") if env("STRIPE_MAX_NETWORK_RETRIES") else None
+)
 
 # The earliest month (YYYY-MM, UTC) usage may fall in: an older occurred_at is rejected
 # (`too_old`), and no usage partition is created before it (docs/ingestion.md, "Partitions").

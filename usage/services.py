@@ -84,6 +84,9 @@ class IngestResult:
     rejected: int = 0
     late: int = 0
     results: list[dict[str, Any]] = field(default_factory=list)
+    # Which path wrote the batch: "fast" (usage_batch_ingest_valid) or "per_record"; not part of
+    # the answer (both answer alike by design), so usage.api counts it in BATCHES_BY_PATH.
+    path: str = "per_record"
 
     def as_response(self) -> dict[str, Any]:
         return {
@@ -419,7 +422,7 @@ def usage_batch_ingest_valid(
             ):
                 raise
 
-    result = IngestResult(late=late)
+    result = IngestResult(late=late, path="fast")
     if outcome:
         for index, event_id in enumerate(event_ids):
             status = outcome.get(event_id)

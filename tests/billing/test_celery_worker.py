@@ -5,6 +5,7 @@ per key and balanced books; a task delivered twice changes nothing."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -36,7 +37,13 @@ PERIOD = "2026-10"
 
 
 def _broker_url() -> str:
-    url = os.environ.get("CELERY_BROKER_URL") or "redis://127.0.0.1:6379/15"
+    # A Redis database the test owns (it is flushed): CELERY_TEST_BROKER_URL, which leaves the
+    # test process itself eager; else CELERY_BROKER_URL; else db 15 of a local Redis.
+    url = (
+        os.environ.get("CELERY_TEST_BROKER_URL")
+        or os.environ.get("CELERY_BROKER_URL")
+        or "redis://127.0.0.1:6379/15"
+    )
     try:
         import redis
 
@@ -55,7 +62,9 @@ def _test_database_url() -> str:
 
 
 class Worker:
-    """A `celery worker` subprocess on the test database; `kill()` is SIGKILL, no goodbye."""
+    """A `celery worker` subprocess on the test database, with the prefork pool production runs
+    (docker-compose.yml), in its own process group: `kill()` is SIGKILL to the main process and
+    its pool children at once, no goodbye (a machine or container dying)."""
 
     def __init__(self, broker: str, log: Path, pause: float) -> None:
         self.env = {
@@ -79,7 +88,7 @@ class Worker:
                     command
                     or (
                         "worker",
-                        "--pool=threads",
+                        "--pool=prefork",
                         "--concurrency=4",
                         "--loglevel=INFO",
                         "--without-gossip",
@@ -92,20 +101,28 @@ class Worker:
             env=self.env,
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def kill(self) -> None:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
+        os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                pass
+        try:  # whatever is left of the group, e.g. pool children of a main process that died
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -276,10 +293,21 @@ def test_it_changes_nothing_when_tasks_are_delivered_twice(
     pair = BillingRunPair.objects.filter(run=run).first()
     assert pair is not None
 
-    # when: a pair task of that run delivered twice more
-    for _ in range(2):
+    # when: a pair task of that run delivered twice more, and the worker has run both: its log
+    # says each succeeded and returned 0 settlements written
+    resent = [
         producer.send_task("billing.tasks.bill_pair", args=[run.pk, pair.host_id, pair.licensor_id])
-    time.sleep(3)
+        for _ in range(2)
+    ]
+    for task in resent:
+        line = re.compile(rf"Task billing\.tasks\.bill_pair\[{task.id}\] succeeded in \S+: (\d+)")
+        written = wait_for(
+            lambda line=line: line.search(log.read_text()),
+            timeout=60,
+            what=f"the worker to run the resent task {task.id}",
+            log=log,
+        )
+        assert written.group(1) == "0"
 
     # then: nothing was rewritten
     after = {

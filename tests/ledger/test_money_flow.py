@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
-from django.utils import timezone
+from django.db import connection
 
 from ledger.models import Account, AccountKind
 from ledger.selectors import account_balance, party_balances, trial_balance
@@ -63,14 +61,18 @@ def test_it_posts_each_settlement_once(parties):
 def test_it_gives_a_balance_as_of_a_point_in_time(usd, parties):
     # given: a payment, a moment, then another payment
     host, _ = parties
-    host_payment_post(payment_id="p1", host=host, currency="USD", amount_minor=300)
-    time.sleep(0.01)
-    moment = timezone.now()
-    time.sleep(0.01)
-    host_payment_post(payment_id="p2", host=host, currency="USD", amount_minor=200)
+    first = host_payment_post(payment_id="p1", host=host, currency="USD", amount_minor=300)
+    # The entries' created_at comes from PostgreSQL's clock (ledger_post_entry), so the moment
+    # is read from that clock too: no sleep ordering two clocks.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT clock_timestamp()")
+        [moment] = cursor.fetchone()
+    second = host_payment_post(payment_id="p2", host=host, currency="USD", amount_minor=200)
+    assert first.created_at <= moment < second.created_at
     # when: the balances are read as of the moment and now
     # then: the first counts only the first payment
     assert account_balance(account=usd["cash"], at=moment) == 300
+    assert account_balance(account=usd["cash"], at=first.created_at) == 300  # inclusive
     assert account_balance(account=usd["cash"]) == 500
     assert party_balances(owner=host, at=moment) == {"USD": {"receivable": -300}}
 

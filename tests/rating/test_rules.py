@@ -157,9 +157,14 @@ def test_revenue_share_percent_is_required() -> None:
     assert errors_of(one_rule({"type": "revenue_share"})) == [f"{P}[0].charge.percent: is required"]
 
 
-def test_revenue_share_percent_bounds_are_inclusive() -> None:
-    for percent in ("0", "100", 0, 100):
-        parse_rules(one_rule({"type": "revenue_share", "percent": percent}), P)
+@pytest.mark.parametrize(
+    ("percent", "parsed"),
+    [("0", Decimal(0)), ("100", Decimal(100)), (0, Decimal(0)), (100, Decimal(100))],
+)
+def test_revenue_share_percent_bounds_are_inclusive(percent: object, parsed: Decimal) -> None:
+    assert parse_rules(one_rule({"type": "revenue_share", "percent": percent}), P) == (
+        Rule(Match(), RevenueShare(parsed)),
+    )
 
 
 def test_a_float_is_refused_with_its_path() -> None:

@@ -132,6 +132,16 @@ def test_example_5_late_usage_becomes_an_adjustment_on_the_next_settlement() -> 
         "amount": "60.00", "description": "adjustment for 2026-10",
     }]
     assert adjustment.total == Decimal("60.00")
-    # October's own result is untouched: same lines, same digests
-    assert october.lines == settled_lines
-    assert (october.terms_digest, october.usage_digest) == settled_digests
+    # October's own result is untouched: still 12% of $75,300.00, and rating October's settled
+    # usage again gives the same lines and digests (the late record went only into the adjustment)
+    assert [line.to_json() for line in october.lines] == [{
+        "kind": "usage", "model": "minimax-m2.7", "customer_category": "commercial",
+        "period": "2026-10", "license_version": "2026-04-15", "input_tokens": 0,
+        "cached_input_tokens": 0, "output_tokens": 0, "requests": 10, "revenue": "75300.00",
+        "amount": "9036.00", "description": "12% of net revenue",
+    }]
+    again = rate(period="2026-10", terms=[version], usage=october_usage,
+                 window_state=WindowState(2026))
+    assert again.lines == settled_lines
+    assert (again.terms_digest, again.usage_digest) == settled_digests
+    assert adjustment.usage_digest != october.usage_digest

@@ -20,6 +20,13 @@ by patching the installed package at import-free install time:
 6. A webhook sink at `/_config/tollgate/deliveries` (under `/_config/` because localstripe's auth
    middleware lets that prefix through, as webhook deliveries carry no API key) that keeps each
    signed delivery so a test can replay it into Django.
+7. Stripe's shape: every object in a response or an event payload keeps only the fields that the
+   installed `stripe` package's typed class for its `object` declares (`shaped`), and events carry
+   that package's API version. localstripe speaks the 2017-08-15 API (`date`, `paid`,
+   `subscription` on invoices...) and the additions above keep internal state (`days_until_due`,
+   `paid_out_of_band`) that today's Invoice object does not have: neither reaches a client, so a
+   test cannot come to rely on a field Stripe does not send. tests/stripe/test_localstripe_ext.py
+   checks every field of a whole invoicing flow against those declarations on its own.
 
 And the server runs in-process: its aiohttp app on its own event loop in a background thread,
 bound to 127.0.0.1 on a free port, with the store's pickle-file write disabled (it rewrites
@@ -30,18 +37,23 @@ here opens a connection beyond 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import importlib
 import json
 import re
 import socket
 import threading
 import time
+import typing
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import stripe
 from aiohttp import web
+from stripe._object_classes import OBJECT_CLASSES
 
 with warnings.catch_warnings():
     # localstripe registers plain functions as aiohttp handlers, which aiohttp 3.x deprecates.
@@ -167,7 +179,6 @@ def _send(id: str, **rest: Any) -> Any:
         raise UserError(400, "Only send_invoice invoices can be sent")
     if invoice.status != "open":
         raise UserError(400, f"Invoice {id} is {invoice.status}: only open invoices are sent")
-    invoice.sent_count = getattr(invoice, "sent_count", 0) + 1  # not Stripe's: tests read it
     R.schedule_webhook(R.Event("invoice.sent", invoice))
     return invoice
 
@@ -196,6 +207,81 @@ async def _pay_out_of_band(request: web.Request, data: dict[str, Any]) -> web.St
     invoice.paid_out_of_band = True
     invoice._on_payment_success()
     return server.json_response(invoice._export())
+
+
+# --- 7. Stripe's shape ----------------------------------------------------------------------
+
+
+@functools.cache
+def _declared(cls: type) -> dict[str, Any]:
+    """The fields a stripe-python class declares (its annotations, with its bases')."""
+    fields: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        fields.update(vars(klass).get("__annotations__", {}))
+    fields.pop("OBJECT_NAME", None)
+    return fields
+
+
+def _object_class(name: str) -> type | None:
+    found = OBJECT_CLASSES.get(name)
+    return getattr(importlib.import_module(found[0]), found[1]) if found else None
+
+
+def _typed(annotation: Any) -> type | None:
+    """The typed stripe-python class inside a field's annotation (e.g. Invoice.StatusTransitions
+    in `Optional[StatusTransitions]`), None for scalars and free-form objects like metadata."""
+    if isinstance(annotation, typing.ForwardRef):
+        annotation = getattr(stripe, annotation.__forward_arg__, None)
+    candidates = [annotation, typing.get_origin(annotation)]
+    for candidate in candidates:
+        if (
+            isinstance(candidate, type)
+            and issubclass(candidate, stripe.StripeObject)
+            and not candidate.__name__.startswith("Untyped")
+        ):
+            return candidate
+    for arg in typing.get_args(annotation):
+        found = _typed(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def shaped(value: Any, cls: type | None = None) -> Any:
+    """`value` with every field its stripe-python class does not declare left out. An object
+    names its class by `object`; a nested structure without one (status_transitions) takes the
+    class its parent's field declares."""
+    if isinstance(value, list):
+        return [shaped(item, cls) for item in value]
+    if not isinstance(value, dict):
+        return value
+    kind = value.get("object")
+    if isinstance(kind, str):
+        cls = _object_class(kind)
+    if cls is None:
+        return {key: shaped(item) for key, item in value.items()}
+    fields = _declared(cls)
+    return {
+        key: shaped(item, _typed(fields[key]) if key in fields else None)
+        for key, item in value.items()
+        if key in fields or (key == "object" and isinstance(item, str))
+    }
+
+
+_original_event_export = R.Event._export
+
+
+def _event_export(self: Any, expand: Any = None) -> Any:
+    exported = _original_event_export(self, expand)
+    exported["api_version"] = stripe.api_version
+    return shaped(exported)
+
+
+async def _shaped_response(response: web.StreamResponse) -> web.StreamResponse:
+    if not (isinstance(response, web.Response) and response.content_type == "application/json"):
+        return response
+    body = json.loads(bytes(response.body))  # type: ignore[arg-type]
+    return server.json_response(shaped(body), status=response.status)
 
 
 # --- 5. idempotency keys, 6. the webhook sink, and the dispatch of the added routes -----------
@@ -235,7 +321,7 @@ async def _extension_middleware(request: web.Request, handler: Handler) -> web.S
                 content_type="application/json",
                 headers={"Idempotent-Replayed": "true"},
             )
-    response = await _dispatch(request, handler)
+    response = await _shaped_response(await _dispatch(request, handler))
     if key is not None and 200 <= response.status < 300 and isinstance(response, web.Response):
         _idempotent[key] = (fingerprint, response.status, bytes(response.body))  # type: ignore[arg-type]
     return response
@@ -272,6 +358,7 @@ def install() -> None:
     R.InvoiceItem._api_create = staticmethod(_item_create)  # type: ignore[assignment]
     R.Invoice.status = property(_status)  # type: ignore[assignment,method-assign]
     R.Invoice._on_payment_success = _on_payment_success  # type: ignore[method-assign]
+    R.Event._export = _event_export  # type: ignore[method-assign]
     server.app.middlewares.append(_extension_middleware)
     _installed = True
 

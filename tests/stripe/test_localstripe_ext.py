@@ -3,10 +3,14 @@ through the real stripe client, as Stripe documents it."""
 
 from __future__ import annotations
 
+import importlib
+import json
+import typing
 from typing import Any
 
 import pytest
 import stripe
+from stripe._object_classes import OBJECT_CLASSES
 
 from tests.stripe.conftest import API_KEY, WEBHOOK_SECRET
 from tests.stripe.localstripe_ext import reset
@@ -48,7 +52,9 @@ def test_it_creates_a_draft_invoice_without_a_subscription_leaving_pending_items
     # then: Stripe's default pending_invoice_items_behavior (exclude) left the item pending
     assert invoice.status == "draft"
     assert invoice.collection_method == "send_invoice"
-    assert invoice.days_until_due == 30
+    # days_until_due is a parameter; the Invoice object has the date it sets (Stripe: "the number
+    # of days from when the invoice is created until it is due")
+    assert invoice.due_date == invoice.created + 30 * 86400
     assert invoice.metadata["k"] == "v"
     assert invoice.total == 0
     assert len(api.v1.invoice_items.list({"customer": customer.id}).data) == 1
@@ -125,3 +131,119 @@ def test_it_pays_out_of_band_and_delivers_a_signed_invoice_paid(
     event = stripe.Webhook.construct_event(delivery.body, delivery.signature, WEBHOOK_SECRET)
     assert event["type"] == "invoice.paid"
     assert event["data"]["object"]["amount_paid"] == 700
+
+
+# --- Stripe's shape: every field checked against stripe-python's typed classes -----------------
+# Written apart from the extension's own `shaped`, so that a mistake there cannot hide here.
+
+
+def _fields_of(cls: type) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        for name, annotation in vars(klass).get("__annotations__", {}).items():
+            fields.setdefault(name, annotation)
+    fields.pop("OBJECT_NAME", None)
+    return fields
+
+
+def _nested_class(annotation: Any) -> type | None:
+    if isinstance(annotation, typing.ForwardRef):
+        return _nested_class(getattr(stripe, annotation.__forward_arg__))
+    for candidate in (annotation, typing.get_origin(annotation), *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, stripe.StripeObject):
+            return None if candidate.__name__.startswith("Untyped") else candidate
+        if candidate is not annotation and typing.get_args(candidate):
+            found = _nested_class(candidate)
+            if found is not None:
+                return found
+    return None
+
+
+def undeclared(value: Any, cls: type | None = None, path: str = "$") -> list[str]:
+    """The paths of every field in `value` that Stripe's typed classes do not declare, and of
+    every `object` that is not one of Stripe's."""
+    if isinstance(value, list):
+        return [p for i, item in enumerate(value) for p in undeclared(item, cls, f"{path}[{i}]")]
+    if not isinstance(value, dict):
+        return []
+    kind = value.get("object")
+    if isinstance(kind, str):
+        if kind not in OBJECT_CLASSES:
+            return [f"{path}: {kind!r} is not a Stripe object"]
+        module, name = OBJECT_CLASSES[kind]
+        cls = getattr(importlib.import_module(module), name)
+    if cls is None:  # free-form, e.g. metadata
+        return [p for key, item in value.items() for p in undeclared(item, None, f"{path}.{key}")]
+    fields = _fields_of(cls)
+    problems = []
+    for key, item in value.items():
+        if key == "object" and isinstance(item, str):
+            continue
+        if key not in fields:
+            problems.append(f"{path}.{key} ({cls.__name__})")
+        else:
+            problems += undeclared(item, _nested_class(fields[key]), f"{path}.{key}")
+    return problems
+
+
+def test_the_checker_names_a_field_stripe_does_not_declare() -> None:
+    # given: localstripe's own invoice fields of the 2017 API, and one of today's nested fields
+    old = {"object": "invoice", "id": "in_1", "date": 1, "paid": True, "lines": {
+        "object": "list", "data": [{"object": "line_item", "plan": None}], "has_more": False}}
+    nested = {"object": "invoice", "status_transitions": {"finalized_at": 1, "sent_at": 2}}
+
+    # then
+    assert undeclared(old) == [
+        "$.date (Invoice)", "$.paid (Invoice)", "$.lines.data[0].plan (InvoiceLineItem)"
+    ]
+    assert undeclared(nested) == ["$.status_transitions.sent_at (StatusTransitions)"]
+    assert undeclared({"object": "thing"}) == ["$: 'thing' is not a Stripe object"]
+
+
+def test_every_field_it_returns_is_one_stripe_declares(
+    api: stripe.StripeClient, stripe_server: Any
+) -> None:
+    # given: the whole invoicing flow of billing/stripe_gateway.py, and a payment
+    customer = api.v1.customers.create(
+        {"email": "a@example.com", "metadata": {"tollgate_host": "h"}}, {"idempotency_key": "c"}
+    )
+    invoice = _draft(api, customer.id, auto_advance=False, pending_invoice_items_behavior="exclude")
+    item = api.v1.invoice_items.create(
+        {"customer": customer.id, "invoice": invoice.id, "currency": "usd", "amount": 700,
+         "description": "12% of net revenue", "metadata": {"tollgate_line": "1"}},
+        {"idempotency_key": "i"},
+    )
+    replayed = api.v1.invoice_items.create(
+        {"customer": customer.id, "invoice": invoice.id, "currency": "usd", "amount": 700,
+         "description": "12% of net revenue", "metadata": {"tollgate_line": "1"}},
+        {"idempotency_key": "i"},
+    )
+    responses = [
+        customer,
+        invoice,
+        item,
+        replayed,
+        api.v1.invoices.line_items.list(invoice.id),
+        api.v1.invoices.retrieve(invoice.id),
+        api.v1.invoices.finalize_invoice(invoice.id, {"auto_advance": False}),
+        api.v1.invoices.send_invoice(invoice.id),
+        api.v1.invoices.pay(invoice.id, {"paid_out_of_band": True}),
+        api.v1.invoices.list({"customer": customer.id, "limit": 100}),
+        api.v1.invoice_items.list({"customer": customer.id}),
+    ]
+    stripe_server.wait_for_delivery("invoice.paid", object_id=invoice.id)
+    responses.append(api.v1.events.list())
+
+    # when: every body the server sent, and every webhook payload, as raw JSON
+    bodies = [json.loads(r.last_response.body) for r in responses]
+    from tests.stripe.localstripe_ext import deliveries
+
+    events = [d.event for d in deliveries]
+
+    # then: not one field Stripe does not declare, and the events of the flow were all sent
+    assert [undeclared(body) for body in bodies] == [[]] * len(bodies)
+    assert [undeclared(event) for event in events] == [[]] * len(events)
+    assert {e["type"] for e in events} >= {
+        "invoice.created", "invoice.finalized", "invoice.sent", "invoice.paid"
+    }
+    assert {e["api_version"] for e in events} == {stripe.api_version}

@@ -3,6 +3,8 @@ to the ledger, once; deliveries come from localstripe, signed as Stripe signs th
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -98,20 +100,31 @@ def test_it_posts_one_payment_for_the_old_and_new_paid_events(stripe_world: Any)
     assert settlement.status == "paid"
 
 
+def _signed_ago(seconds: int) -> Callable[[bytes], str]:
+    """A correct signature of the body, made `seconds` before the test posts it."""
+    return lambda body: sign(body, at=int(time.time()) - seconds)
+
+
 @pytest.mark.parametrize(
     "signature",
-    [None, "t=1,v1=0000", "garbage", sign(b"another body")],
-    ids=["missing", "stale", "malformed", "other-body"],
+    [
+        lambda body: None,
+        _signed_ago(301),
+        lambda body: sign(body, secret="whsec_someone_else"),
+        lambda body: "garbage",
+        lambda body: sign(b"another body"),
+    ],
+    ids=["missing", "stale", "other-secret", "malformed", "other-body"],
 )
 def test_it_refuses_a_bad_signature_and_changes_nothing(
-    stripe_world: Any, signature: str | None
+    stripe_world: Any, signature: Callable[[bytes], str | None]
 ) -> None:
     # given
     settlement = _invoiced()
     delivery = _host_pays(stripe_world, settlement.stripe_invoice_id or "")
 
-    # when
-    response = _post(delivery.body, signature)
+    # when: the body Stripe sent, under a signature that is wrong in one way
+    response = _post(delivery.body, signature(delivery.body))
 
     # then
     assert response.status_code == 400
@@ -120,6 +133,20 @@ def test_it_refuses_a_bad_signature_and_changes_nothing(
     assert settlement.status == "invoiced"
     assert StripeEvent.objects.count() == 0
     assert _payments() == 0
+
+
+def test_it_accepts_a_signature_made_within_the_5_minute_tolerance(stripe_world: Any) -> None:
+    # given: the payment's delivery, signed 4 minutes 50 seconds before it arrives
+    settlement = _invoiced()
+    delivery = _host_pays(stripe_world, settlement.stripe_invoice_id or "")
+
+    # when
+    response = _post(delivery.body, _signed_ago(290)(delivery.body))
+
+    # then: the same body signed 301 s earlier is refused above; this one is processed
+    assert response.status_code == 200, response.content
+    settlement.refresh_from_db()
+    assert settlement.status == "paid"
 
 
 def test_it_acknowledges_an_unknown_invoice_and_other_events(stripe_world: Any) -> None:

@@ -5,6 +5,7 @@ content hash, and leave everything else to the per-record path, which names the 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import timedelta
 from typing import Any, get_args
 
@@ -16,6 +17,7 @@ from core.vocabulary import CUSTOMER_CATEGORIES
 from tests.factories import HostFactory, LicensedModelFactory, LicenseFactory, LicenseVersionFactory
 from tests.usage.conftest import AT, NOW, record
 from usage import wire
+from usage.api import BATCHES_BY_PATH
 from usage.models import UsageKey, UsageRecord
 from usage.services import usage_batch_ingest
 
@@ -265,8 +267,10 @@ def test_it_answers_and_stores_like_the_per_record_path(catalog: Any, host: Any,
     # through usage_batch_ingest (per-record path)
     twin = HostFactory(slug="twin", currency=host.currency)
     first = [record(f"e{i}", revenue=f"{i}.10", input_tokens=i) for i in range(20)]
+    served = BATCHES_BY_PATH.copy()
     assert post(first).json()["accepted"] == 20
-    usage_batch_ingest(host=twin, records=first)
+    assert BATCHES_BY_PATH - served == Counter(fast=1)
+    assert usage_batch_ingest(host=twin, records=first).path == "per_record"
 
     # when both get a batch of fresh records, resends, an alias, an offset, and conflicts
     second = [
@@ -277,10 +281,12 @@ def test_it_answers_and_stores_like_the_per_record_path(catalog: Any, host: Any,
         record("escapes", customer_ref="tab\tbackslash\\newline\nreturn\rseparator\x1f."),
         record("offset", occurred_at=(AT + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S+01:00")),
     ]
+    served = BATCHES_BY_PATH.copy()
     fast = post(second).json()
     slow = usage_batch_ingest(host=twin, records=second).as_response()
 
-    # then the answers and the stored rows are the same
+    # then the fast path served the API's batch, and the answers and the stored rows are the same
+    assert BATCHES_BY_PATH - served == Counter(fast=1)
     assert fast == slow
     assert fast["accepted"] == 3 and fast["duplicates"] == 6 and fast["rejected"] == 1
     assert _stored(host) == _stored(twin)
@@ -320,11 +326,13 @@ def test_it_answers_an_unknown_model_and_a_repeated_event_id_per_record(
     catalog: Any, post: Any
 ) -> None:
     # given a batch with an unknown model and two copies of one event_id
+    served = BATCHES_BY_PATH.copy()
     body = post(
         [record("m", model="nope"), record("d"), record("d", input_tokens=1), record("ok")]
     ).json()
 
     # then each is answered by the per-record path
+    assert BATCHES_BY_PATH - served == Counter(per_record=1)
     assert body["accepted"] == 2
     codes = {r["index"]: next(iter(r["errors"].values()), [""])[0] for r in body["results"]}
     assert codes[0].startswith("unknown_model: ")

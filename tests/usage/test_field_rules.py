@@ -4,22 +4,26 @@ named; and the envelope errors (400/413/415) that store nothing."""
 from __future__ import annotations
 
 import gzip
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
 
-from tests.usage.conftest import NOW, record
+from tests.usage.conftest import record
 from usage.models import UsageRecord
 from usage.wire import MAX_BODY_BYTES
 
-# A day ahead, not minutes: NOW is taken when the module is collected, and a full run can reach
-# this test more than 5 minutes later.
-FUTURE = (NOW + timedelta(days=1)).isoformat()
 
-# (what, the bad record, the field that must be named, the code its message starts with)
-RULES = [
+def _six_minutes_ahead() -> dict[str, Any]:
+    """Built when the test runs, not at collection: the server compares with its own clock, and a
+    session can start its first test minutes after collecting."""
+    return record(occurred_at=(datetime.now(UTC) + timedelta(minutes=6)).isoformat())
+
+
+# (what, the bad record or a function that builds it, the field that must be named, the code its
+# message starts with)
+RULES: list[tuple[str, Any, str, str]] = [
     ("event_id missing", record(event_id=None), "event_id", "required"),
     ("event_id empty", record(""), "event_id", "invalid"),
     ("event_id 129 chars", record("e" * 129), "event_id", "invalid"),
@@ -41,7 +45,7 @@ RULES = [
         "occurred_at",
         "invalid",
     ),
-    ("occurred_at > 5 min ahead", record(occurred_at=FUTURE), "occurred_at", "in_future"),
+    ("occurred_at > 5 min ahead", _six_minutes_ahead, "occurred_at", "in_future"),
     ("customer_category missing", record(customer_category=None), "customer_category", "required"),
     (
         "customer_category unknown",
@@ -88,6 +92,8 @@ def test_it_rejects_each_rule_naming_the_field(
     catalog: Any, post: Any, bad: Any, field: str, code: str
 ) -> None:
     # given a batch of one good record and one that breaks a single rule
+    if callable(bad):
+        bad = bad()
     # when it is posted
     response = post([record("good-1"), bad])
 
