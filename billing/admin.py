@@ -8,7 +8,7 @@ for operators only: it needs the `billing.send_invoice` permission (superusers h
 never offered to a licensor's reviewer, whatever they were granted: the licensor does not invoice
 the host, the platform does. Billing runs and Stripe events are read-only; a reviewer sees only
 the runs that billed their licensor, without the platform-wide counts or errors
-(docs/security-billing.md).
+(docs/security.md).
 """
 
 from __future__ import annotations

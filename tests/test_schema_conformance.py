@@ -2,7 +2,7 @@
 answer is documented (its status code among the operation's responses, its content type and body
 as the schema says) and none is a 5xx. The 4xx answers come from
 licensing.schema.TollgateAutoSchema, so this checks more than the absence of server errors
-(docs/security-billing.md)."""
+(docs/security.md)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ key is 401) and no response may carry one of A's names, ids or labels.
 
 The tables are checked against the URL resolver and the admin site: an endpoint or an admin page
 without a row here fails `test_every_*_has_a_row`. Add the row (and, for a page that shows data,
-check what it shows) when you add the endpoint or page. See docs/security-billing.md.
+check what it shows) when you add the endpoint or page. See docs/security.md.
 """
 
 from __future__ import annotations

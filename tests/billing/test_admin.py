@@ -123,7 +123,7 @@ def test_it_shows_billing_runs_read_only(
     listing = reviewer_client.get("/admin/billing/billingrun/")
 
     # then: the progress of MiniMax's own pair; the run's 2/2 counts Kimi's pair too, which a
-    # MiniMax reviewer does not see (docs/security-billing.md)
+    # MiniMax reviewer does not see (docs/security.md)
     assert listing.status_code == 200
     assert b"1/1" in listing.content
     assert b"/admin/billing/billingrun/add/" not in listing.content

@@ -1,6 +1,6 @@
 """What a licensor's reviewer sees of other tenants in the admin: nothing. The settlement list's
 filters and facet counts, and the billing runs with their errors, are scoped to the reviewer's
-licensor (docs/security-billing.md)."""
+licensor (docs/security.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """statement.csv opened in a spreadsheet: text that looks like a formula stays text, amounts stay
-numbers (docs/security-billing.md, formula injection)."""
+numbers (docs/security.md, formula injection)."""
 
 from __future__ import annotations
 

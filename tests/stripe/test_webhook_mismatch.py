@@ -1,6 +1,6 @@
 """A signed `invoice.paid` pays a settlement only when it is the invoice we sent: its amount,
 currency and customer are checked; a mismatch is recorded for operators, never posted to the
-ledger (docs/security-billing.md). Real stripe client, localstripe, signed deliveries."""
+ledger (docs/security.md). Real stripe client, localstripe, signed deliveries."""
 
 from __future__ import annotations
 
