@@ -22,6 +22,7 @@ from config.errors import ApiError
 from core.vocabulary import CUSTOMER_CATEGORIES
 from licensing.auth import ApiKeyThrottle, IsHost
 from usage import selectors, services
+from usage.rejections import rejections_logged
 from usage.wire import (
     MAX_BODY_BYTES,
     MAX_RECORDS,
@@ -211,6 +212,7 @@ class UsageApi(APIView):
         description="A batch of at most 10,000 usage records; each is stored exactly once. "
         "Content-Encoding: gzip accepted. See docs/ingestion.md.",
     )
+    @rejections_logged("usage")
     def post(self, request: Request) -> Response:
         body: Any = request.data
         if not isinstance(body, RawBody):

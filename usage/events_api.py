@@ -25,6 +25,7 @@ from licensing.models import Host
 from usage import services
 from usage.api import ErrorSerializer, IngestResponseSerializer, JsonBodyParser, RawBody
 from usage.cloudevents import BATCH, MEDIA_TYPES, SINGLE, EventMapper, decode_events
+from usage.rejections import rejections_logged
 from usage.services import IngestResult
 from usage.wire import EnvelopeError, decode_valid
 
@@ -136,6 +137,7 @@ class EventsApi(APIView):
         " answer of POST /api/v1/usage (index = the event's position; errors name the event's"
         " field). Content-Encoding: gzip accepted. See docs/ingestion.md.",
     )
+    @rejections_logged("events")
     def post(self, request: Request) -> Response:
         body: Any = request.data
         if not isinstance(body, RawBody):
@@ -159,5 +161,7 @@ class EventsApi(APIView):
         result = records_ingest(host=host, records=mapped.records, plain=mapped.plain, now=now)
         answer = mapped.response(result.as_response())
         if "return=minimal" in request.headers.get("Prefer", ""):
-            return Response(status=status.HTTP_204_NO_CONTENT)
+            minimal = Response(status=status.HTTP_204_NO_CONTENT)
+            minimal.ingest_results = answer["results"]  # type: ignore[attr-defined]
+            return minimal
         return Response(answer, status=status.HTTP_202_ACCEPTED)
