@@ -30,6 +30,18 @@ _View = TypeVar("_View", bound=Callable[..., Response])
 PAGE_SIZE = 100
 
 
+def _storable(value: Any) -> Any:
+    """`value` with every NUL character written out as the text `\\u0000`: PostgreSQL's jsonb
+    cannot hold one, and an unknown field's name (an errors key) may contain it."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\\u0000")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
+
+
 def rejections_record(
     *, host: Host, endpoint: str, results: list[dict[str, Any]], received_at: datetime
 ) -> int:
@@ -41,7 +53,7 @@ def rejections_record(
             endpoint=endpoint,
             index=r["index"],
             event_id=r["event_id"] or "",
-            errors=r["errors"],
+            errors=_storable(r["errors"]),
         )
         for r in results
         if r["status"] == "rejected"
@@ -61,7 +73,7 @@ def rejection_record_request(
         endpoint=endpoint,
         index=None,
         event_id="",
-        errors=fields or {"request": [message]},
+        errors=_storable(fields or {"request": [message]}),
     )
 
 

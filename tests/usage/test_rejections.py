@@ -159,3 +159,13 @@ def test_operators_see_rejections_in_the_admin(catalog: Any, post: Any) -> None:
     assert "seen-in-admin" in response.content.decode()
     row = UsageRejection.objects.get()
     assert client.get(f"/admin/usage/usagerejection/{row.pk}/change/").status_code == 200
+
+
+def test_a_nul_in_a_field_name_is_logged_as_text(catalog: Any, post: Any) -> None:
+    # PostgreSQL's jsonb holds no NUL: the log writes it out instead of failing the request
+    response = post([{**record("nul-1"), "bad\x00key": 1}])
+
+    assert response.status_code == 200
+    assert UsageRejection.objects.get().errors == {
+        "bad\\u0000key": ["unknown_field: not a field of a usage record"]
+    }
