@@ -14,11 +14,12 @@ float: `0.1` stays 0.1 and `1e-7` is refused as more than 6 places, as a string 
 from __future__ import annotations
 
 import hashlib
+import operator
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -131,18 +132,41 @@ class EventMapper:
             **ATTRIBUTES,
             **{name: "data." + ".".join(path) for name, path in self.paths.items()},
         }
+        self._typed = _typed_decoders(self.paths)
+        # Per mapped field, what reads it from a typed `data` (AttributeError: absent on the way).
+        self._getters = [
+            (name, operator.attrgetter(".".join(attrs)))
+            for name, attrs in (self._typed[2] if self._typed else {}).items()
+        ]
+
+    def decode(self, body: bytes, media_type: str) -> list[Any]:
+        """`decode_events`, through msgspec structs of this mapping's paths when the body fits
+        them (what is not mapped is skipped, not built: ~4x faster than generic dicts);
+        anything else, including every body refused, goes the generic way."""
+        if self._typed is not None:
+            single, batch, _ = self._typed
+            try:
+                if media_type == SINGLE or (media_type != BATCH and body[:64].lstrip()[:1] == b"{"):
+                    events: list[Any] = [single.decode(body)]
+                else:
+                    events = batch.decode(body)
+            except (msgspec.DecodeError, ValueError):
+                pass
+            else:
+                return events
+        return decode_events(body, media_type)
 
     def map(self, events: list[Any], *, now: datetime, host_currency: str) -> Mapped:
         mapped = Mapped()
         for index, event in enumerate(events):
-            if not isinstance(event, dict):
+            if not isinstance(event, dict | msgspec.Struct):
                 mapped.refused.append(
                     Rejection(
                         index, None, {"event": ["invalid: must be a JSON object"]}
                     ).as_result()
                 )
                 continue
-            record, problems, plain = self._record(event)
+            record, problems, plain = self._record(event, isinstance(event, msgspec.Struct))
             if problems:
                 # Refused before the record rules, which still name the event's other problems.
                 checked = validate_record(index, record, now=now, host_currency=host_currency)
@@ -160,42 +184,99 @@ class EventMapper:
             mapped.plain &= plain
         return mapped
 
-    def _record(self, event: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[str]], bool]:
+    def _record(self, event: Any, typed: bool) -> tuple[dict[str, Any], dict[str, list[str]], bool]:
         record: dict[str, Any] = {}
         problems: dict[str, list[str]] = {}
-        raw_id = event.get("id")
+        values: list[tuple[str, Any]] = []
+        if typed:
+            raw_id, at, subject, data = event.id, event.time, event.subject, event.data
+            for name, getter in self._getters:
+                try:
+                    values.append((name, getter(data)))
+                except AttributeError:  # data, or an object on the path, is absent or null
+                    pass
+        else:
+            raw_id, at, subject, data = (event.get(k) for k in ("id", "time", "subject", "data"))
+            if data is not None and not isinstance(data, dict):
+                problems["data"] = ["invalid: must be a JSON object"]
+                data = None
+            for name, path in self.paths.items():
+                value: Any = data
+                for key in path:
+                    value = value.get(key) if isinstance(value, dict) else None
+                values.append((name, value))
         if raw_id is not None:
             # A non-string or empty id goes on as it is: the record rule names it.
             record["event_id"] = (
                 event_id_of(raw_id) if isinstance(raw_id, str) and raw_id else raw_id
             )
-        if event.get("time") is not None:
-            record["occurred_at"] = event["time"]
-        if event.get("subject") is not None:
-            record["customer_ref"] = event["subject"]
-        data = event.get("data")
-        if data is not None and not isinstance(data, dict):
-            problems["data"] = ["invalid: must be a JSON object"]
-            data = None
+        if at is not None:
+            record["occurred_at"] = at
+        if subject is not None:
+            record["customer_ref"] = subject
         plain = True
-        for name, path in self.paths.items():
-            value: Any = data
-            for key in path:
-                value = value.get(key) if isinstance(value, dict) else None
+        for name, value in values:
             if value is None:
                 continue
-            if (
-                name == "revenue"
-                and isinstance(value, Decimal | int)
-                and not isinstance(value, bool)
-            ):
-                value, problem = _revenue_text(Decimal(value))
-                if problem:
-                    problems[self.sources[name]] = [problem]
-                    continue
-            elif isinstance(value, Decimal):
-                plain = False  # e.g. 1.5 tokens: the record rule refuses it by name
+            if type(value) is Decimal or (name == "revenue" and type(value) is int):
+                if name != "revenue":
+                    plain = False  # e.g. 1.5 tokens: the record rule refuses it by name
+                else:
+                    value, problem = _revenue_text(Decimal(value))
+                    if problem:
+                        problems[self.sources[name]] = [problem]
+                        continue
             record[name] = value
         if "customer_category" not in record and self.default_category:
             record["customer_category"] = self.default_category
         return record, problems, plain
+
+
+def _typed_decoders(
+    paths: dict[str, tuple[str, ...]],
+) -> tuple[msgspec.json.Decoder[Any], msgspec.json.Decoder[Any], dict[str, tuple[str, ...]]] | None:
+    """Decoders of one event and of a batch into structs that hold only the mapped paths of
+    `data` (typed Any: any JSON value, numbers with fractions as Decimal), and the paths in
+    their attribute names (`f0`, `f1`, ...: a JSON name need not be a Python identifier). None
+    when a path is both a value and a parent of another (`data.geo` and `data.geo.country`)."""
+    tree: dict[str, Any] = {}
+    for path in paths.values():
+        node = tree
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+            if node is None:
+                return None
+        if isinstance(node.get(path[-1]), dict):
+            return None
+        node[path[-1]] = None
+    counter = iter(range(1 << 16))
+    attrs: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def build(node: dict[str, Any], prefix: tuple[str, ...], where: tuple[str, ...]) -> Any:
+        fields: list[tuple[str, Any, Any]] = []
+        rename: dict[str, str] = {}
+        for key, child in node.items():
+            attr = f"f{next(counter)}"
+            rename[attr] = key
+            attrs[(*prefix, key)] = (*where, attr)
+            kind = Any if child is None else build(child, (*prefix, key), (*where, attr)) | None
+            fields.append((attr, kind, None))
+        return msgspec.defstruct("Data", fields, rename=rename, gc=False)
+
+    data = build(tree, (), ())
+    event = msgspec.defstruct(
+        "Event",
+        [
+            ("id", Any, None),
+            ("time", Any, None),
+            ("subject", Any, None),
+            ("data", data | None, None),
+        ],
+        gc=False,
+    )
+    single = msgspec.json.Decoder(event, float_hook=Decimal)
+    batch = msgspec.json.Decoder(
+        Annotated[list[event], msgspec.Meta(max_length=MAX_RECORDS)],  # type: ignore[valid-type]
+        float_hook=Decimal,
+    )
+    return single, batch, {name: attrs[path] for name, path in paths.items()}

@@ -24,7 +24,7 @@ from licensing.auth import ApiKeyThrottle, IsHost
 from licensing.models import Host
 from usage import services
 from usage.api import ErrorSerializer, IngestResponseSerializer, JsonBodyParser, RawBody
-from usage.cloudevents import BATCH, MEDIA_TYPES, SINGLE, EventMapper, decode_events
+from usage.cloudevents import BATCH, MEDIA_TYPES, SINGLE, EventMapper
 from usage.rejections import rejections_logged
 from usage.services import IngestResult
 from usage.wire import EnvelopeError, decode_valid
@@ -149,14 +149,14 @@ class EventsApi(APIView):
             body.media_type = media_type
         host = request.user.host  # type: ignore[union-attr]
         now = timezone.now()
-        try:
-            events = decode_events(bytes(body), body.media_type)
-        except EnvelopeError as exc:
-            raise ApiError("malformed", exc.message, fields=exc.fields) from None
         mapper = EventMapper(
             event_mapping=host.event_mapping,
             default_customer_category=host.default_customer_category,
         )
+        try:
+            events = mapper.decode(bytes(body), body.media_type)
+        except EnvelopeError as exc:
+            raise ApiError("malformed", exc.message, fields=exc.fields) from None
         mapped = mapper.map(events, now=now, host_currency=host.currency)
         result = records_ingest(host=host, records=mapped.records, plain=mapped.plain, now=now)
         answer = mapped.response(result.as_response())

@@ -136,9 +136,7 @@ def rejections_page(
         }
         for r in found
     ]
-    next_cursor = (
-        base64.urlsafe_b64encode(str(found[-1]["id"]).encode()).decode() if more else None
-    )
+    next_cursor = base64.urlsafe_b64encode(str(found[-1]["id"]).encode()).decode() if more else None
     return RejectionPage(rows=out, next_cursor=next_cursor)
 
 

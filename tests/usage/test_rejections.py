@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -169,3 +171,11 @@ def test_a_nul_in_a_field_name_is_logged_as_text(catalog: Any, post: Any) -> Non
     assert UsageRejection.objects.get().errors == {
         "bad\\u0000key": ["unknown_field: not a field of a usage record"]
     }
+
+
+def test_an_all_accepted_batch_does_not_touch_the_log(catalog: Any, post: Any) -> None:
+    # the accepted path pays nothing for the log: no statement on its table
+    with CaptureQueriesContext(connection) as queries:
+        assert post([record("fast-1"), record("fast-2")]).json()["accepted"] == 2
+
+    assert not [q for q in queries.captured_queries if "usage_rejection" in q["sql"]]

@@ -5,27 +5,41 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('licensing', '0003_events_host_mapping'),
-        ('usage', '0001_initial'),
+        ("licensing", "0003_events_host_mapping"),
+        ("usage", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='UsageRejection',
+            name="UsageRejection",
             fields=[
-                ('id', models.BigAutoField(primary_key=True, serialize=False)),
-                ('received_at', models.DateTimeField()),
-                ('endpoint', models.CharField(choices=[('usage', 'usage'), ('events', 'events')], max_length=8)),
-                ('index', models.IntegerField(null=True)),
-                ('event_id', models.CharField(blank=True, max_length=128)),
-                ('errors', models.JSONField()),
-                ('host', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='licensing.host')),
+                ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                ("received_at", models.DateTimeField()),
+                (
+                    "endpoint",
+                    models.CharField(
+                        choices=[("usage", "usage"), ("events", "events")], max_length=8
+                    ),
+                ),
+                ("index", models.IntegerField(null=True)),
+                ("event_id", models.CharField(blank=True, max_length=128)),
+                ("errors", models.JSONField()),
+                (
+                    "host",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="licensing.host",
+                    ),
+                ),
             ],
             options={
-                'db_table': 'usage_rejection',
-                'indexes': [models.Index(fields=['host', 'id'], name='usage_rejection_host_id'), models.Index(fields=['received_at'], name='usage_rejection_received_at')],
+                "db_table": "usage_rejection",
+                "indexes": [
+                    models.Index(fields=["host", "id"], name="usage_rejection_host_id"),
+                    models.Index(fields=["received_at"], name="usage_rejection_received_at"),
+                ],
             },
         ),
     ]
