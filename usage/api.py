@@ -98,7 +98,9 @@ class UsageRecordSerializer(serializers.Serializer):
     event_id = serializers.RegexField(r"^[A-Za-z0-9._:\-]{1,128}$", max_length=128)
     model = serializers.CharField(max_length=200, help_text="a model slug or one of its aliases")
     occurred_at = serializers.DateTimeField(help_text="RFC 3339 with offset; ≤ 5 min ahead")
-    customer_category = serializers.ChoiceField(choices=list(CUSTOMER_CATEGORIES))
+    customer_category = serializers.ChoiceField(
+        choices=list(CUSTOMER_CATEGORIES)
+    )
     input_tokens = serializers.IntegerField(min_value=0, required=False, default=0)
     cached_input_tokens = serializers.IntegerField(min_value=0, required=False, default=0)
     output_tokens = serializers.IntegerField(min_value=0, required=False, default=0)

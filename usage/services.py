@@ -396,7 +396,9 @@ def usage_batch_ingest_valid(
             head = text[: -len(ref) - 1].replace("\x1f", "\t") + _copy_escape(ref) + "\t"
         else:
             head = text.replace("\x1f", "\t")
-        lines.append(f"{head}\t{r.event_id}\t{license_id}\t{licensor_id}\tf\t\\\\x{digest}\n")
+        lines.append(
+            f"{head}\t{r.event_id}\t{license_id}\t{licensor_id}\tf\t\\\\x{digest}\n"
+        )
 
     for attempt in range(DEADLOCK_RETRIES):
         try:
