@@ -95,7 +95,7 @@ class Mapped:
 
     records: list[dict[str, Any]] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)  # the event index of each record
-    sources: list[dict[str, str]] = field(default_factory=list)  # record field -> event field
+    sources: dict[str, str] = field(default_factory=dict)  # record field -> event field
     refused: list[dict[str, Any]] = field(default_factory=list)  # results of unmappable events
     # False when some record carries a value only the per-record path can judge (a Decimal
     # where a string or integer belongs): then the batch skips the fast path.
@@ -105,12 +105,11 @@ class Mapped:
         """The ingest answer for the records, re-indexed by event, errors under event fields."""
         results = list(self.refused)
         for result in answer["results"]:
-            position = result["index"]
-            sources = self.sources[position]
+            sources = self.sources
             results.append(
                 {
                     **result,
-                    "index": self.positions[position],
+                    "index": self.positions[result["index"]],
                     "errors": {sources.get(k, k): v for k, v in result["errors"].items()},
                 }
             )
@@ -157,7 +156,7 @@ class EventMapper:
         return decode_events(body, media_type)
 
     def map(self, events: list[Any], *, now: datetime, host_currency: str) -> Mapped:
-        mapped = Mapped()
+        mapped = Mapped(sources=self.sources)
         for index, event in enumerate(events):
             if not isinstance(event, dict | msgspec.Struct):
                 mapped.refused.append(
@@ -180,7 +179,6 @@ class EventMapper:
                 continue
             mapped.records.append(record)
             mapped.positions.append(index)
-            mapped.sources.append(self.sources)
             mapped.plain &= plain
         return mapped
 
