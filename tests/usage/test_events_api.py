@@ -309,3 +309,17 @@ def test_an_empty_batch_is_accepted_as_nothing(catalog: Any, send: Any) -> None:
 
     assert response.status_code == 202
     assert response.json()["accepted"] == 0
+
+
+def test_a_charset_parameter_is_accepted(catalog: Any, send: Any) -> None:
+    response = send(event("cs-1"), "application/cloudevents+json; charset=utf-8")
+
+    assert response.status_code == 202, response.content
+    assert response.json()["accepted"] == 1
+
+
+def test_a_body_over_10_mib_is_a_413_and_stores_nothing(catalog: Any, send: Any) -> None:
+    response = send(None, BATCH, raw=b"[" + b" " * (10 * 1024 * 1024) + b"]")
+
+    assert response.status_code == 413
+    assert not UsageRecord.objects.exists()
