@@ -196,6 +196,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "usage.tasks.ensure_usage_partitions",
         "schedule": crontab(minute="15", hour="1"),
     },
+    # The rejections log keeps 30 days (usage/rejections.py).
+    "usage-rejections-purge": {
+        "task": "usage.tasks.purge_usage_rejections",
+        "schedule": crontab(minute="25", hour="1"),
+    },
 }
 
 # Stripe (billing/stripe_gateway.py is the only module that talks to it).

@@ -66,7 +66,14 @@ class LicensorAdmin(admin.ModelAdmin):
 
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "currency", "stripe_customer_id", "created_at"]
+    list_display = [
+        "slug",
+        "name",
+        "currency",
+        "default_customer_category",
+        "stripe_customer_id",
+        "created_at",
+    ]
     list_filter = ["currency"]
     search_fields = ["slug", "name", "email"]
 

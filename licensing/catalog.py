@@ -18,6 +18,7 @@ from typing import Any
 from django.db import transaction
 
 from core.money import is_valid_currency
+from licensing.event_mapping import HOST_EVENT_KEYS, host_events_errors, host_events_values
 from licensing.models import (
     Agreement,
     Host,
@@ -248,13 +249,13 @@ def _parse(data: Any, errors: _Errors) -> _Parsed:
     seen = set()
     for i, raw in enumerate(_list(data, "hosts", "", errors)):
         path = f"hosts[{i}]"
-        if not _obj(
-            raw, path, errors, {"slug", "name", "currency", "email"}, {"slug", "name", "currency"}
-        ):
+        allowed = {"slug", "name", "currency", "email", *HOST_EVENT_KEYS}
+        if not _obj(raw, path, errors, allowed, {"slug", "name", "currency"}):
             continue
         slug = _str(raw, "slug", path, errors, pattern=SLUG_RE)
         name = _str(raw, "name", path, errors)
         currency = _currency(raw, path, errors)
+        errors.items += host_events_errors(raw, path)
         email = raw.get("email")
         if email is not None and (not isinstance(email, str) or "@" not in email):
             errors.add(f"{path}.email", "must be an email address")
@@ -265,6 +266,7 @@ def _parse(data: Any, errors: _Errors) -> _Parsed:
         if slug and name and currency:
             parsed.hosts.append(
                 {"slug": slug, "name": name, "currency": currency, "email": email or ""}
+                | host_events_values(raw)
             )
     host_slugs |= seen
 
@@ -506,7 +508,7 @@ def catalog_import(data: Any) -> ImportReport:
                 "hosts",
                 Host,
                 {"slug": raw["slug"]},
-                {"name": raw["name"], "currency": raw["currency"], "email": raw["email"]},
+                {k: v for k, v in raw.items() if k != "slug"},
             )
         licensors = {lic.slug: lic for lic in Licensor.objects.all()}
         for i, (raw, versions) in enumerate(parsed.licenses):

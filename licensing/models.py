@@ -17,6 +17,9 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 
+from core.vocabulary import CUSTOMER_CATEGORIES
+from licensing.event_mapping import event_mapping_errors
+
 CURRENCY_VALIDATOR = RegexValidator(r"^[A-Z]{3}$", "must be an ISO 4217 code such as USD")
 
 
@@ -41,6 +44,19 @@ class Host(models.Model):
     currency = models.CharField(max_length=3, validators=[CURRENCY_VALIDATOR])
     email = models.EmailField(blank=True)
     stripe_customer_id = models.CharField(max_length=64, blank=True)
+    # What `POST /api/v1/events` fills in when an event does not say (licensing/event_mapping.py):
+    # the category of its usage ("" = none: then an event must carry one through the mapping),
+    # and record field -> path into the CloudEvent, merged over the LiteLLM defaults.
+    default_customer_category = models.CharField(
+        max_length=16, blank=True, choices=[(c, c) for c in CUSTOMER_CATEGORIES]
+    )
+    event_mapping = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='record field -> path into the CloudEvent, e.g. {"revenue": "data.net"}; '
+        "merged over the defaults (data.model, data.prompt_tokens, data.completion_tokens, "
+        "data.cached_tokens, data.cost)",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -48,6 +64,11 @@ class Host(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        errors = event_mapping_errors(self.event_mapping, "event_mapping")
+        if errors:
+            raise ValidationError({"event_mapping": errors})
 
 
 class License(models.Model):

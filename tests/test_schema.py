@@ -13,6 +13,7 @@ def test_the_openapi_schema_is_valid_and_warning_free() -> None:
 
     schema = out.getvalue()
     assert "/api/v1/usage:" in schema
+    assert "/api/v1/events:" in schema
     assert "/api/v1/settlements/{settlement_id}/approve:" in schema
     assert "bearerFormat" in schema
 

@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from usage.models import PeriodClose, UsageRecord
+from usage.models import PeriodClose, UsageRecord, UsageRejection
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -43,3 +43,14 @@ class UsageRecordAdmin(ReadOnlyAdmin):
 @admin.register(PeriodClose)
 class PeriodCloseAdmin(ReadOnlyAdmin):
     list_display = ["host", "licensor", "period", "closed_at"]
+
+
+@admin.register(UsageRejection)
+class UsageRejectionAdmin(ReadOnlyAdmin):
+    """Records refused at ingestion, for operators helping a host (kept 30 days)."""
+
+    list_display = ["received_at", "host", "endpoint", "event_id", "index", "errors"]
+    list_filter = ["endpoint", "host"]
+    search_fields = ["event_id"]
+    date_hierarchy = "received_at"
+    list_select_related = ["host"]

@@ -24,6 +24,7 @@ from core.vocabulary import CUSTOMER_CATEGORIES
 from licensing.auth import ApiKeyThrottle, IsHost
 from licensing.fields import BlankAsNullField, DecimalTextField
 from usage import selectors, services
+from usage.rejections import rejections_logged
 from usage.wire import (
     MAX_BODY_BYTES,
     MAX_RECORDS,
@@ -259,6 +260,7 @@ class UsageApi(APIView):
         description="A batch of at most 10,000 usage records; each is stored exactly once. "
         "Content-Encoding: gzip accepted. See docs/ingestion.md.",
     )
+    @rejections_logged("usage")
     def post(self, request: Request) -> Response:
         body: Any = request.data
         if not isinstance(body, RawBody):

@@ -118,3 +118,30 @@ class PeriodClose(models.Model):
 
     def __str__(self) -> str:
         return f"{self.host_id}/{self.licensor_id} {self.period}"
+
+
+class UsageRejection(models.Model):
+    """A record refused by `POST /api/v1/usage` or `POST /api/v1/events` (or a whole request
+    refused as malformed: then `event_id` is "" and `index` null), with the errors it was answered
+    with, so a client that ignores answers still finds them (`GET /api/v1/usage/rejections`).
+    Not usage: kept 30 days, then deleted by a beat task (usage.rejections)."""
+
+    ENDPOINTS = [("usage", "usage"), ("events", "events")]
+
+    id = models.BigAutoField(primary_key=True)
+    host = models.ForeignKey(Host, models.CASCADE, related_name="+")
+    received_at = models.DateTimeField()
+    endpoint = models.CharField(max_length=8, choices=ENDPOINTS)
+    index = models.IntegerField(null=True)  # the record's (event's) position in its request
+    event_id = models.CharField(max_length=128, blank=True)  # "" when it had no valid one
+    errors = models.JSONField()  # field -> ["<code>: <sentence>", ...], as answered
+
+    class Meta:
+        db_table = "usage_rejection"
+        indexes = [
+            models.Index(fields=["host", "id"], name="usage_rejection_host_id"),
+            models.Index(fields=["received_at"], name="usage_rejection_received_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint} {self.event_id or '(no event_id)'} at {self.received_at:%Y-%m-%d}"

@@ -30,6 +30,7 @@ from licensing.rating.rules import (
     GreaterOf,
     RevenueShare,
     Rule,
+    first_match,
     rule_to_json,
 )
 from licensing.rating.terms import Terms
@@ -248,10 +249,7 @@ def _leaf_amount(charge: Charge, group: UsageGroup, year: WindowState) -> Decima
 
 
 def _first_match(rules: Sequence[Rule], group: UsageGroup) -> int | None:
-    for index, rule in enumerate(rules):
-        if rule.match.fits(group.customer_category, group.region):
-            return index
-    return None
+    return first_match(rules, group.customer_category, group.region)
 
 
 @dataclass

@@ -7,7 +7,7 @@ all the mistakes of a version at once, each prefixed with the path of the bad no
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, TypeAlias
@@ -28,6 +28,7 @@ __all__ = [
     "RulesError",
     "charge_to_json",
     "decimal_to_json",
+    "first_match",
     "is_valid_region",
     "parse_rules",
     "parse_terms_amount",
@@ -137,6 +138,15 @@ class Match:
 class Rule:
     match: Match
     charge: Charge
+
+
+def first_match(rules: Sequence[Rule], customer_category: str, region: str | None) -> int | None:
+    """The index of the rule that rates usage of this category and region: the first whose
+    match fits (contract §4: rules are tried in order); None when none does (unlicensed)."""
+    for index, rule in enumerate(rules):
+        if rule.match.fits(customer_category, region):
+            return index
+    return None
 
 
 # --- parsing ------------------------------------------------------------------------------------

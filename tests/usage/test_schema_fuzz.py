@@ -1,4 +1,5 @@
-"""schemathesis against /api/schema/: no 5xx from the usage endpoints, whatever the input."""
+"""schemathesis against /api/schema/: no 5xx from the usage, events and entitlements endpoints,
+whatever the input."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from licensing.services import api_key_create
 # Loaded at collection (pytest-django has set Django up by then); the schema view needs no
 # database. (schemathesis.pytest.from_fixture fails under pytest 9: '_nodeid'.)
 schema = schemathesis.openapi.from_wsgi("/api/schema/", get_wsgi_application()).include(
-    path_regex=r"^/api/v1/usage"
+    path_regex=r"^/api/v1/(usage|events|entitlements)"
 )
 
 
