@@ -65,7 +65,18 @@ class World:
 def world(db: None) -> World:
     catalog_import(minimax_catalog())
     catalog_import(second_licensor_catalog())
-    catalog_import({"hosts": [{"slug": "moonhost", "name": "Moonhost", "currency": "USD"}]})
+    catalog_import(
+        {
+            "hosts": [
+                {
+                    "slug": "moonhost",
+                    "name": "Moonhost",
+                    "currency": "USD",
+                    "default_customer_category": "commercial",
+                }
+            ]
+        }
+    )
     fireworks = Host.objects.get(slug="fireworks")
     moonhost = Host.objects.get(slug="moonhost")
     fw = APIClient()
@@ -139,6 +150,26 @@ API_TABLE: dict[tuple[str, str], Row] = {
         body={"records": [record(A_EVENT_ID, revenue="1.00", model="kimi-k2.5")]},
     ),
     ("GET", "api/v1/usage/summary"): Row("/api/v1/usage/summary?period=2026-10", 401, 200, 403),
+    # The same through CloudEvents: tenant A's event id is free for another host too.
+    ("POST", "api/v1/events"): Row(
+        "/api/v1/events",
+        401,
+        202,
+        403,
+        body={
+            "specversion": "1.0",
+            "id": A_EVENT_ID,
+            "source": "probe",
+            "type": "tollgate.usage",
+            "time": "2026-10-10T12:00:00Z",
+            "data": {"model": "kimi-k2.5", "prompt_tokens": 1, "cost": "1.00"},
+        },
+    ),
+    ("GET", "api/v1/usage/rejections"): Row("/api/v1/usage/rejections", 401, 200, 403),
+    # Another host asking about tenant A's model sees the public terms, never A's agreement.
+    ("GET", "api/v1/entitlements"): Row(
+        "/api/v1/entitlements?model=minimax-m2.7&customer_category=commercial", 401, 200, 403
+    ),
     ("GET", "api/v1/settlements"): Row("/api/v1/settlements?host=fireworks", 401, 200, 200),
     ("GET", "api/v1/settlements/<str:settlement_id>"): Row(
         f"/api/v1/settlements/{S}", 401, 404, 404

@@ -168,13 +168,13 @@ def test_duplicates_and_conflicts_span_both_endpoints(catalog: Any, send: Any, p
         (
             {"data": {"model": "minimax-m2.7", "cost": Decimal("1E+400")}},
             "data.cost",
-            "invalid: must be below 100000000000000",
+            "invalid: must be below 1000000000000",
         ),
         ({"data": {"model": "minimax-m2.7", "cost": -1}}, "data.cost", "invalid: must be ≥ 0"),
         (
             {"data": {"model": "minimax-m2.7", "prompt_tokens": 1.5}},
             "data.prompt_tokens",
-            "invalid: must be an integer from 0 to 9223372036854775807",
+            "invalid: must be an integer from 0 to 1000000000000",
         ),
         ({"data": {"cost": 1}}, "data.model", "required: a model slug or alias"),
         ({"data": {"model": "gpt-17"}}, "data.model", "unknown_model: no model or alias 'gpt-17'"),
