@@ -5,7 +5,10 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from config.metrics import BillingRunsCollector, multiprocess_dir
 
 
 def _database_state() -> str:
@@ -38,5 +41,20 @@ def healthz(request: HttpRequest) -> JsonResponse:
     )
 
 
+# Read from the database at each scrape (config/metrics.py); a registry of its own, so that it is
+# never summed across processes.
+_DATABASE_METRICS = CollectorRegistry(auto_describe=False)
+_DATABASE_METRICS.register(BillingRunsCollector())
+
+
 def metrics(request: HttpRequest) -> HttpResponse:
-    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+    directory = multiprocess_dir()
+    if directory:
+        # Every process of the machine (gunicorn workers, Celery worker) writes its samples into
+        # the directory; a fresh registry per scrape sums them.
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)
+    else:
+        registry = REGISTRY
+    body = generate_latest(registry) + generate_latest(_DATABASE_METRICS)
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
