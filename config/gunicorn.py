@@ -25,10 +25,12 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 # Seconds an idle keep-alive connection stays open: a host posting batches back to back reuses it.
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
-# A worker is replaced after this many requests (plus jitter, so they do not all restart at
-# once): bounds the slow growth of a long-lived process (peak RSS per worker 163-192 MiB).
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "2000"))
-max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "200"))
+# Workers are not recycled by default (0): their memory stays flat across batches (peak RSS
+# 163-192 MiB per worker, docs/performance.md), and every new worker process leaves its own
+# sample files in PROMETHEUS_MULTIPROC_DIR, which /metrics reads at each scrape. Set it (with
+# jitter, so they do not all restart at once) if a worker's memory is seen to grow.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
+max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "0"))
 # The app is loaded in each worker, not in the master: no database connection or Celery
 # connection is ever shared across a fork.
 preload_app = False

@@ -13,6 +13,7 @@ stop, 1 when a process ended on its own. docs/operations.md, "Processes".
 
 from __future__ import annotations
 
+import logging.config
 import os
 import re
 import shutil
@@ -24,10 +25,16 @@ import time
 from pathlib import Path
 from types import FrameType
 
+import structlog
+
+from config.logs import logging_config, structlog_configure
+
 ROOT = Path(__file__).resolve().parent.parent
 LINE = re.compile(r"^([A-Za-z0-9_-]+):\s*(.+)$")
 # Seconds: above gunicorn's graceful_timeout (30), so a request in flight can finish.
 STOP_TIMEOUT = float(os.environ.get("PROCFILE_STOP_TIMEOUT", "35"))
+
+log = structlog.get_logger("procfile")
 
 
 def procfile_parse(path: Path) -> dict[str, str]:
@@ -93,10 +100,17 @@ class Runner:
 
 
 def _say(message: str) -> None:
-    print(f"procfile | {message}", file=sys.stderr, flush=True)
+    log.info(message)
 
 
 def main(argv: list[str]) -> int:
+    # The runner's own lines in the format of its processes' (LOG_FORMAT, config/logs.py).
+    logging.config.dictConfig(
+        logging_config(
+            level=os.environ.get("LOG_LEVEL", "INFO"), fmt=os.environ.get("LOG_FORMAT", "")
+        )
+    )
+    structlog_configure()
     processes = procfile_parse(ROOT / "Procfile")
     wanted = argv or list(processes)
     unknown = [n for n in wanted if n not in processes]

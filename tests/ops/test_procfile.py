@@ -132,6 +132,9 @@ def test_the_process_list_serves_a_batch_bills_it_through_beat_and_stops_cleanly
         "DEBUG": "False",
         "SECRET_KEY": secrets.token_urlsafe(50),
         "ALLOWED_HOSTS": "127.0.0.1",
+        # Plain http on the loopback: no redirect to https, no https-only cookies.
+        "SECURE_SSL_REDIRECT": "False",
+        "SECURE_COOKIES": "False",
         "GUNICORN_BIND": f"127.0.0.1:{port}",
         "GUNICORN_WORKERS": "2",
         "CELERY_CONCURRENCY": "2",
