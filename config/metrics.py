@@ -70,7 +70,8 @@ def _error_code(message: str) -> str:
 
 
 def observe_ingest(*, path: str, status: int, data: Any, seconds: float) -> None:
-    """Count one answer of a usage endpoint: its records by outcome and its rejections by code."""
+    """Count one answer to a POST of a usage endpoint: its records by outcome and its rejections
+    by code, or the whole batch's refusal."""
     endpoint = INGEST_ENDPOINTS.get(path.rstrip("/"))
     if endpoint is None:
         return

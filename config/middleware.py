@@ -25,6 +25,8 @@ HEADER = "X-Request-ID"
 # What an incoming id may be: short and safe to echo into headers and logs.
 VALID_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
+QUIET_PATHS = {"/healthz", "/metrics"}
+
 log = structlog.get_logger("tollgate.request")
 
 
@@ -44,13 +46,16 @@ class RequestIdMiddleware:
         response = self.get_response(request)
         seconds = time.perf_counter() - started
         response[HEADER] = request_id
-        observe_ingest(
-            path=request.path,
-            status=response.status_code,
-            data=getattr(response, "data", None),
-            seconds=seconds,
-        )
-        log.info(
+        if request.method == "POST":
+            observe_ingest(
+                path=request.path_info,
+                status=response.status_code,
+                data=getattr(response, "data", None),
+                seconds=seconds,
+            )
+        # Probes and scrapes come every few seconds: logged only at debug level.
+        quiet = request.path_info in QUIET_PATHS and response.status_code < 400
+        (log.debug if quiet else log.info)(
             "request",
             method=request.method,
             path=request.path,

@@ -73,6 +73,22 @@ def test_ingestion_counters_move_after_real_requests(fireworks_client: APIClient
     assert [a - b for a, b in zip(after, before, strict=True)] == [3, 1, 2, 1, 1, 2, 2, 1]
 
 
+def test_reading_usage_counts_no_batch(fireworks_client: APIClient) -> None:
+    before = sum(
+        sample("tollgate_ingest_batches_total", endpoint="usage", status=status, code=code)
+        for status, code in (("200", "ok"), ("200", "error"))
+    )
+
+    response = fireworks_client.get("/api/v1/usage")
+
+    assert response.status_code == 200
+    after = sum(
+        sample("tollgate_ingest_batches_total", endpoint="usage", status=status, code=code)
+        for status, code in (("200", "ok"), ("200", "error"))
+    )
+    assert after == before
+
+
 def test_metrics_serves_the_ingestion_counters(fireworks_client: APIClient) -> None:
     fireworks_client.post("/api/v1/usage", {"records": [record("s-1")]}, format="json")
 

@@ -122,6 +122,14 @@ def test_an_unhandled_error_answers_500_with_the_request_id_and_logs_the_traceba
 
 
 @pytest.mark.django_db
+def test_probes_are_logged_at_debug_level_only(client: Client, json_lines: io.StringIO) -> None:
+    client.get("/healthz")
+    client.get("/metrics")
+
+    assert _parsed(json_lines) == []
+
+
+@pytest.mark.django_db
 def test_nothing_of_a_request_stays_bound_after_it(client: Client) -> None:
     client.get("/healthz", headers={"X-Request-ID": "trace-gone"})
 
