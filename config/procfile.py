@@ -1,14 +1,15 @@
 """`python -m config.procfile [NAME ...]`: run the Procfile's processes (web, worker, beat) on one
 machine, the way foreman or honcho would, with nothing to install.
 
-Each line `name: command` runs as `sh -c "exec command"` (so `${VAR:-default}` expands and the
-signal reaches the real process), all in this runner's process group, with this environment,
-this interpreter's bin directory first on PATH (a virtualenv need not be activated), and a fresh
-`PROMETHEUS_MULTIPROC_DIR` shared by all of them (so `/metrics` sums the samples of every
-process: config/metrics.py). When one process exits, or on SIGTERM or SIGINT, the others get
-SIGTERM and `PROCFILE_STOP_TIMEOUT` seconds to finish what they hold (a request, a task);
-whatever is left is then killed with the whole process group. Exit status: 0 after a requested
-stop, 1 when a process ended on its own. docs/operations.md, "Processes".
+Each line `name: command` runs as `sh -c "exec command"`, so `${VAR:-default}` expands and signals
+reach the real process (a line is one command: wrap a compound one in `sh -c '...'`). All run in
+this runner's process group, with this environment, this interpreter's bin directory first on
+PATH (a virtualenv need not be activated), and a fresh `PROMETHEUS_MULTIPROC_DIR` shared by all
+of them (so `/metrics` sums the samples of every process: config/metrics.py). When one process
+exits, or on SIGTERM or SIGINT, the others get SIGTERM and `PROCFILE_STOP_TIMEOUT` seconds to
+finish what they hold (a request, a task); whatever is left is then killed with the whole
+process group. Exit status: 0 after a requested stop, 1 when a process ended on its own.
+`PROCFILE` names another process list. docs/operations.md, "Processes".
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def main(argv: list[str]) -> int:
         )
     )
     structlog_configure()
-    processes = procfile_parse(ROOT / "Procfile")
+    processes = procfile_parse(Path(os.environ.get("PROCFILE", ROOT / "Procfile")))
     wanted = argv or list(processes)
     unknown = [n for n in wanted if n not in processes]
     if unknown:
