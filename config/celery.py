@@ -6,9 +6,9 @@ from typing import Any
 
 import structlog
 from celery import Celery
-from celery.signals import setup_logging, task_postrun, task_prerun, task_retry
+from celery.signals import setup_logging, task_postrun, task_prerun, task_retry, worker_ready
 
-from config.metrics import BILLING_PAIR_FAILURES, observe_billing_task
+from config.metrics import BILLING_PAIR_FAILURES, observe_billing_task, worker_metrics_serve
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -53,3 +53,11 @@ def _task_end(
 def _task_retry(sender: Any = None, **kwargs: Any) -> None:
     if getattr(sender, "name", "") == "billing.tasks.bill_pair":
         BILLING_PAIR_FAILURES.labels("retry").inc()
+
+
+@worker_ready.connect
+def _serve_metrics(**kwargs: Any) -> None:
+    """With CELERY_METRICS_PORT set, the worker serves its own /metrics (docs/operations.md)."""
+    port = os.environ.get("CELERY_METRICS_PORT")
+    if port:
+        worker_metrics_serve(int(port), os.environ.get("CELERY_METRICS_ADDR", "0.0.0.0"))  # noqa: S104

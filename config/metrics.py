@@ -17,8 +17,9 @@ from typing import Any
 
 from django.db.models import Count
 from django.utils import timezone
-from prometheus_client import Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 # The usage endpoints whose answers are counted, by path, and their label.
@@ -171,3 +172,20 @@ class BillingRunsCollector(Collector):
 
 def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def samples_registry() -> CollectorRegistry:
+    """What a scrape serves of the processes' own samples: with PROMETHEUS_MULTIPROC_DIR, the sum
+    of every process writing there (a fresh registry per scrape); otherwise this process's."""
+    directory = multiprocess_dir()
+    if not directory:
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)
+    return registry
+
+
+def worker_metrics_serve(port: int, addr: str) -> None:
+    """A Celery worker's own /metrics (CELERY_METRICS_PORT, config/celery.py): on a machine or in
+    a container without a web process, nothing else serves the billing tasks' samples."""
+    start_http_server(port, addr=addr, registry=samples_registry())

@@ -5,10 +5,9 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from config.metrics import BillingRunsCollector, multiprocess_dir
+from config.metrics import BillingRunsCollector, samples_registry
 
 
 def _database_state() -> str:
@@ -48,13 +47,7 @@ _DATABASE_METRICS.register(BillingRunsCollector())
 
 
 def metrics(request: HttpRequest) -> HttpResponse:
-    directory = multiprocess_dir()
-    if directory:
-        # Every process of the machine (gunicorn workers, Celery worker) writes its samples into
-        # the directory; a fresh registry per scrape sums them.
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=directory)
-    else:
-        registry = REGISTRY
-    body = generate_latest(registry) + generate_latest(_DATABASE_METRICS)
+    # Every process of the machine (gunicorn workers, Celery worker) that writes its samples into
+    # PROMETHEUS_MULTIPROC_DIR is summed, then the database's gauges.
+    body = generate_latest(samples_registry()) + generate_latest(_DATABASE_METRICS)
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

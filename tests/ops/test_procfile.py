@@ -145,6 +145,8 @@ def test_the_process_list_serves_a_batch_bills_it_through_beat_and_stops_cleanly
         "CELERY_BEAT_SCHEDULE": str(tmp_path / "beat-schedule"),
         "PROCFILE_STOP_TIMEOUT": "30",
         "LOG_FORMAT": "json",
+        "CELERY_METRICS_PORT": str(worker_port := _free_port()),
+        "CELERY_METRICS_ADDR": "127.0.0.1",
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     runner = subprocess.Popen(
@@ -202,6 +204,9 @@ def test_the_process_list_serves_a_batch_bills_it_through_beat_and_stops_cleanly
             assert metrics["tollgate_ingest_records_total" + usage % "duplicate"] == 1
             assert metrics["tollgate_billing_run_seconds_count"] >= 1
             assert metrics['tollgate_billing_runs{status="done"}'] >= 1
+            # the worker's own endpoint, for a machine without a web process
+            worker_metrics = _samples(http.get(f"http://127.0.0.1:{worker_port}/").text)
+            assert worker_metrics["tollgate_billing_run_seconds_count"] >= 1
 
         # and: the batch's JSON log line carries the id its answer named
         request_id = response.headers["X-Request-ID"]
