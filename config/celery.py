@@ -2,11 +2,13 @@
 
 import logging.config
 import os
+from datetime import datetime
 from typing import Any
 
 import structlog
 from celery import Celery
 from celery.signals import setup_logging, task_postrun, task_prerun, task_retry, worker_ready
+from django.utils import timezone
 
 from config.metrics import BILLING_PAIR_FAILURES, observe_billing_task, worker_metrics_serve
 
@@ -26,14 +28,22 @@ def _logging(**kwargs: Any) -> None:
     logging.config.dictConfig(settings.LOGGING)
 
 
+# When each running billing task started, by task id (this process's tasks only).
+_started: dict[str, datetime] = {}
+
+
 @task_prerun.connect
 def _bind_task(task_id: str | None = None, task: Any = None, **kwargs: Any) -> None:
     # Bound next to what is there: a task run eagerly inside a request keeps its request id.
-    structlog.contextvars.bind_contextvars(task_id=task_id, task=getattr(task, "name", None))
+    name = getattr(task, "name", None)
+    structlog.contextvars.bind_contextvars(task_id=task_id, task=name)
+    if task_id and name == "billing.tasks.bill_pair":
+        _started[task_id] = timezone.now()
 
 
 @task_postrun.connect
 def _task_end(
+    task_id: str | None = None,
     task: Any = None,
     args: Any = None,
     state: str | None = None,
@@ -45,7 +55,13 @@ def _task_end(
     if name.startswith("billing.tasks."):
         if name == "billing.tasks.bill_pair" and state == "FAILURE":
             BILLING_PAIR_FAILURES.labels("error").inc()
-        observe_billing_task(task=name, args=tuple(args or ()), state=state, retval=retval)
+        observe_billing_task(
+            task=name,
+            args=tuple(args or ()),
+            state=state,
+            retval=retval,
+            started_at=_started.pop(task_id or "", None),
+        )
     structlog.contextvars.unbind_contextvars("task_id", "task")
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Count
+from django.db.models import Count, F
 from django.utils import timezone
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -100,28 +100,42 @@ def observe_ingest(*, path: str, status: int, data: Any, seconds: float) -> None
 
 
 def observe_billing_task(
-    *, task: str, args: tuple[Any, ...], state: str | None, retval: Any = None
+    *,
+    task: str,
+    args: tuple[Any, ...],
+    state: str | None,
+    retval: Any = None,
+    started_at: datetime | None = None,
 ) -> None:
-    """At the end of a billing task: when it completed its run, observe the run's duration.
-    (billing.models is imported here, not at the top: config.celery imports this module before
-    Django's apps are loaded.)
+    """At the end of a billing task that started at `started_at`: when it completed its run,
+    observe the run's duration. (billing.models is imported here, not at the top: config.celery
+    imports this module before Django's apps are loaded.)
 
     Exactly one pair task completes a run: the one whose transaction moved the run to `done`,
-    which stamps the pair's `done_at` and the run's `finished_at` with the same instant."""
-    from billing.models import BillingRun, BillingRunPair
+    which stamps the pair's `done_at` and the run's `finished_at` with the same instant, after
+    the task started. A later delivery of the same pair finds it done and writes nothing; it
+    started after that instant, so it is not counted again."""
+    from billing.models import BillingRun
 
     if state != "SUCCESS":
         return
-    if task == "billing.tasks.bill_pair" and len(args) == 3:
+    if task == "billing.tasks.bill_pair" and len(args) == 3 and started_at is not None:
         run_id, host_id, licensor_id = args
-        pair_done = (
-            BillingRunPair.objects.filter(run_id=run_id, host_id=host_id, licensor_id=licensor_id)
-            .values_list("done_at", flat=True)
+        # One query per pair task: the run's times, only if this pair's done_at is its end.
+        completed = (
+            BillingRun.objects.filter(
+                pk=run_id,
+                status=BillingRun.Status.DONE,
+                pairs__host_id=host_id,
+                pairs__licensor_id=licensor_id,
+                pairs__done_at=F("finished_at"),
+                finished_at__gte=started_at,
+            )
+            .values_list("started_at", "finished_at")
             .first()
         )
-        run = BillingRun.objects.filter(pk=run_id, status=BillingRun.Status.DONE).first()
-        if run is not None and pair_done is not None and run.finished_at == pair_done:
-            _observe_run(run.started_at, run.finished_at)
+        if completed is not None:
+            _observe_run(*completed)
     elif task == "billing.tasks.run_monthly_billing" and isinstance(retval, int):
         # A run with no pair is done as soon as it starts. The task returns the run's id.
         run = BillingRun.objects.filter(pk=retval).first()

@@ -12,7 +12,7 @@ from django.utils import timezone
 from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
-from billing.models import BillingRun
+from billing.models import BillingRun, BillingRunPair
 from billing.tasks import bill_pair, run_monthly_billing
 from licensing.catalog import catalog_import
 from licensing.models import Host
@@ -124,6 +124,14 @@ def test_billing_metrics_move_when_the_task_completes_a_run(
     body = APIClient().get("/metrics").content.decode()
     assert 'tollgate_billing_runs{status="done"} 1.0' in body
     assert "tollgate_billing_run_running_seconds 0.0" in body
+
+    # when: a pair task of the finished run delivered again (it changes nothing)
+    pair = BillingRunPair.objects.filter(run_id=run_id).order_by("id").last()
+    assert pair is not None
+    assert bill_pair.delay(run_id, pair.host_id, pair.licensor_id).get() == 0
+
+    # then: the run is not observed a second time
+    assert sample("tollgate_billing_run_seconds_count") - runs_before == 1
 
     # when: a pair task that fails (no such pair in the run), its error kept as a worker keeps
     # it (eager tasks raise before Celery's end-of-task signals)
