@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -53,9 +54,12 @@ def procfile_parse(path: Path) -> dict[str, str]:
 
 
 class Runner:
-    def __init__(self, processes: dict[str, str], env: dict[str, str]) -> None:
+    def __init__(
+        self, processes: dict[str, str], env: dict[str, str], cleanup: Callable[[], None]
+    ) -> None:
         self.processes = processes
         self.env = env
+        self.cleanup = cleanup  # also run before the runner kills its own group
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.stop_requested = False
 
@@ -97,6 +101,7 @@ class Runner:
             # pool children), which share this group.
             _say(f"still running after {STOP_TIMEOUT:.0f}s: {', '.join(left)}; killing the group")
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            self.cleanup()
             os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
@@ -130,15 +135,18 @@ def main(argv: list[str]) -> int:
     env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     # The commands (gunicorn, celery) of this interpreter's environment, activated or not.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    runner = Runner({n: processes[n] for n in wanted}, env)
+    def cleanup() -> None:
+        if owned:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+    runner = Runner({n: processes[n] for n in wanted}, env, cleanup)
     signal.signal(signal.SIGTERM, runner.request_stop)
     signal.signal(signal.SIGINT, runner.request_stop)
     try:
         runner.start()
         return runner.wait()
     finally:
-        if owned:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        cleanup()
 
 
 if __name__ == "__main__":

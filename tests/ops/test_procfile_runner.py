@@ -22,8 +22,9 @@ def start(procfile: str, tmp_path: Path, stop_timeout: str = "5") -> subprocess.
         **os.environ,
         "PROCFILE": str(tmp_path / "Procfile"),
         "PROCFILE_STOP_TIMEOUT": stop_timeout,
-        "PROMETHEUS_MULTIPROC_DIR": "",
     }
+    # Unset, so the runner makes its own (prometheus_client takes even an empty value as set).
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     return subprocess.Popen(
         [sys.executable, "-m", "config.procfile"],
         cwd=ROOT,
@@ -42,6 +43,12 @@ def descendants(proc: subprocess.Popen[bytes], count: int) -> list[psutil.Proces
             return found
         time.sleep(0.1)
     pytest.fail(f"expected {count} processes under the runner, found {len(found)}")
+
+
+def runner_metrics_dir(tmp_path: Path) -> str:
+    """The metrics directory the runner made, from the environment it gave its processes."""
+    dumped = (tmp_path / "env.txt").read_text()
+    return next(line.split("=", 1)[1] for line in dumped.splitlines() if line.startswith("PROM"))
 
 
 def in_group(pgid: int) -> list[int]:
@@ -78,7 +85,10 @@ def test_when_one_process_ends_the_others_are_stopped(tmp_path: Path) -> None:
 def test_a_process_that_ignores_sigterm_is_killed_with_its_children(tmp_path: Path) -> None:
     # given: a process that ignores SIGTERM and has a child of its own
     stubborn = "sh -c 'trap \"\" TERM; sleep 120 & wait'"
-    runner = start(f"polite: sleep 60\nstubborn: {stubborn}\n", tmp_path, stop_timeout="2")
+    env_dump = f"sh -c 'env > {tmp_path / 'env.txt'}; exec sleep 60'"
+    runner = start(
+        f"polite: {env_dump}\nstubborn: {stubborn}\n", tmp_path, stop_timeout="2"
+    )
     try:
         processes = descendants(runner, 3)
 
@@ -86,10 +96,13 @@ def test_a_process_that_ignores_sigterm_is_killed_with_its_children(tmp_path: Pa
         runner.send_signal(signal.SIGTERM)
         runner.wait(timeout=30)
 
-        # then: nothing it started is left, the stubborn one's child included
+        # then: nothing it started is left, the stubborn one's child included, nor its
+        # metrics directory
         _, alive = psutil.wait_procs(processes, timeout=5)
         assert alive == []
         assert in_group(runner.pid) == []
+        metrics_dir = runner_metrics_dir(tmp_path)
+        assert not Path(metrics_dir).exists()
     finally:
         try:
             os.killpg(runner.pid, signal.SIGKILL)
