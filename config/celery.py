@@ -1,11 +1,79 @@
 """The Celery app. Broker from CELERY_BROKER_URL; unset, tasks run eagerly in-process."""
 
+import logging.config
 import os
+from datetime import datetime
+from typing import Any
 
+import structlog
 from celery import Celery
+from celery.signals import setup_logging, task_postrun, task_prerun, task_retry, worker_ready
+from django.utils import timezone
+
+from config.metrics import BILLING_PAIR_FAILURES, observe_billing_task, worker_metrics_serve
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("tollgate")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@setup_logging.connect
+def _logging(**kwargs: Any) -> None:
+    """Workers and beat log through the project's LOGGING (config/logs.py), not Celery's own
+    handlers, so their lines have the web's format."""
+    from django.conf import settings
+
+    logging.config.dictConfig(settings.LOGGING)
+
+
+# When each running billing task started, by task id (this process's tasks only).
+_started: dict[str, datetime] = {}
+
+
+@task_prerun.connect
+def _bind_task(task_id: str | None = None, task: Any = None, **kwargs: Any) -> None:
+    # Bound next to what is there: a task run eagerly inside a request keeps its request id.
+    name = getattr(task, "name", None)
+    structlog.contextvars.bind_contextvars(task_id=task_id, task=name)
+    if task_id and name == "billing.tasks.bill_pair":
+        _started[task_id] = timezone.now()
+
+
+@task_postrun.connect
+def _task_end(
+    task_id: str | None = None,
+    task: Any = None,
+    args: Any = None,
+    state: str | None = None,
+    retval: Any = None,
+    **kwargs: Any,
+) -> None:
+    """The billing tasks' end: the run's duration once it completed (config/metrics.py)."""
+    name = getattr(task, "name", "")
+    if name.startswith("billing.tasks."):
+        if name == "billing.tasks.bill_pair" and state == "FAILURE":
+            BILLING_PAIR_FAILURES.labels("error").inc()
+        observe_billing_task(
+            task=name,
+            args=tuple(args or ()),
+            state=state,
+            retval=retval,
+            started_at=_started.pop(task_id or "", None),
+        )
+    structlog.contextvars.unbind_contextvars("task_id", "task")
+
+
+@task_retry.connect
+def _task_retry(sender: Any = None, **kwargs: Any) -> None:
+    if getattr(sender, "name", "") == "billing.tasks.bill_pair":
+        BILLING_PAIR_FAILURES.labels("retry").inc()
+
+
+@worker_ready.connect
+def _serve_metrics(**kwargs: Any) -> None:
+    """With CELERY_METRICS_PORT set, the worker serves its own /metrics (docs/operations.md)."""
+    port = os.environ.get("CELERY_METRICS_PORT")
+    if port:
+        worker_metrics_serve(int(port), os.environ.get("CELERY_METRICS_ADDR", "0.0.0.0"))  # noqa: S104

