@@ -1,6 +1,6 @@
 from django.urls import path
 
-from billing import api, api_usage
+from billing import api, api_kit, api_usage
 
 urlpatterns = [
     path("usage/summary", api_usage.UsageSummaryApi.as_view(), name="usage-summary"),
@@ -24,5 +24,10 @@ urlpatterns = [
         "settlements/<str:settlement_id>/statement.csv",
         api.SettlementStatementApi.as_view(),
         name="settlement-statement",
+    ),
+    path(
+        "settlements/<str:settlement_id>/kit",
+        api_kit.SettlementKitApi.as_view(),
+        name="settlement-kit",
     ),
 ]

@@ -152,6 +152,9 @@ API_TABLE: dict[tuple[str, str], Row] = {
     ("GET", "api/v1/settlements/<str:settlement_id>/statement.csv"): Row(
         f"/api/v1/settlements/{S}/statement.csv", 401, 403, 404
     ),
+    ("GET", "api/v1/settlements/<str:settlement_id>/kit"): Row(
+        f"/api/v1/settlements/{S}/kit", 401, 404, 404
+    ),
 }
 
 
