@@ -31,6 +31,7 @@ from rest_framework.views import APIView
 
 from billing.demo import licensor_reviewer_permissions
 from billing.models import BillingRun, Settlement
+from billing.webhook_models import WebhookEndpoint
 from licensing.catalog import catalog_import
 from licensing.models import Host, Licensor, LicensorMembership
 from licensing.services import api_key_create
@@ -50,11 +51,13 @@ pytestmark = pytest.mark.django_db
 A_EVENT_ID = "fw-private-evt-0001"
 A_CUSTOMER_REF = "fw-customer-acme"
 A_AGREEMENT = "fi-2026-06"  # Fireworks' private agreement with MiniMax (minimax_catalog)
+A_WEBHOOK_HOST = "hooks.fireworks-private.example"
 
 
 @dataclass
 class World:
     settlement_a: Settlement
+    webhook_a: WebhookEndpoint  # Fireworks' webhook endpoint
     run_a_only: BillingRun  # a run that billed tenant A alone (2026-09)
     secrets: tuple[str, ...]
     kimi: Licensor
@@ -83,8 +86,12 @@ def world(db: None) -> World:
     run_billing("2026-09")
     run_billing("2026-10")
     settlement_a = settlement_of(licensor="minimax", host="fireworks", period="2026-10")
+    webhook_a = WebhookEndpoint.objects.create(
+        host=fireworks, url=f"https://{A_WEBHOOK_HOST}/tollgate", events=["settlement.created"]
+    )
     return World(
         settlement_a=settlement_a,
+        webhook_a=webhook_a,
         run_a_only=BillingRun.objects.get(period="2026-09"),
         secrets=(
             "fireworks",
@@ -93,6 +100,9 @@ def world(db: None) -> World:
             A_EVENT_ID,
             A_CUSTOMER_REF,
             str(settlement_a.pk),
+            A_WEBHOOK_HOST,
+            str(webhook_a.pk),
+            webhook_a.secret,
         ),
         kimi=Licensor.objects.get(slug="kimi"),
         moonhost=moonhost,
@@ -110,6 +120,7 @@ def assert_no_secret(world: World, body: bytes, where: str, *, asked: str = "") 
 # --- the API ---------------------------------------------------------------------------------
 
 S = "{settlement_a}"  # tenant A's settlement id, filled in per test
+W = "{webhook_a}"  # tenant A's webhook endpoint id
 
 
 @dataclass(frozen=True)
@@ -154,6 +165,21 @@ API_TABLE: dict[tuple[str, str], Row] = {
     ),
     ("GET", "api/v1/settlements/<str:settlement_id>/kit"): Row(
         f"/api/v1/settlements/{S}/kit", 401, 404, 404
+    ),
+    # An endpoint of the caller's own; the list shows only the caller's.
+    ("POST", "api/v1/webhook-endpoints"): Row(
+        "/api/v1/webhook-endpoints",
+        401,
+        201,
+        201,
+        body={"url": "https://1.1.1.1/hooks", "events": ["settlement.created"]},
+    ),
+    ("GET", "api/v1/webhook-endpoints"): Row("/api/v1/webhook-endpoints", 401, 200, 200),
+    ("DELETE", "api/v1/webhook-endpoints/<str:endpoint_id>"): Row(
+        f"/api/v1/webhook-endpoints/{W}", 401, 404, 404
+    ),
+    ("GET", "api/v1/webhook-endpoints/<str:endpoint_id>/deliveries"): Row(
+        f"/api/v1/webhook-endpoints/{W}/deliveries", 401, 404, 404
     ),
 }
 
@@ -249,12 +275,14 @@ def test_another_tenant_gets_the_contracts_answer_and_none_of_its_names(
 ) -> None:
     # given
     row = API_TABLE[(method, route)]
-    path = row.path.replace(S, str(world.settlement_a.pk))
+    path = row.path.replace(S, str(world.settlement_a.pk)).replace(W, str(world.webhook_a.pk))
 
     for caller, client in _callers(world).items():
         # when
         if method == "GET":
             response = client.get(path)
+        elif method == "DELETE":
+            response = client.delete(path)
         else:
             response = client.post(path, row.body or {}, format="json")
 
@@ -268,6 +296,7 @@ def test_another_tenant_gets_the_contracts_answer_and_none_of_its_names(
     # and nothing of tenant A changed
     world.settlement_a.refresh_from_db()
     assert world.settlement_a.status == "draft"
+    assert WebhookEndpoint.objects.filter(pk=world.webhook_a.pk).exists()
 
 
 def test_another_host_may_reuse_tenant_as_event_id_without_a_conflict(world: World) -> None:
@@ -424,6 +453,7 @@ def test_another_licensors_reviewer_sees_nothing_of_tenant_a_in_the_admin(
             assert_no_secret(world, facets.content, f"admin {url}?_facets=1")
     world.settlement_a.refresh_from_db()
     assert world.settlement_a.status == "draft"
+    assert WebhookEndpoint.objects.filter(pk=world.webhook_a.pk).exists()
 
 
 def test_the_autocomplete_answers_a_reviewer_with_their_own_settlements_only(
@@ -466,3 +496,4 @@ def test_a_reviewer_cannot_act_on_another_licensors_settlement_through_an_action
     assert_no_secret(world, response.content, action)
     world.settlement_a.refresh_from_db()
     assert world.settlement_a.status == "draft"
+    assert WebhookEndpoint.objects.filter(pk=world.webhook_a.pk).exists()
