@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.db import transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -293,3 +294,64 @@ def test_delete_stops_deliveries_and_another_tenants_endpoint_is_404(
     run_billing("2026-10")
     assert deliver("--all") == "webhooks: 0 delivered, 0 failed (to be retried)\n"
     assert receiver.received == []
+
+
+def test_a_recomputed_draft_with_another_total_is_updated_and_one_without_is_not(
+    world: tuple[APIClient, APIClient], receiver: Receiver
+) -> None:
+    hc, lc = world
+    subscribe(lc, receiver.url, ["settlement.created", "settlement.updated"])
+    post_usage(hc, [record("c-1", revenue="1000.00")])
+    run_billing("2026-10")
+    run_billing("2026-10")  # the same usage: the same total, no event
+    post_usage(hc, [record("c-2", revenue="500.00")])
+    run_billing("2026-10")
+    deliver()
+    assert [(e["type"], e["data"]["object"]["total"]) for e in receiver.events()] == [
+        ("settlement.created", "120.00"),
+        ("settlement.updated", "180.00"),
+    ]
+
+
+def test_a_change_that_rolls_back_announces_nothing(world: tuple[APIClient, APIClient]) -> None:
+    _, lc = world
+    subscribe(lc, "https://1.1.1.1/hooks", ["payout.paid"])
+    with pytest.raises(RuntimeError), transaction.atomic():
+        event = event_emit(
+            type="payout.paid",
+            licensor=Licensor.objects.get(slug="minimax"),
+            host=None,
+            object_id="po_1",
+            data={"id": "po_1"},
+        )
+        assert event is not None
+        raise RuntimeError("the payout failed to post")
+    assert not WebhookEvent.objects.exists()
+    assert not WebhookDelivery.objects.exists()
+
+
+def test_operators_see_the_delivery_log_in_the_admin(
+    world: tuple[APIClient, APIClient], receiver: Receiver, admin_client: Any
+) -> None:
+    hc, lc = world
+    subscribe(lc, receiver.url, ["settlement.created"])
+    receiver.answers = [500]
+    post_usage(hc, [record("c-1", revenue="1000.00")])
+    run_billing("2026-10")
+    deliver()
+    event_id = WebhookEvent.objects.get().id
+
+    page = admin_client.get("/admin/billing/webhookdelivery/")
+    assert page.status_code == 200
+    assert event_id in page.content.decode()
+    assert "HTTP 500" in page.content.decode()
+    assert admin_client.get("/admin/billing/webhookendpoint/").status_code == 200
+
+    # "send again" makes a waiting delivery due now; the next run sends the same event
+    delivery = WebhookDelivery.objects.get()
+    admin_client.post(
+        "/admin/billing/webhookdelivery/",
+        {"action": "send_again", "_selected_action": [delivery.pk]},
+    )
+    assert deliver() == "webhooks: 1 delivered, 0 failed (to be retried)\n"
+    assert [e["id"] for e in receiver.events()] == [event_id, event_id]
