@@ -267,3 +267,51 @@ def test_a_kit_of_a_license_with_a_threshold_verifies(
 
     # when / then
     assert verify(path) == (0, "kit verified: 1 lines, total 60.00 USD\n")
+
+
+def test_a_kit_of_two_licenses_with_a_fine_tune_and_unlicensed_usage_verifies(
+    import_catalog: Callable[[dict[str, Any]], None],
+    client_for: Callable[..., APIClient],
+    tmp_path: Path,
+) -> None:
+    # given: a second MiniMax license in force from 15 October, a fine-tune rated under it, and
+    # usage of it before its terms were in force (unlicensed)
+    catalog = minimax_catalog()
+    catalog["licenses"].append(
+        {
+            "slug": "minimax-vl",
+            "licensor": "minimax",
+            "name": "MiniMax VL License",
+            "versions": [
+                {
+                    "version": "vl-1",
+                    "effective_from": "2026-10-15T00:00:00Z",
+                    "currency": "USD",
+                    "rules": [{"charge": {"type": "revenue_share", "percent": "10"}}],
+                }
+            ],
+        }
+    )
+    catalog["models"] += [
+        {"slug": "minimax-vl", "licensor": "minimax", "license": "minimax-vl"},
+        {"slug": "minimax-vl-ft", "licensor": "minimax", "parent": "minimax-vl"},
+    ]
+    import_catalog(catalog)
+    hc = client_for(host=Host.objects.get(slug="fireworks"))
+    post_usage(
+        hc,
+        [
+            record("m-1", revenue="1000.00"),
+            record("vl-early", revenue="100.00", model="minimax-vl", at="2026-10-10T00:00:00Z"),
+            record("vl-ft", revenue="1000.00", model="minimax-vl-ft", at="2026-10-20T00:00:00Z"),
+        ],
+    )
+    run_billing("2026-10")
+    s = settlement_of(licensor="minimax", host="fireworks", period="2026-10")
+    assert s.total == Decimal("220.00")
+    assert [f["kind"] for f in s.flags if f["kind"] == "unlicensed"] == ["unlicensed"]
+    path = tmp_path / "kit.zip"
+    path.write_bytes(fetch_kit(client_for(licensor=s.licensor), s.pk))
+
+    # when / then
+    assert verify(path) == (0, "kit verified: 2 lines, total 220.00 USD\n")
