@@ -22,6 +22,7 @@ from rest_framework.test import APIClient
 
 from billing.events import event_emit
 from billing.review import settlement_approve, settlement_dispute
+from billing.tasks import deliver_due_webhooks
 from billing.webhook_delivery import RETRY_FOR
 from billing.webhook_models import WebhookDelivery, WebhookEvent
 from licensing.catalog import catalog_import
@@ -355,3 +356,16 @@ def test_operators_see_the_delivery_log_in_the_admin(
     )
     assert deliver() == "webhooks: 1 delivered, 0 failed (to be retried)\n"
     assert [e["id"] for e in receiver.events()] == [event_id, event_id]
+
+
+def test_the_beat_task_sends_what_is_due(
+    world: tuple[APIClient, APIClient], receiver: Receiver
+) -> None:
+    hc, lc = world
+    subscribe(lc, receiver.url, ["settlement.created"])
+    post_usage(hc, [record("c-1", revenue="1000.00")])
+    run_billing("2026-10")
+
+    assert deliver_due_webhooks.delay().get() == 1
+
+    assert [e["type"] for e in receiver.events()] == ["settlement.created"]
