@@ -453,7 +453,6 @@ def test_another_licensors_reviewer_sees_nothing_of_tenant_a_in_the_admin(
             assert_no_secret(world, facets.content, f"admin {url}?_facets=1")
     world.settlement_a.refresh_from_db()
     assert world.settlement_a.status == "draft"
-    assert WebhookEndpoint.objects.filter(pk=world.webhook_a.pk).exists()
 
 
 def test_the_autocomplete_answers_a_reviewer_with_their_own_settlements_only(
@@ -496,4 +495,3 @@ def test_a_reviewer_cannot_act_on_another_licensors_settlement_through_an_action
     assert_no_secret(world, response.content, action)
     world.settlement_a.refresh_from_db()
     assert world.settlement_a.status == "draft"
-    assert WebhookEndpoint.objects.filter(pk=world.webhook_a.pk).exists()
