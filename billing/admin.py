@@ -500,3 +500,7 @@ class BillingRunAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+# Outbound webhooks (endpoints and the delivery log) have their own admin module.
+from billing import admin_webhooks  # noqa: E402, F401

@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from billing import stripe_gateway
 from billing.errors import InvoicingInProgress, SettlementStateError
+from billing.events import settlement_event
 from billing.models import Settlement, SettlementLine, SettlementStatus, StripeEvent
 from core.money import quantize, to_minor_units
 from ledger.services import host_payment_post
@@ -148,6 +149,8 @@ def settlement_invoice(*, settlement: Settlement) -> Settlement:
             invoice_error="",
             updated_at=timezone.now(),
         )
+        if recorded:
+            settlement_event(Settlement.objects.get(pk=fresh.pk), "settlement.invoiced")
     fresh.refresh_from_db()
     if not recorded and fresh.stripe_invoice_id != sent.id:
         # Voided meanwhile, most likely: the Stripe invoice needs an operator (void it there).
@@ -286,6 +289,7 @@ def _invoice_paid(*, event_id: int, invoice: dict[str, Any]) -> str:
     Settlement.objects.filter(pk=settlement.pk, status=SettlementStatus.INVOICED).update(
         status=SettlementStatus.PAID, paid_at=now, updated_at=now
     )
+    settlement_event(Settlement.objects.get(pk=settlement.pk), "settlement.paid")
     # Checked equal to the invoice's amount_paid above: what the host owes is what we invoiced.
     amount_minor = _minor(settlement.total, settlement.currency)
     outcome = done(f"settlement {settlement.pk} paid")

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from billing import aggregation
 from billing.errors import SettlementStateError
+from billing.events import settlement_event
 from billing.models import PendingRerate, Settlement, SettlementStatus
 from billing.tasks import settlement_invoice
 from core.money import quantize, to_minor_units, whole_units
@@ -87,6 +88,7 @@ def settlement_approve(*, settlement: Settlement, actor: str) -> Settlement:
     if fresh is None:
         return Settlement.objects.get(pk=settlement.pk)
     _close_and_check(fresh)
+    settlement_event(fresh, "settlement.approved")
     amount_minor = to_minor_units(quantize(fresh.total, fresh.currency), fresh.currency)
     if amount_minor:
         # A negative total (late corrections took back more than the month added) is a credit
@@ -133,6 +135,7 @@ def settlement_dispute(*, settlement: Settlement, reason: str, actor: str) -> Se
     if fresh is None:
         return Settlement.objects.get(pk=settlement.pk)
     _close_and_check(fresh)
+    settlement_event(fresh, "settlement.disputed")
     return fresh
 
 

@@ -25,6 +25,7 @@ from django.db.models.functions import Concat, Left
 from django.utils import timezone
 
 from billing import aggregation
+from billing.events import settlement_event
 from billing.models import (
     SETTLED_STATUSES,
     BillingRun,
@@ -315,6 +316,7 @@ def _write_settlements(
             "computed_at": computed_at,
             "run": run,
         }
+        previous_total = None if settlement is None else settlement.total
         if settlement is None:
             settlement = Settlement.objects.create(
                 host_id=host_id,
@@ -340,6 +342,10 @@ def _write_settlements(
                 for position, (license_id, line, flags) in enumerate(lines, start=1)
             ]
         )
+        if previous_total != settlement.total:  # webhooks: created, or re-computed to another total
+            settlement_event(
+                settlement, "settlement.created" if previous_total is None else "settlement.updated"
+            )
         # Terms that rated usage are locked: from now on the catalog cannot change them, so this
         # settlement can be re-derived (--verify) from the same terms.
         versions = {i for i in bundle.locked_versions if ("version", i) not in catalog.locked}

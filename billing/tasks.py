@@ -18,7 +18,7 @@ from django.db import OperationalError
 from django.db.models import Q
 from django.utils import timezone
 
-from billing import invoicing, stripe_gateway
+from billing import invoicing, stripe_gateway, webhook_delivery
 from billing.errors import InvoicingInProgress
 from billing.models import BillingRunPair, Settlement, SettlementStatus
 from billing.runs import (
@@ -123,3 +123,17 @@ def invoice_pending_settlements() -> int:
         settlement_invoice.delay(str(pk))
         count += 1
     return count
+
+
+@shared_task(name="billing.tasks.deliver_webhook", acks_late=True)
+def deliver_webhook(delivery_id: int) -> bool | None:
+    """One outbound webhook delivery, right after its event committed (billing/events.py); a
+    failed one is retried by `deliver_due_webhooks` when its backoff has passed."""
+    return webhook_delivery.delivery_attempt(delivery_id=delivery_id)
+
+
+@shared_task(name="billing.tasks.deliver_due_webhooks", acks_late=True)
+def deliver_due_webhooks() -> int:
+    """Every outbound webhook delivery that is due (beat, every minute)."""
+    delivered, _ = webhook_delivery.deliveries_send()
+    return delivered

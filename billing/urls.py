@@ -1,6 +1,6 @@
 from django.urls import path
 
-from billing import api, api_usage
+from billing import api, api_kit, api_usage, api_webhooks
 
 urlpatterns = [
     path("usage/summary", api_usage.UsageSummaryApi.as_view(), name="usage-summary"),
@@ -24,5 +24,25 @@ urlpatterns = [
         "settlements/<str:settlement_id>/statement.csv",
         api.SettlementStatementApi.as_view(),
         name="settlement-statement",
+    ),
+    path(
+        "settlements/<str:settlement_id>/kit",
+        api_kit.SettlementKitApi.as_view(),
+        name="settlement-kit",
+    ),
+    path(
+        "webhook-endpoints",
+        api_webhooks.WebhookEndpointListApi.as_view(),
+        name="webhook-endpoints",
+    ),
+    path(
+        "webhook-endpoints/<str:endpoint_id>",
+        api_webhooks.WebhookEndpointDetailApi.as_view(),
+        name="webhook-endpoint-detail",
+    ),
+    path(
+        "webhook-endpoints/<str:endpoint_id>/deliveries",
+        api_webhooks.WebhookDeliveryListApi.as_view(),
+        name="webhook-endpoint-deliveries",
     ),
 ]

@@ -204,6 +204,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "usage.tasks.purge_usage_rejections",
         "schedule": crontab(minute="25", hour="1"),
     },
+    # Outbound webhook deliveries whose retry is due (docs/webhooks.md).
+    "webhook-deliveries": {
+        "task": "billing.tasks.deliver_due_webhooks",
+        "schedule": crontab(minute="*"),
+    },
 }
 
 # Stripe (billing/stripe_gateway.py is the only module that talks to it).
@@ -217,6 +222,10 @@ STRIPE_DAYS_UNTIL_DUE = envint("STRIPE_DAYS_UNTIL_DUE", "30")
 STRIPE_MAX_NETWORK_RETRIES = (
     envint("STRIPE_MAX_NETWORK_RETRIES", "0") if env("STRIPE_MAX_NETWORK_RETRIES") else None
 )
+
+# Outbound webhooks may go to http and to private or loopback addresses (tests, the demo);
+# otherwise only https on a public address (docs/webhooks.md).
+TOLLGATE_WEBHOOKS_ALLOW_PRIVATE = envbool("TOLLGATE_WEBHOOKS_ALLOW_PRIVATE")
 
 # The earliest month (YYYY-MM, UTC) usage may fall in: an older occurred_at is rejected
 # (`too_old`), and no usage partition is created before it (docs/ingestion.md, "Partitions").

@@ -31,6 +31,7 @@ from rest_framework.views import APIView
 
 from billing.demo import licensor_reviewer_permissions
 from billing.models import BillingRun, Settlement
+from billing.webhook_models import WebhookEndpoint
 from licensing.catalog import catalog_import
 from licensing.models import Host, Licensor, LicensorMembership
 from licensing.services import api_key_create
@@ -50,11 +51,13 @@ pytestmark = pytest.mark.django_db
 A_EVENT_ID = "fw-private-evt-0001"
 A_CUSTOMER_REF = "fw-customer-acme"
 A_AGREEMENT = "fi-2026-06"  # Fireworks' private agreement with MiniMax (minimax_catalog)
+A_WEBHOOK_HOST = "hooks.fireworks-private.example"
 
 
 @dataclass
 class World:
     settlement_a: Settlement
+    webhook_a: WebhookEndpoint  # Fireworks' webhook endpoint
     run_a_only: BillingRun  # a run that billed tenant A alone (2026-09)
     secrets: tuple[str, ...]
     kimi: Licensor
@@ -94,8 +97,12 @@ def world(db: None) -> World:
     run_billing("2026-09")
     run_billing("2026-10")
     settlement_a = settlement_of(licensor="minimax", host="fireworks", period="2026-10")
+    webhook_a = WebhookEndpoint.objects.create(
+        host=fireworks, url=f"https://{A_WEBHOOK_HOST}/tollgate", events=["settlement.created"]
+    )
     return World(
         settlement_a=settlement_a,
+        webhook_a=webhook_a,
         run_a_only=BillingRun.objects.get(period="2026-09"),
         secrets=(
             "fireworks",
@@ -104,6 +111,9 @@ def world(db: None) -> World:
             A_EVENT_ID,
             A_CUSTOMER_REF,
             str(settlement_a.pk),
+            A_WEBHOOK_HOST,
+            str(webhook_a.pk),
+            webhook_a.secret,
         ),
         kimi=Licensor.objects.get(slug="kimi"),
         moonhost=moonhost,
@@ -121,6 +131,7 @@ def assert_no_secret(world: World, body: bytes, where: str, *, asked: str = "") 
 # --- the API ---------------------------------------------------------------------------------
 
 S = "{settlement_a}"  # tenant A's settlement id, filled in per test
+W = "{webhook_a}"  # tenant A's webhook endpoint id
 
 
 @dataclass(frozen=True)
@@ -182,6 +193,24 @@ API_TABLE: dict[tuple[str, str], Row] = {
     ),
     ("GET", "api/v1/settlements/<str:settlement_id>/statement.csv"): Row(
         f"/api/v1/settlements/{S}/statement.csv", 401, 403, 404
+    ),
+    ("GET", "api/v1/settlements/<str:settlement_id>/kit"): Row(
+        f"/api/v1/settlements/{S}/kit", 401, 404, 404
+    ),
+    # An endpoint of the caller's own; the list shows only the caller's.
+    ("POST", "api/v1/webhook-endpoints"): Row(
+        "/api/v1/webhook-endpoints",
+        401,
+        201,
+        201,
+        body={"url": "https://1.1.1.1/hooks", "events": ["settlement.created"]},
+    ),
+    ("GET", "api/v1/webhook-endpoints"): Row("/api/v1/webhook-endpoints", 401, 200, 200),
+    ("DELETE", "api/v1/webhook-endpoints/<str:endpoint_id>"): Row(
+        f"/api/v1/webhook-endpoints/{W}", 401, 404, 404
+    ),
+    ("GET", "api/v1/webhook-endpoints/<str:endpoint_id>/deliveries"): Row(
+        f"/api/v1/webhook-endpoints/{W}/deliveries", 401, 404, 404
     ),
 }
 
@@ -277,12 +306,14 @@ def test_another_tenant_gets_the_contracts_answer_and_none_of_its_names(
 ) -> None:
     # given
     row = API_TABLE[(method, route)]
-    path = row.path.replace(S, str(world.settlement_a.pk))
+    path = row.path.replace(S, str(world.settlement_a.pk)).replace(W, str(world.webhook_a.pk))
 
     for caller, client in _callers(world).items():
         # when
         if method == "GET":
             response = client.get(path)
+        elif method == "DELETE":
+            response = client.delete(path)
         else:
             response = client.post(path, row.body or {}, format="json")
 
@@ -296,6 +327,7 @@ def test_another_tenant_gets_the_contracts_answer_and_none_of_its_names(
     # and nothing of tenant A changed
     world.settlement_a.refresh_from_db()
     assert world.settlement_a.status == "draft"
+    assert WebhookEndpoint.objects.filter(pk=world.webhook_a.pk).exists()
 
 
 def test_another_host_may_reuse_tenant_as_event_id_without_a_conflict(world: World) -> None:
