@@ -155,7 +155,8 @@ def test_it_keeps_one_current_settlement_per_key_in_postgresql(world: dict[str, 
     s = world["settlement"]
 
     # when another current settlement of the same key is inserted behind the code's back
-    with pytest.raises(IntegrityError, match="billing_settlement_one_current"), transaction.atomic():
+    refused = pytest.raises(IntegrityError, match="billing_settlement_one_current")
+    with refused, transaction.atomic():
         Settlement.objects.create(
             licensor=s.licensor,
             host=s.host,
