@@ -6,9 +6,10 @@ model, category, region and terms: never one per record), and one task per (lice
 rates its groups with `licensing.rating` and writes its settlements (docs/billing.md).
 
 A settlement is a *draft* until the licensor approves or disputes it; a re-run recomputes a draft.
-Once *settled* (approved, disputed, invoiced, paid) neither it nor its lines ever change:
-triggers installed by migration 0002 refuse it, whatever client writes. Usage that arrives for a
-settled month is billed as `adjustment` lines of a later settlement.
+Once decided (approved, disputed, invoiced, paid, superseded) neither it nor its lines ever change:
+triggers installed by migration 0002 refuse it, whatever client writes. A disputed one is replaced
+by a revision when a run finds its usage changed (billing/revisions.py). Usage that arrives for a
+settled (approved) month is billed as `adjustment` lines of a later settlement.
 
 Amounts are `Decimal` in major units of the settlement's currency (dollars), already rounded to
 the currency's minor unit by the rating engine; token counts are integers.
