@@ -50,11 +50,14 @@ def _in_thread(target: Callable[[], Any], results: list[Any]) -> threading.Threa
 
 
 def _wait_for_lock_waiters(n: int) -> None:
-    """Until `n` sessions wait on a lock (row or advisory), or 10 s."""
+    """Until `n` sessions of this test database wait on a lock (row or advisory), or 10 s."""
     deadline = time.monotonic() + 10
     with connections["default"].cursor() as cursor:
         while time.monotonic() < deadline:
-            cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
             if cursor.fetchone()[0] >= n:
                 return
             time.sleep(0.02)
