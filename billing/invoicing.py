@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from billing import stripe_gateway
 from billing.errors import InvoicingInProgress, SettlementStateError
+from billing.history import SYSTEM, settlement_event_record
 from billing.models import Settlement, SettlementLine, SettlementStatus, StripeEvent
 from core.money import quantize, to_minor_units
 from ledger.services import host_payment_post
@@ -148,6 +149,10 @@ def settlement_invoice(*, settlement: Settlement) -> Settlement:
             invoice_error="",
             updated_at=timezone.now(),
         )
+        if recorded:
+            settlement_event_record(
+                settlement=fresh, actor=SYSTEM, action="invoiced", detail={"invoice": sent.id}
+            )
     fresh.refresh_from_db()
     if not recorded and fresh.stripe_invoice_id != sent.id:
         # Voided meanwhile, most likely: the Stripe invoice needs an operator (void it there).
@@ -275,6 +280,10 @@ def _invoice_paid(*, event_id: int, invoice: dict[str, Any]) -> str:
             invoicing_started_at=None,
             updated_at=now,
         )
+        invoiced = {"invoice": invoice["id"]}
+        settlement_event_record(
+            settlement=settlement, actor=SYSTEM, action="invoiced", detail=invoiced
+        )
     elif settlement.status != SettlementStatus.INVOICED:
         logger.error(
             "stripe invoice %s paid, settlement %s is %s",
@@ -285,6 +294,9 @@ def _invoice_paid(*, event_id: int, invoice: dict[str, Any]) -> str:
         return done(f"ignored: settlement {settlement.pk} is {settlement.status}")
     Settlement.objects.filter(pk=settlement.pk, status=SettlementStatus.INVOICED).update(
         status=SettlementStatus.PAID, paid_at=now, updated_at=now
+    )
+    settlement_event_record(
+        settlement=settlement, actor=SYSTEM, action="paid", detail={"invoice": invoice["id"]}
     )
     # Checked equal to the invoice's amount_paid above: what the host owes is what we invoiced.
     amount_minor = _minor(settlement.total, settlement.currency)
