@@ -306,3 +306,24 @@ def test_it_accepts_a_dispute_with_the_reason_alone(world: dict[str, Any]) -> No
         "lines": [],
         "amount": None,
     }
+
+
+def test_it_records_a_recomputation_only_when_the_draft_changed(
+    world: dict[str, Any],
+) -> None:
+    # given a draft, computed once
+    s = world["settlement"]
+
+    # when: a run with nothing new, then one with more usage of the month
+    run_billing("2026-10")
+    post_usage(world["host"], [record("c-2", revenue="100.00")])
+    run_billing("2026-10")
+
+    # then: one "recomputed", with the new total (12% of 75,400.00); same id, revision 1
+    events = list(s.events.values_list("actor", "action", "detail"))
+    assert [(actor, action) for actor, action, _ in events] == [
+        ("system", "computed"),
+        ("system", "recomputed"),
+    ]
+    assert events[1][2]["total"] == "9048.00"
+    assert current().pk == s.pk
