@@ -24,13 +24,21 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from billing import stripe_gateway
 from billing.errors import SettlementStateError
 from billing.invoicing import settlement_invoice
-from billing.models import BillingRun, Settlement, SettlementLine, SettlementStatus, StripeEvent
+from billing.models import (
+    DISPUTE_REASON_CODES,
+    BillingRun,
+    Settlement,
+    SettlementLine,
+    SettlementStatus,
+    StripeEvent,
+)
 from billing.review import settlement_approve, settlement_dispute
 from core.money import quantize
 
@@ -66,6 +74,7 @@ class SettlementLineInline(admin.TabularInline):
     can_delete = False
     fields = [
         "position",
+        "id",
         "kind",
         "model",
         "customer_category",
@@ -98,11 +107,43 @@ class SettlementLineInline(admin.TabularInline):
 
 
 class DisputeForm(forms.Form):
+    """A dispute as the API takes it; `lines` offers the settlement's own lines (none in bulk)."""
+
+    codes = [(c, c.replace("_", " ")) for c in DISPUTE_REASON_CODES]
+    reason_code = forms.ChoiceField(choices=codes, initial="other", required=False)
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 4, "cols": 60}),
         max_length=5000,
         help_text="What is wrong with this settlement; the host sees it.",
     )
+    lines = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="The lines you contest (optional).",
+    )
+    amount = forms.DecimalField(
+        required=False,
+        min_value=0,
+        max_digits=24,
+        decimal_places=4,
+        help_text="The amount you contest, in the settlement's currency (optional).",
+    )
+
+    def __init__(self, *args: Any, lines: list[SettlementLine] = (), **kwargs: Any) -> None:  # type: ignore[assignment]
+        super().__init__(*args, **kwargs)
+        choices = [(str(ln.pk), f"id {ln.pk}: {ln}, {ln.amount:f}") for ln in lines]
+        self.fields["lines"].choices = choices  # type: ignore[attr-defined]
+        if not lines:
+            del self.fields["lines"]
+
+    def dispute_fields(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {
+            "reason": data["reason"],
+            "reason_code": data.get("reason_code") or "other",
+            "lines": data.get("lines") or [],
+            "amount": data.get("amount"),
+        }
 
 
 @admin.register(Settlement)
@@ -143,7 +184,13 @@ class SettlementAdmin(admin.ModelAdmin):
         "approved_at",
         "disputed_at",
         "decided_by",
+        "review_due_display",
+        "revision_chain",
+        "dispute_reason_code",
         "dispute_reason",
+        "dispute_lines",
+        "dispute_amount",
+        "history_display",
         "stripe_invoice_id",
         "invoiced_at",
         "paid_at",
@@ -174,6 +221,56 @@ class SettlementAdmin(admin.ModelAdmin):
                         f.get("record_count", ""),
                     )
                     for f in obj.flags
+                ),
+            ),
+        )
+
+    @admin.display(description="review due")
+    def review_due_display(self, obj: Settlement) -> str:
+        """When a draft is deemed accepted, and how many days the reviewer has left."""
+        if obj.review_due_at is None:
+            return "never (no review_days)"
+        due = f"{obj.review_due_at:%Y-%m-%d %H:%M} UTC"
+        if obj.status != SettlementStatus.DRAFT:
+            return due
+        days = (obj.review_due_at - timezone.now()).total_seconds() / 86400
+        return f"{due} ({days:.1f} days left)" if days > 0 else f"{due} (past due)"
+
+    @admin.display(description="revisions")
+    def revision_chain(self, obj: Settlement) -> str:
+        """Revision n, linked to the one it supersedes and the one that superseded it."""
+        links = [("supersedes", obj.supersedes_id), ("superseded by", obj.superseded_by_pk)]
+        return format_html(
+            "revision {}{}",
+            obj.revision,
+            format_html_join(
+                "",
+                "; {} <a href='{}'>{}</a>",
+                (
+                    (what, reverse("admin:billing_settlement_change", args=[pk]), pk)
+                    for what, pk in links
+                    if pk
+                ),
+            ),
+        )
+
+    @admin.display(description="history")
+    def history_display(self, obj: Settlement) -> str:
+        """The settlement's events in time order: decisions, the host's answers, revisions."""
+        return format_html(
+            "<table id='settlement-history'><tr><th>at</th><th>actor</th><th>action</th>"
+            "<th>detail</th></tr>{}</table>",
+            format_html_join(
+                "",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                (
+                    (
+                        f"{e.at:%Y-%m-%d %H:%M:%S}",
+                        e.actor,
+                        e.action,
+                        "; ".join(f"{k}: {v}" for k, v in e.detail.items()),
+                    )
+                    for e in obj.events.order_by("at", "id")
                 ),
             ),
         )
@@ -264,13 +361,11 @@ class SettlementAdmin(admin.ModelAdmin):
 
     def dispute_view(self, request: HttpRequest, object_id: Any) -> HttpResponse:
         settlement = self._decidable(request, object_id)
-        form = DisputeForm(request.POST or None)
+        form = DisputeForm(request.POST or None, lines=list(settlement.lines.all()))
         if request.method == "POST" and form.is_valid():
             try:
                 settlement_dispute(
-                    settlement=settlement,
-                    reason=form.cleaned_data["reason"],
-                    actor=_actor(request),
+                    settlement=settlement, actor=_actor(request), **form.dispute_fields()
                 )
             except SettlementStateError as exc:
                 self.message_user(request, str(exc), messages.ERROR)
@@ -301,17 +396,20 @@ class SettlementAdmin(admin.ModelAdmin):
     @admin.action(description="Approve selected settlements", permissions=["change"])
     def approve_selected(self, request: HttpRequest, queryset: QuerySet[Settlement]) -> None:
         approved, refused = 0, []
-        for settlement in queryset.filter(status=SettlementStatus.DRAFT):
+        decidable = [SettlementStatus.DRAFT, SettlementStatus.DISPUTED]
+        for settlement in queryset.filter(status__in=decidable):
             try:
                 settlement_approve(settlement=settlement, actor=_actor(request))
                 approved += 1
             except SettlementStateError as exc:
                 refused.append(str(exc))
-        skipped = queryset.exclude(status=SettlementStatus.DRAFT).count()
+        skipped = queryset.exclude(status__in=decidable).count()
         self.message_user(request, f"Approved {approved} settlement(s).", messages.SUCCESS)
         if skipped:
             self.message_user(
-                request, f"{skipped} selected settlement(s) were not drafts.", messages.WARNING
+                request,
+                f"{skipped} selected settlement(s) were neither drafts nor disputed.",
+                messages.WARNING,
             )
         for text in refused:
             self.message_user(request, text, messages.ERROR)
@@ -326,9 +424,7 @@ class SettlementAdmin(admin.ModelAdmin):
             for settlement in queryset.filter(status=SettlementStatus.DRAFT):
                 try:
                     settlement_dispute(
-                        settlement=settlement,
-                        reason=form.cleaned_data["reason"],
-                        actor=_actor(request),
+                        settlement=settlement, actor=_actor(request), **form.dispute_fields()
                     )
                     disputed += 1
                 except SettlementStateError as exc:

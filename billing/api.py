@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.http import HttpResponse
@@ -18,14 +18,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.errors import SettlementStateError
-from billing.models import Settlement, SettlementStatus
-from billing.review import settlement_approve, settlement_dispute
+from billing.history import settlement_history
+from billing.models import DISPUTE_REASON_CODES, Settlement, SettlementStatus
+from billing.review import settlement_approve, settlement_dispute, settlement_respond
 from billing.selectors import settlement_get, settlement_list
 from config.errors import ApiError
 from core.money import minor_unit_exponent, quantize
 from core.periods import PERIOD_PATTERN
 from core.vocabulary import FLAG_KINDS
-from licensing.auth import ApiKeyThrottle, IsHostOrLicensor, IsLicensor, Principal
+from licensing.auth import ApiKeyThrottle, IsHost, IsHostOrLicensor, IsLicensor, Principal
 
 
 def money_text(value: Decimal, currency: str) -> str:
@@ -56,6 +57,9 @@ class MoneyField(serializers.CharField):
 
 
 class LineOutput(serializers.Serializer):
+    # The line's row id: stable for as long as the line exists, and a settled settlement's lines
+    # never change; a dispute names lines by it.
+    id = serializers.CharField()
     kind = serializers.CharField()
     model = serializers.CharField()
     customer_category = serializers.CharField()
@@ -90,6 +94,11 @@ class SettlementOutput(serializers.Serializer):
     terms_digest = serializers.CharField()
     lines = LineOutput(many=True)
     flags = FlagOutput(many=True)
+    revision = serializers.IntegerField()
+    supersedes = serializers.CharField(source="supersedes_id", allow_null=True)
+    superseded_by = serializers.CharField(source="superseded_by_pk", allow_null=True)
+    review_due_at = serializers.DateTimeField(allow_null=True)
+    decided_by = serializers.CharField()
 
 
 class SettlementListOutput(serializers.Serializer):
@@ -114,8 +123,12 @@ def _get_or_404(request: Request, settlement_id: str) -> Settlement:
 
 
 def _actor(request: Request) -> str:
+    """Who acted, as a settlement's history and `decided_by` name it."""
     principal = _principal(request)
-    return f"api-key:{principal.api_key_id}"
+    if principal.host is not None:
+        return f"host:{principal.host.slug}"
+    assert principal.licensor is not None  # noqa: S101 - a principal is a host or a licensor
+    return f"licensor:{principal.licensor.slug}"
 
 
 class SettlementListApi(APIView):
@@ -164,22 +177,65 @@ class SettlementApproveApi(APIView):
         return Response(_settlement_output(fresh))
 
 
+def contested_amount(value: Any) -> Decimal:
+    """A dispute's `amount`: a decimal string >= 0 with at most 4 places (never a JSON number,
+    which a client may have passed through a binary float)."""
+    if not isinstance(value, str):
+        raise serializers.ValidationError('must be a decimal string such as "120.00"')
+    try:
+        amount = Decimal(value.strip())
+    except InvalidOperation:
+        raise serializers.ValidationError('must be a decimal string such as "120.00"') from None
+    if not amount.is_finite():
+        raise serializers.ValidationError('must be a decimal string such as "120.00"')
+    if amount < 0:
+        raise serializers.ValidationError("must be at least 0")
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -4:
+        raise serializers.ValidationError("must have at most 4 decimal places")
+    if amount >= Decimal(10) ** 20:
+        raise serializers.ValidationError("must be below 10^20")
+    return amount
+
+
+class DisputeInput(serializers.Serializer):
+    """A dispute (docs/billing.md, "Disputes"); `lines` are checked against the settlement's own
+    line ids, given in the context as `line_ids`."""
+
+    reason = serializers.CharField(max_length=5000, trim_whitespace=True)
+    reason_code = serializers.ChoiceField(choices=DISPUTE_REASON_CODES, default="other")
+    lines = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+    amount = serializers.JSONField(required=False, allow_null=True, default=None)
+
+    def validate_lines(self, value: list[str]) -> list[str]:
+        unknown = [i for i in value if i not in self.context["line_ids"]]
+        if unknown:
+            raise serializers.ValidationError(
+                f"not lines of this settlement: {', '.join(unknown[:5])}"
+            )
+        return value
+
+    def validate_amount(self, value: Any) -> Decimal | None:
+        return None if value is None else contested_amount(value)
+
+
 class SettlementDisputeApi(APIView):
     permission_classes = [IsLicensor]
     throttle_classes = [ApiKeyThrottle]
 
-    class InputSerializer(serializers.Serializer):
-        reason = serializers.CharField(max_length=5000, trim_whitespace=True)
-
-    @extend_schema(request=InputSerializer, responses={200: SettlementOutput})
+    @extend_schema(request=DisputeInput, responses={200: SettlementOutput})
     def post(self, request: Request, settlement_id: str) -> Response:
         settlement = _get_or_404(request, settlement_id)
-        data = self.InputSerializer(data=request.data)
+        line_ids = {str(pk) for pk in settlement.lines.values_list("pk", flat=True)}
+        data = DisputeInput(data=request.data, context={"line_ids": line_ids})
         data.is_valid(raise_exception=True)
         try:
             settlement = settlement_dispute(
                 settlement=settlement,
                 reason=data.validated_data["reason"],
+                reason_code=data.validated_data["reason_code"],
+                lines=data.validated_data["lines"],
+                amount=data.validated_data["amount"],
                 actor=_actor(request),
             )
         except SettlementStateError as exc:
@@ -187,6 +243,57 @@ class SettlementDisputeApi(APIView):
         fresh = settlement_get(principal=_principal(request), settlement_id=str(settlement.pk))
         assert fresh is not None  # noqa: S101 - it was ours a moment ago
         return Response(_settlement_output(fresh))
+
+
+class SettlementRespondApi(APIView):
+    """The host's answer to a dispute of its settlement."""
+
+    permission_classes = [IsHost]
+    throttle_classes = [ApiKeyThrottle]
+
+    class InputSerializer(serializers.Serializer):
+        message = serializers.CharField(max_length=5000, trim_whitespace=True)
+
+    @extend_schema(request=InputSerializer, responses={200: SettlementOutput})
+    def post(self, request: Request, settlement_id: str) -> Response:
+        settlement = _get_or_404(request, settlement_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            settlement_respond(
+                settlement=settlement,
+                message=data.validated_data["message"],
+                actor=_actor(request),
+            )
+        except SettlementStateError as exc:
+            raise ApiError("invalid_state", str(exc), status_code=409) from exc
+        fresh = settlement_get(principal=_principal(request), settlement_id=str(settlement.pk))
+        assert fresh is not None  # noqa: S101 - it was ours a moment ago
+        return Response(_settlement_output(fresh))
+
+
+class EventOutput(serializers.Serializer):
+    at = serializers.DateTimeField()
+    actor = serializers.CharField()
+    action = serializers.CharField()
+    detail = serializers.DictField()
+
+
+class HistoryOutput(serializers.Serializer):
+    results = EventOutput(many=True)
+
+
+class SettlementHistoryApi(APIView):
+    """A settlement's own events in time order, for its licensor and its host."""
+
+    permission_classes = [IsHostOrLicensor]
+    throttle_classes = [ApiKeyThrottle]
+
+    @extend_schema(responses={200: HistoryOutput})
+    def get(self, request: Request, settlement_id: str) -> Response:
+        settlement = _get_or_404(request, settlement_id)
+        events = settlement_history(settlement=settlement)
+        return Response(HistoryOutput({"results": events}).data)
 
 
 # A statement row: the settlement's identity, then the line as the API renders it (LineOutput's

@@ -26,6 +26,7 @@ from django.utils import timezone
 from billing import stripe_gateway
 from billing.errors import InvoicingInProgress, SettlementStateError
 from billing.events import settlement_event
+from billing.history import SYSTEM, settlement_event_record
 from billing.models import Settlement, SettlementLine, SettlementStatus, StripeEvent
 from core.money import quantize, to_minor_units
 from ledger.services import host_payment_post
@@ -151,6 +152,9 @@ def settlement_invoice(*, settlement: Settlement) -> Settlement:
         )
         if recorded:
             settlement_event(Settlement.objects.get(pk=fresh.pk), "settlement.invoiced")
+            settlement_event_record(
+                settlement=fresh, actor=SYSTEM, action="invoiced", detail={"invoice": sent.id}
+            )
     fresh.refresh_from_db()
     if not recorded and fresh.stripe_invoice_id != sent.id:
         # Voided meanwhile, most likely: the Stripe invoice needs an operator (void it there).
@@ -278,6 +282,10 @@ def _invoice_paid(*, event_id: int, invoice: dict[str, Any]) -> str:
             invoicing_started_at=None,
             updated_at=now,
         )
+        invoiced = {"invoice": invoice["id"]}
+        settlement_event_record(
+            settlement=settlement, actor=SYSTEM, action="invoiced", detail=invoiced
+        )
     elif settlement.status != SettlementStatus.INVOICED:
         logger.error(
             "stripe invoice %s paid, settlement %s is %s",
@@ -290,6 +298,9 @@ def _invoice_paid(*, event_id: int, invoice: dict[str, Any]) -> str:
         status=SettlementStatus.PAID, paid_at=now, updated_at=now
     )
     settlement_event(Settlement.objects.get(pk=settlement.pk), "settlement.paid")
+    settlement_event_record(
+        settlement=settlement, actor=SYSTEM, action="paid", detail={"invoice": invoice["id"]}
+    )
     # Checked equal to the invoice's amount_paid above: what the host owes is what we invoiced.
     amount_minor = _minor(settlement.total, settlement.currency)
     outcome = done(f"settlement {settlement.pk} paid")

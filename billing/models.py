@@ -6,9 +6,10 @@ model, category, region and terms: never one per record), and one task per (lice
 rates its groups with `licensing.rating` and writes its settlements (docs/billing.md).
 
 A settlement is a *draft* until the licensor approves or disputes it; a re-run recomputes a draft.
-Once *settled* (approved, disputed, invoiced, paid) neither it nor its lines ever change:
-triggers installed by migration 0002 refuse it, whatever client writes. Usage that arrives for a
-settled month is billed as `adjustment` lines of a later settlement.
+Once decided (approved, disputed, invoiced, paid, superseded) neither it nor its lines ever change:
+triggers installed by migration 0002 refuse it, whatever client writes. A disputed one is replaced
+by a revision when a run finds its usage changed (billing/revisions.py). Usage that arrives for a
+settled (approved) month is billed as `adjustment` lines of a later settlement.
 
 Amounts are `Decimal` in major units of the settlement's currency (dollars), already rounded to
 the currency's minor unit by the rating engine; token counts are integers.
@@ -166,14 +167,18 @@ class SettlementStatus(models.TextChoices):
     INVOICED = "invoiced", "invoiced"
     PAID = "paid", "paid"
     VOID = "void", "void"
+    SUPERSEDED = "superseded", "superseded"  # a revision replaced it (billing/revisions.py)
 
 
+# The month is settled for the pair: later usage of it is late and billed as an adjustment. A
+# disputed settlement is not settled (its month stays open until approval, docs/billing.md).
 SETTLED_STATUSES = (
     SettlementStatus.APPROVED,
-    SettlementStatus.DISPUTED,
     SettlementStatus.INVOICED,
     SettlementStatus.PAID,
 )
+# Not current: exactly one settlement per (licensor, host, period, currency) is in none of these.
+NOT_CURRENT_STATUSES = (SettlementStatus.SUPERSEDED, SettlementStatus.VOID)
 
 
 class Settlement(models.Model):
@@ -203,9 +208,28 @@ class Settlement(models.Model):
         BillingRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="settlements"
     )
     dispute_reason = models.TextField(blank=True)
+    # The rest of the dispute (docs/billing.md, "Disputes"): one of DISPUTE_REASON_CODES, the ids
+    # of the contested lines, the contested amount (major units of `currency`) or None.
+    dispute_reason_code = models.CharField(max_length=32, blank=True)
+    dispute_lines = models.JSONField(default=list, blank=True)
+    dispute_amount = models.DecimalField(max_digits=24, decimal_places=4, null=True, blank=True)
+    # Revisions: 1 for the first settlement of its key; a revision supersedes the disputed one.
+    revision = models.PositiveIntegerField(default=1)
+    supersedes = models.OneToOneField(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="superseded_by",
+    )
+    # Deemed acceptance: the first computation's `computed_at` plus the review_days of the last
+    # terms that rated its usage; None when those terms have none (never deemed).
+    first_computed_at = models.DateTimeField(null=True, blank=True)
+    review_due_at = models.DateTimeField(null=True, blank=True)
     approved_at = models.DateTimeField(null=True, blank=True)
     disputed_at = models.DateTimeField(null=True, blank=True)
-    decided_by = models.CharField(max_length=200, blank=True)  # who approved or disputed
+    # Who approved ("licensor:<slug>", "admin:<username>", "deemed") or disputed.
+    decided_by = models.CharField(max_length=200, blank=True)
     # Invoicing through Stripe (billing/stripe_gateway.py, docs/stripe.md). The invoice id is set
     # once, with the move to `invoiced` (trigger of migration 0003); NULL (not "") until then,
     # so that the unique constraint holds only between real ids.
@@ -223,9 +247,11 @@ class Settlement(models.Model):
         ordering = ["-period", "licensor__slug", "host__slug", "currency"]
         permissions = [("send_invoice", "Can send a settlement's invoice through Stripe")]
         constraints = [
+            # Exactly one current settlement per key: superseded and void ones step aside.
             models.UniqueConstraint(
                 fields=["licensor", "host", "period", "currency"],
-                name="billing_settlement_one_per_key",
+                condition=~Q(status__in=["superseded", "void"]),
+                name="billing_settlement_one_current",
             ),
             models.CheckConstraint(
                 condition=Q(status__in=[s.value for s in SettlementStatus]),
@@ -255,14 +281,65 @@ class Settlement(models.Model):
         return self.status in SETTLED_STATUSES
 
     @property
+    def superseded_by_pk(self) -> uuid.UUID | None:
+        """The revision that replaced this settlement, if any (the reverse of `supersedes`)."""
+        revision = getattr(self, "superseded_by", None)
+        return None if revision is None else revision.pk
+
+    @property
     def total_display(self) -> str:
         return format(quantize(self.total, self.currency), "f")
+
+
+DISPUTE_REASON_CODES = (
+    "quantity_contested",
+    "rate_incorrect",
+    "missing_usage",
+    "duplicate_billing",
+    "other",
+)
+
+SETTLEMENT_ACTIONS = (
+    "computed",
+    "recomputed",
+    "approved",
+    "disputed",
+    "responded",
+    "superseded",
+    "revised",
+    "deemed",
+    "invoiced",
+    "paid",
+    "voided",
+)
+
+
+class SettlementEvent(models.Model):
+    """One step in a settlement's life (docs/billing.md, "History"), written by the transaction
+    that made the change. Append-only: a trigger (migration 0007) refuses UPDATE, and DELETE but
+    with a draft that a run removes (its history goes with it)."""
+
+    settlement = models.ForeignKey(Settlement, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField()
+    actor = models.CharField(max_length=200)  # licensor:<slug>, host:<slug>, admin:<user>, system
+    action = models.CharField(max_length=20)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["settlement", "at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(action__in=SETTLEMENT_ACTIONS), name="billing_event_action_valid"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.actor} {self.action}"
 
 
 class SettlementLine(models.Model):
     """One line of a settlement, with the fields of a line's JSON (docs/api.md). Quantities of an
     `adjustment` line are deltas and may be negative."""
-
 
     settlement = models.ForeignKey(Settlement, on_delete=models.CASCADE, related_name="lines")
     position = models.PositiveIntegerField()

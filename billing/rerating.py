@@ -309,7 +309,8 @@ def settled_month_rerate(
                 license_id=license_id,
                 period=period,
             )
-            .exclude(settlement__status=SettlementStatus.VOID)
+            # A superseded settlement billed nothing: its revision did.
+            .exclude(settlement__status__in=[SettlementStatus.VOID, SettlementStatus.SUPERSEDED])
             .exclude(not_billed)
             .select_related("settlement")
         )

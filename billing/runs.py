@@ -26,7 +26,9 @@ from django.utils import timezone
 
 from billing import aggregation
 from billing.events import settlement_event
+from billing.history import SYSTEM, settlement_event_record
 from billing.models import (
+    NOT_CURRENT_STATUSES,
     SETTLED_STATUSES,
     BillingRun,
     BillingRunGroup,
@@ -43,6 +45,7 @@ from billing.rerating import (
     pair_period_rate,
     settled_month_rerate,
 )
+from billing.revisions import review_due_at, revision_needed, settlement_revise
 from core.money import quantize
 from core.periods import period_bounds
 from core.vocabulary import LINE_KINDS
@@ -77,10 +80,11 @@ def billing_run_start(*, period: str, trigger: str = "task") -> BillingRun:
     )
     # Drafts whose usage vanished (it cannot, usage is append-only, but a catalog fix can move
     # it to another licensor) are recomputed, and so removed.
+    # Disputed settlements of the period are re-rated too: a correction revises them.
     pairs.update(
-        Settlement.objects.filter(period=period, status=SettlementStatus.DRAFT).values_list(
-            "host_id", "licensor_id"
-        )
+        Settlement.objects.filter(
+            period=period, status__in=[SettlementStatus.DRAFT, SettlementStatus.DISPUTED]
+        ).values_list("host_id", "licensor_id")
     )
     BillingRunPair.objects.bulk_create(
         [BillingRunPair(run=run, host_id=h, licensor_id=lic) for h, lic in sorted(pairs)]
@@ -155,7 +159,11 @@ def _adjustments(
             licensor_id=licensor_id,
             period=settled_period,
             received_until=snapshot_at,
-            not_billed=Q(settlement__period=period, settlement__status=SettlementStatus.DRAFT),
+            # The period's draft, or its disputed settlement that a revision may replace.
+            not_billed=Q(
+                settlement__period=period,
+                settlement__status__in=[SettlementStatus.DRAFT, SettlementStatus.DISPUTED],
+            ),
             catalog=catalog,
         )
         for currency, lines in adjustments.items():
@@ -294,16 +302,13 @@ def _write_settlements(
     # approves what it wrote; an approval that committed first makes us leave it alone.
     existing = {
         s.currency: s
-        for s in Settlement.objects.select_for_update().filter(
-            host_id=host_id, licensor_id=licensor_id, period=run.period
-        )
+        for s in Settlement.objects.select_for_update()
+        .filter(host_id=host_id, licensor_id=licensor_id, period=run.period)
+        .exclude(status__in=NOT_CURRENT_STATUSES)
     }
     computed_at = run.snapshot_at or timezone.now()
     for currency, bundle in sorted(bundles.items()):
         settlement = existing.get(currency)
-        if settlement is not None and settlement.status != SettlementStatus.DRAFT:
-            outcome.settled.append(settlement)
-            continue
         lines = sorted(bundle.lines, key=lambda item: _line_order(item[1]))
         total = sum((line.amount for _, line, _ in lines), Decimal(0))
         usage_digest, terms_digest = bundle.digests()
@@ -317,19 +322,55 @@ def _write_settlements(
             "run": run,
         }
         previous_total = None if settlement is None else settlement.total
-        if settlement is None:
+        revised = False
+        rated = {"versions": bundle.locked_versions, "agreements": bundle.locked_agreements}
+        # -- disputes: a disputed settlement is revised when anything would change
+        # (billing/revisions.py); otherwise it stays as it is, like a settled one.
+        if settlement is not None and settlement.status == SettlementStatus.DISPUTED:
+            new_lines = [line for _, line, _ in lines]
+            if not revision_needed(disputed=settlement, lines=new_lines, usage_digest=usage_digest):
+                outcome.settled.append(settlement)
+                continue
+            settlement = settlement_revise(disputed=settlement, fields=fields, **rated)
+            revised = True
+        # -- end disputes
+        elif settlement is not None and settlement.status != SettlementStatus.DRAFT:
+            outcome.settled.append(settlement)
+            continue
+        elif settlement is None:
             settlement = Settlement.objects.create(
                 host_id=host_id,
                 licensor_id=licensor_id,
                 period=run.period,
                 currency=currency,
+                first_computed_at=computed_at,
+                review_due_at=review_due_at(first_computed_at=computed_at, **rated),
                 **fields,
             )
+            settlement_event_record(
+                settlement=settlement,
+                actor=SYSTEM,
+                action="computed",
+                detail={"total": format(settlement.total, "f"), "run": run.pk},
+            )
         else:
+            before = (settlement.total, settlement.usage_digest, settlement.terms_digest)
             settlement.lines.all().delete()
             for name, value in fields.items():
                 setattr(settlement, name, value)
+            # The review window runs from the first computation; the terms that rated the
+            # usage last may have changed since.
+            settlement.review_due_at = review_due_at(
+                first_computed_at=settlement.first_computed_at or computed_at, **rated
+            )
             settlement.save()
+            if before != (settlement.total, settlement.usage_digest, settlement.terms_digest):
+                settlement_event_record(
+                    settlement=settlement,
+                    actor=SYSTEM,
+                    action="recomputed",
+                    detail={"total": format(settlement.total, "f"), "run": run.pk},
+                )
         SettlementLine.objects.bulk_create(
             [
                 line_to_row(
@@ -342,7 +383,9 @@ def _write_settlements(
                 for position, (license_id, line, flags) in enumerate(lines, start=1)
             ]
         )
-        if previous_total != settlement.total:  # webhooks: created, or re-computed to another total
+        if revised:  # webhooks: a revision, created, or re-computed to another total
+            settlement_event(settlement, "settlement.revised")
+        elif previous_total != settlement.total:
             settlement_event(
                 settlement, "settlement.created" if previous_total is None else "settlement.updated"
             )

@@ -18,7 +18,9 @@ def settlement_list(
     status: str | None = None,
 ) -> QuerySet[Settlement]:
     """The caller's own settlements: a host's, or those of a licensor's models."""
-    qs = Settlement.objects.select_related("host", "licensor").prefetch_related("lines")
+    qs = Settlement.objects.select_related("host", "licensor", "superseded_by").prefetch_related(
+        "lines"
+    )
     if principal.host is not None:
         qs = qs.filter(host=principal.host)
     else:

@@ -21,6 +21,16 @@ urlpatterns = [
         name="settlement-dispute",
     ),
     path(
+        "settlements/<str:settlement_id>/respond",
+        api.SettlementRespondApi.as_view(),
+        name="settlement-respond",
+    ),
+    path(
+        "settlements/<str:settlement_id>/history",
+        api.SettlementHistoryApi.as_view(),
+        name="settlement-history",
+    ),
+    path(
         "settlements/<str:settlement_id>/statement.csv",
         api.SettlementStatementApi.as_view(),
         name="settlement-statement",

@@ -77,3 +77,8 @@ def _serve_metrics(**kwargs: Any) -> None:
     port = os.environ.get("CELERY_METRICS_PORT")
     if port:
         worker_metrics_serve(int(port), os.environ.get("CELERY_METRICS_ADDR", "0.0.0.0"))  # noqa: S104
+
+
+# Deemed acceptance's task lives beside its service (billing/deeming.py), not in billing/tasks.py,
+# which the approval it calls imports.
+app.autodiscover_tasks(related_name="deeming")

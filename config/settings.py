@@ -194,6 +194,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "billing.tasks.invoice_pending_settlements",
         "schedule": crontab(minute="40"),
     },
+    # Drafts past their review window are approved as deemed (billing/deeming.py).
+    "deem-settlements": {
+        "task": "billing.deeming.deem_settlements",
+        "schedule": crontab(minute="20"),
+    },
     # Usage partitions are created ahead of time so that no insert waits for DDL.
     "usage-partitions": {
         "task": "usage.tasks.ensure_usage_partitions",

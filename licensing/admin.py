@@ -53,6 +53,7 @@ class LicenseVersionInline(admin.StackedInline):
         "minimum_per_month",
         "cap_per_month",
         "attribution",
+        "review_days",
         "locked_at",
     ]
     readonly_fields = ["locked_at"]

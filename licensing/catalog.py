@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -172,6 +172,7 @@ class _Terms:
     minimum_per_month: Decimal | None
     cap_per_month: Decimal | None
     attribution: str
+    review_days: int | None = None
 
 
 TERMS_FIELDS = {
@@ -182,6 +183,7 @@ TERMS_FIELDS = {
     "minimum_per_month",
     "cap_per_month",
     "attribution",
+    "review_days",
 }
 
 
@@ -204,9 +206,13 @@ def _terms(raw: Any, path: str, errors: _Errors, extra: set[str] = frozenset()) 
     attribution = raw.get("attribution")
     if attribution is not None and not isinstance(attribution, str):
         errors.add(f"{path}.attribution", "must be a string or null")
+    days = raw.get("review_days")  # an int >= 1 (a bool is no int here) or None: never deemed
+    if days is not None and (type(days) is not int or days < 1):
+        errors.add(f"{path}.review_days", "must be an integer of at least 1, or null")
     if len(errors.items) != before or label is None or effective_from is None or currency is None:
         return None
-    return _Terms(label, effective_from, currency, raw["rules"], minimum, cap, attribution or "")
+    terms = _Terms(label, effective_from, currency, raw["rules"], minimum, cap, attribution or "")
+    return replace(terms, review_days=days)
 
 
 @dataclass
@@ -441,6 +447,7 @@ def _terms_values(terms: _Terms) -> dict[str, Any]:
         "minimum_per_month": terms.minimum_per_month,
         "cap_per_month": terms.cap_per_month,
         "attribution": terms.attribution,
+        "review_days": terms.review_days,
     }
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
@@ -98,6 +98,11 @@ class TermsBase(models.Model):
     minimum_per_month = models.DecimalField(max_digits=20, decimal_places=6, null=True, blank=True)
     cap_per_month = models.DecimalField(max_digits=20, decimal_places=6, null=True, blank=True)
     attribution = models.CharField(max_length=500, blank=True)
+    # Deemed acceptance: a draft these terms rated last is approved this many days after its first
+    # computation (docs/billing.md); None: never.
+    review_days = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)]
+    )
     # Set by billing when usage was first rated under these terms; locked terms never change.
     locked_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)

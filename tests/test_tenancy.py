@@ -191,6 +191,13 @@ API_TABLE: dict[tuple[str, str], Row] = {
     ("POST", "api/v1/settlements/<str:settlement_id>/dispute"): Row(
         f"/api/v1/settlements/{S}/dispute", 401, 403, 404, body={"reason": "probe"}
     ),
+    # Respond is the host's: another licensor's key is the wrong kind (403), another host's 404.
+    ("POST", "api/v1/settlements/<str:settlement_id>/respond"): Row(
+        f"/api/v1/settlements/{S}/respond", 401, 404, 403, body={"message": "probe"}
+    ),
+    ("GET", "api/v1/settlements/<str:settlement_id>/history"): Row(
+        f"/api/v1/settlements/{S}/history", 401, 404, 404
+    ),
     ("GET", "api/v1/settlements/<str:settlement_id>/statement.csv"): Row(
         f"/api/v1/settlements/{S}/statement.csv", 401, 403, 404
     ),

@@ -97,7 +97,7 @@ class UsageKey(models.Model):
 
 
 class PeriodClose(models.Model):
-    """A (host, licensor, month) that billing has settled (approved or disputed). Usage that lands
+    """A (host, licensor, month) that billing has settled (approved). Usage that lands
     in it afterwards is accepted and marked late; the next billing run bills it as an adjustment."""
 
     host = models.ForeignKey(Host, models.PROTECT, related_name="+")

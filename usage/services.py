@@ -673,7 +673,7 @@ def _first_mismatch(item: _Resolved, original: tuple[Any, ...]) -> tuple[str, st
 @transaction.atomic
 def period_close(*, host: Host, licensor: Licensor, period: str) -> PeriodClose:
     """Mark (host, licensor, period 'YYYY-MM') settled; idempotent. Billing calls this when a
-    settlement is approved or disputed. From its commit on, usage for that month of that
+    settlement is approved. From its commit on, usage for that month of that
     licensor's models is accepted with `late=True`.
 
     Waits for in-flight ingest batches of the host (the advisory lock they hold shared), so no

@@ -47,7 +47,14 @@ def test_it_bills_example_1_share_by_agreement(
         "terms_digest",
         "lines",
         "flags",
+        "revision",
+        "supersedes",
+        "superseded_by",
+        "review_due_at",
+        "decided_by",
     }
+    assert (body["revision"], body["supersedes"], body["superseded_by"]) == (1, None, None)
+    assert (body["review_due_at"], body["decided_by"]) == (None, "")  # no review_days
     assert body["flags"] == []  # agreements carry no attribution; nothing went unlicensed
     assert body["licensor"] == "minimax"
     assert body["host"] == "fireworks"
@@ -57,6 +64,7 @@ def test_it_bills_example_1_share_by_agreement(
     assert body["usage_digest"].startswith("sha256:")
     lines = {(line["customer_category"], line["license_version"]): line for line in body["lines"]}
     commercial = lines[("commercial", "fi-2026-06")]
+    assert commercial.pop("id") == str(settlement.lines.get(customer_category="commercial").pk)
     assert commercial == {
         "kind": "usage",
         "model": "minimax-m2.7",

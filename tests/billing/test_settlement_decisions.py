@@ -47,10 +47,12 @@ def test_it_approves_and_posts_the_accrual_once(
     first = licensor_client.post(url)
     second = licensor_client.post(url)
 
-    # then: approved once, one accrual of 9036.00, balanced books, the month closed
+    # then: approved once (approving an approved one is invalid_state), one accrual of
+    # 9036.00, balanced books, the month closed
     assert first.status_code == 200, first.content
     assert first.json()["status"] == "approved"
-    assert second.status_code == 200
+    assert second.status_code == 409
+    assert second.json()["error"]["code"] == "invalid_state"
     entries = JournalEntry.objects.filter(reference_type="settlement")
     assert [e.reference_id for e in entries] == [str(billed_october.pk)]
     assert party_balances(owner=billed_october.host) == {"USD": {"receivable": 903600}}
@@ -80,33 +82,40 @@ def test_it_disputes_with_a_reason_and_posts_nothing(
     billed_october.refresh_from_db()
     assert billed_october.dispute_reason == "revenue looks low"
     assert not JournalEntry.objects.exists()
-    assert PeriodClose.objects.filter(period="2026-10").exists()
+    # a disputed month stays open: the host may still correct its usage (closed on approval)
+    assert not PeriodClose.objects.filter(period="2026-10").exists()
 
 
-def test_it_refuses_to_approve_a_disputed_settlement(billed_october: Settlement) -> None:
+def test_it_refuses_to_dispute_a_disputed_settlement(billed_october: Settlement) -> None:
     # given
     settlement_dispute(settlement=billed_october, reason="wrong host", actor="test")
 
     # when / then
     with pytest.raises(SettlementStateError, match="disputed"):
-        settlement_approve(settlement=billed_october, actor="test")
+        settlement_dispute(settlement=billed_october, reason="again", actor="test")
     billed_october.refresh_from_db()
     assert billed_october.status == "disputed"
+    assert billed_october.dispute_reason == "wrong host"
 
 
-def test_it_answers_409_when_approving_a_disputed_settlement_over_the_api(
+def test_it_approves_a_disputed_settlement_over_the_api(
     billed_october: Settlement, client_for: Callable[..., APIClient]
 ) -> None:
     # given
     client = client_for(licensor=billed_october.licensor)
     client.post(f"/api/v1/settlements/{billed_october.pk}/dispute", {"reason": "x"}, format="json")
 
-    # when
+    # when: the licensor accepts after all
     response = client.post(f"/api/v1/settlements/{billed_october.pk}/approve")
 
-    # then
-    assert response.status_code == 409
-    assert response.json()["error"]["code"] == "invalid_state"
+    # then: approved by the licensor, the accrual posted, the month closed
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "approved"
+    assert response.json()["decided_by"] == "licensor:minimax"
+    assert [e.reference_id for e in JournalEntry.objects.filter(reference_type="settlement")] == [
+        str(billed_october.pk)
+    ]
+    assert PeriodClose.objects.filter(period="2026-10").exists()
 
 
 def test_it_hides_another_licensors_settlements(

@@ -141,3 +141,47 @@ def test_it_shows_an_operator_the_catalog_with_versions_inline(
     # and the operator sees every licensor's settlements
     page.goto(f"{base}/admin/billing/settlement/")
     expect(page.locator("#result_list tbody tr")).to_have_count(3)
+
+
+def test_it_lets_a_reviewer_dispute_two_lines_and_see_the_revision(
+    settlements: dict[str, Settlement],
+    reviewer: User,
+    page: Page,
+    live_server: object,
+    client_for: Callable[..., APIClient],
+) -> None:
+    # given: fireworks' settlement with two lines (commercial, and free individual usage)
+    fireworks = client_for(host=Host.objects.get(slug="fireworks"))
+    post_usage(fireworks, [record("f-3", revenue="100.00", category="individual")])
+    run_billing("2026-10")
+    draft = Settlement.objects.get(licensor__slug="minimax", host__slug="fireworks")
+    line_ids = [str(pk) for pk in draft.lines.values_list("pk", flat=True)]
+    assert len(line_ids) == 2
+    base = str(live_server)
+    login(page, base, reviewer.username)
+
+    # when: the reviewer disputes both lines with a reason code from the change page
+    page.goto(f"{base}/admin/billing/settlement/{draft.pk}/change/")
+    page.click("#dispute-settlement")
+    page.select_option("select[name=reason_code]", "quantity_contested")
+    for line_id in line_ids:
+        page.check(f"input[name=lines][value='{line_id}']")
+    page.fill("textarea[name=reason]", "f-1 was refunded in part")
+    page.fill("input[name=amount]", "636.00")
+    page.click("#confirm-dispute")
+
+    # then
+    expect(page.locator(".messagelist")).to_contain_text("Disputed settlement")
+    expect(page.locator("#settlement-history")).to_contain_text("quantity_contested")
+
+    # when: the host corrects its usage and the run revises the settlement
+    post_usage(fireworks, [record("f-1-fix", corrects="f-1", revenue="-5300.00")])
+    run_billing("2026-10")
+    page.reload()
+
+    # then: the old settlement links to revision 2, which the reviewer opens and can approve
+    expect(page.locator("#settlement-history")).to_contain_text("superseded")
+    page.locator("a", has_text=re.compile(r"^[0-9a-f-]{36}$")).last.click()
+    expect(page.locator("#content")).to_contain_text("revision 2")
+    expect(page.locator("#content")).to_contain_text("8400.00")
+    expect(page.locator("#approve-settlement")).to_have_count(1)

@@ -63,6 +63,10 @@ def test_it_marks_the_settlement_paid_and_posts_the_payment(stripe_world: Any) -
     assert party_balances(owner=None)["USD"]["cash"] == 903600
     assert trial_balance() == {"USD": 0}
     assert StripeEvent.objects.get().outcome == f"settlement {settlement.pk} paid"
+    # and its history records each step, the invoice's id with the last two
+    events = list(settlement.events.values_list("action", "detail"))
+    assert [a for a, _ in events][-3:] == ["approved", "invoiced", "paid"]
+    assert events[-1][1] == {"invoice": settlement.stripe_invoice_id}
 
 
 def test_it_processes_an_event_delivered_twice_once(stripe_world: Any) -> None:
@@ -196,6 +200,8 @@ def test_it_marks_paid_an_invoice_paid_before_we_recorded_it(stripe_world: Any) 
     assert response.status_code == 200
     assert (after.status, after.stripe_invoice_id) == ("paid", sent.id)
     assert _payments() == 1
+    actions = list(settlement.events.values_list("action", flat=True))
+    assert actions[-2:] == ["invoiced", "paid"]
 
 
 def test_it_answers_503_while_no_webhook_secret_is_set(stripe_world: Any, settings: Any) -> None:
