@@ -47,6 +47,8 @@ from core.periods import period_bounds
 from core.vocabulary import LINE_KINDS
 from licensing.models import Agreement, LicenseVersion
 from licensing.rating import Line
+from usage.closing import period_complete
+from usage.selectors import period_open_pairs, periods_closed_by_completion
 
 
 @transaction.atomic(durable=True)
@@ -64,6 +66,7 @@ def billing_run_start(*, period: str, trigger: str = "task") -> BillingRun:
     snapshot_at = timezone.now()
     run = BillingRun.objects.create(period=period, trigger=trigger, snapshot_at=snapshot_at)
     groups = aggregation.stage_groups(run_id=run.pk, period=period, received_until=snapshot_at)
+    groups -= _drop_closed_pairs(run_id=run.pk, period=period)
 
     pairs: set[tuple[int, int]] = set(
         BillingRunGroup.objects.filter(run=run).values_list("host_id", "licensor_id").distinct()
@@ -92,7 +95,47 @@ def billing_run_start(*, period: str, trigger: str = "task") -> BillingRun:
         **({"status": BillingRun.Status.DONE, "finished_at": now} if not pairs else {}),
     )
     run.refresh_from_db()
+    _period_complete_if_finished(run)
     return run
+
+
+# --- Months completed by their run (docs/billing.md, "Late usage of a pair without a settlement")
+
+
+def _drop_closed_pairs(*, run_id: int, period: str) -> int:
+    """A re-run of a month whose run completed bills only the pairs that had usage then: the
+    others' usage of the month is billed as adjustments by later runs, never by a settlement of
+    the month. Deletes their groups from this run; returns how many."""
+    open_pairs = period_open_pairs(period=period)
+    if open_pairs is None:
+        return 0
+    staged = BillingRunGroup.objects.filter(run_id=run_id)
+    closed = set(staged.values_list("host_id", "licensor_id").distinct()) - open_pairs
+    dropped = 0
+    for host_id, licensor_id in sorted(closed):
+        dropped += staged.filter(host_id=host_id, licensor_id=licensor_id).delete()[0]
+    return dropped
+
+
+def _period_complete_if_finished(run: BillingRun) -> None:
+    """When `run` has just ended `done` or `partial`, its month is complete: every pair without
+    usage in it is settled for the month (usage.services.period_complete). Its usage that came in
+    after the snapshot without being late is re-rated by the next run (PendingRerate)."""
+    if run.status not in (BillingRun.Status.DONE, BillingRun.Status.PARTIAL):
+        return
+    open_pairs = set(
+        BillingRunGroup.objects.filter(run_id=run.pk)
+        .values_list("host_id", "licensor_id")
+        .distinct()
+    )
+    missed = period_complete(period=run.period, open_pairs=open_pairs, since=run.snapshot_at)
+    PendingRerate.objects.bulk_create(
+        [PendingRerate(host_id=h, licensor_id=lic, period=run.period) for h, lic in missed],
+        ignore_conflicts=True,
+    )
+
+
+# --- end of months completed by their run
 
 
 def _last_pair() -> Q:
@@ -131,7 +174,11 @@ def _settled_periods_to_rerate(
         period__in=periods,
         status__in=SETTLED_STATUSES,
     ).values_list("period", flat=True)
-    return sorted(set(settled))
+    # Months the pair had no usage in when their run completed are settled without a settlement.
+    closed = periods_closed_by_completion(
+        host_id=host_id, licensor_id=licensor_id, periods=set(periods) - set(settled)
+    )
+    return sorted(set(settled) | closed)
 
 
 def _adjustments(
@@ -230,6 +277,7 @@ def billing_pair_settle(*, run_id: int, host_id: int, licensor_id: int) -> PairO
         ),
         finished_at=Case(When(last, then=Value(now)), default=F("finished_at")),
     )
+    _period_complete_if_finished(BillingRun.objects.get(pk=run_id))
     return outcome
 
 
@@ -277,6 +325,7 @@ def billing_pair_fail(*, run_id: int, host_id: int, licensor_id: int, error: str
         ),
         finished_at=Case(When(last, then=Value(now)), default=F("finished_at")),
     )
+    _period_complete_if_finished(BillingRun.objects.get(pk=run_id))
     return True
 
 
