@@ -27,8 +27,8 @@ PERIOD_LOCK_CLASS = 0x7573  # "us"
 ALL_HOSTS = 0
 # One statement, both locks, in this order (the whole service, then the host) everywhere.
 INGEST_LOCKS_SQL = (
-    "SELECT pg_advisory_xact_lock_shared(%(class)s, 0),"
-    " pg_advisory_xact_lock_shared(%(class)s, %(host)s)"
+    f"SELECT pg_advisory_xact_lock_shared({PERIOD_LOCK_CLASS}, {ALL_HOSTS}),"
+    f" pg_advisory_xact_lock_shared({PERIOD_LOCK_CLASS}, %(host)s)"
 )
 
 # Late (the slow path decides it in Python per record, `late_rule`): the stage rows whose

@@ -33,14 +33,7 @@ from django.utils import timezone
 from core.periods import add_months
 from licensing.models import Agreement, Host, License, LicensedModel, LicenseVersion, Licensor
 from licensing.rating import terms_in_force
-from usage import partitions, wire
-from usage.closing import (
-    ANY_CLOSED_SQL,
-    INGEST_LOCKS_SQL,
-    MARK_LATE_SQL,
-    PERIOD_LOCK_CLASS,
-    late_rule,
-)
+from usage import closing, partitions, wire
 from usage.models import PeriodClose
 from usage.wire import COUNTERS, Record, Rejection, ValidBatch, earliest_accepted, validate_record
 
@@ -475,8 +468,8 @@ def _write_valid(
     earliest month ("YYYY-MM")."""
     outcome: Outcome = {}
     with connection.cursor() as cursor:
-        cursor.execute(INGEST_LOCKS_SQL, {"class": PERIOD_LOCK_CLASS, "host": host.pk})
-        cursor.execute(ANY_CLOSED_SQL, {"host": host.pk, "first": first})
+        cursor.execute(closing.INGEST_LOCKS_SQL, {"host": host.pk})
+        cursor.execute(closing.ANY_CLOSED_SQL, {"host": host.pk, "first": first})
         any_closed = bool(cursor.fetchone()[0])
         cursor.execute(STAGE_SQL)
         cursor.execute("TRUNCATE usage_stage")
@@ -484,7 +477,7 @@ def _write_valid(
             copy.write(data)
         late_ids: set[str] = set()
         if any_closed:
-            cursor.execute(MARK_LATE_SQL, {"host": host.pk})
+            cursor.execute(closing.MARK_LATE_SQL, {"host": host.pk})
             late_ids = {row[0] for row in cursor.fetchall()}
         _insert_staged(
             cursor,
@@ -512,9 +505,9 @@ def _write(*, host: Host, candidates: list[_Resolved], now: datetime) -> Outcome
         # Shared with other batches, exclusive with period_close: a batch that saw a period open
         # must commit before the period can close, or its record would be neither in the
         # settlement nor marked late for the next run's adjustment.
-        cursor.execute(INGEST_LOCKS_SQL, {"class": PERIOD_LOCK_CLASS, "host": host.pk})
+        cursor.execute(closing.INGEST_LOCKS_SQL, {"host": host.pk})
         first = min(f"{i.record.occurred_at:%Y-%m}" for i in candidates)
-        is_late = late_rule(cursor, host_id=host.pk, first=first)
+        is_late = closing.late_rule(cursor, host_id=host.pk, first=first)
         for item in candidates:
             item.late = is_late(item.licensor_id, f"{item.record.occurred_at:%Y-%m}")
 
@@ -683,7 +676,7 @@ def period_close(*, host: Host, licensor: Licensor, period: str) -> PeriodClose:
     Waits for in-flight ingest batches of the host (the advisory lock they hold shared), so no
     batch that saw the period open commits after the close."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [PERIOD_LOCK_CLASS, host.pk])
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [closing.PERIOD_LOCK_CLASS, host.pk])
     close, _ = PeriodClose.objects.get_or_create(
         host=host, licensor=licensor, period=period, defaults={"closed_at": timezone.now()}
     )
