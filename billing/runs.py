@@ -42,6 +42,7 @@ from billing.rerating import (
     pair_period_rate,
     settled_month_rerate,
 )
+from billing.stale import billing_runs_reap, run_owner
 from core.money import quantize
 from core.periods import period_bounds
 from core.vocabulary import LINE_KINDS
@@ -58,13 +59,20 @@ def billing_run_start(*, period: str, trigger: str = "task") -> BillingRun:
     An earlier run of the period that is still running is superseded: its remaining pair tasks
     stop, and this run's tasks recompute the same drafts from newer usage."""
     period_bounds(period)
+    billing_runs_reap()  # a run whose process died is failed, not superseded (billing/stale.py)
     BillingRun.objects.filter(period=period, status=BillingRun.Status.RUNNING).update(
         status=BillingRun.Status.SUPERSEDED, finished_at=timezone.now()
     )
     # The aggregation's cut-off: usage received (by the ingest service's clock, the same as
     # this one) up to now. --verify re-rates a settlement from the records up to it.
     snapshot_at = timezone.now()
-    run = BillingRun.objects.create(period=period, trigger=trigger, snapshot_at=snapshot_at)
+    run = BillingRun.objects.create(
+        period=period,
+        trigger=trigger,
+        snapshot_at=snapshot_at,
+        owner=run_owner(trigger),
+        heartbeat_at=snapshot_at,
+    )
     groups = aggregation.stage_groups(run_id=run.pk, period=period, received_until=snapshot_at)
     groups -= _drop_closed_pairs(run_id=run.pk, period=period)
 
@@ -226,11 +234,9 @@ def _pair_lock(host_id: int, licensor_id: int, period: str) -> None:
 def billing_pair_settle(*, run_id: int, host_id: int, licensor_id: int) -> PairOutcome:
     """Write the settlements of one (licensor, host) pair for the run's period. Idempotent: a
     pair already done in this run, or a run superseded by a newer one, changes nothing."""
-    with connection.cursor() as cursor:
-        # A draft is re-derivable from usage, so this commit need not wait for the WAL flush: a
-        # database crash can only lose whole pair transactions (never part of one), and their
-        # tasks, not yet acknowledged, run again. Approval, which posts money, stays durable.
-        cursor.execute("SET LOCAL synchronous_commit TO off")
+    # The commit is durable (synchronous_commit as the server has it, on): a settlement that
+    # run_billing prints or anything announces survives a database crash (docs/billing.md,
+    # "Durability").
     # FOR UPDATE: a duplicate delivery of this task waits here, then sees done_at and stops.
     pair = (
         BillingRunPair.objects.select_for_update(of=("self",))
@@ -238,7 +244,7 @@ def billing_pair_settle(*, run_id: int, host_id: int, licensor_id: int) -> PairO
         .get(run_id=run_id, host_id=host_id, licensor_id=licensor_id)
     )
     run = pair.run
-    if pair.done_at is not None or run.status == BillingRun.Status.SUPERSEDED:
+    if pair.done_at is not None or run.status != BillingRun.Status.RUNNING:
         return PairOutcome(skipped=True)
     _pair_lock(host_id, licensor_id, run.period)
 
@@ -270,6 +276,7 @@ def billing_pair_settle(*, run_id: int, host_id: int, licensor_id: int) -> PairO
         pairs_done=F("pairs_done") + 1,
         settlements_written=F("settlements_written") + len(outcome.written),
         settlements_settled=F("settlements_settled") + len(outcome.settled),
+        heartbeat_at=now,
         status=Case(
             When(last & Q(pairs_failed=0), then=Value(BillingRun.Status.DONE)),
             When(last, then=Value(BillingRun.Status.PARTIAL)),
@@ -314,6 +321,7 @@ def billing_pair_fail(*, run_id: int, host_id: int, licensor_id: int, error: str
     BillingRun.objects.filter(pk=run_id).update(
         pairs_done=F("pairs_done") + 1,
         pairs_failed=F("pairs_failed") + 1,
+        heartbeat_at=now,
         error=Left(Concat(F("error"), Value(summary), output_field=TextField()), _RUN_ERROR_MAX),
         status=Case(
             When(

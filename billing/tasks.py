@@ -27,6 +27,7 @@ from billing.runs import (
     billing_run_start,
     pair_failure_text,
 )
+from billing.stale import billing_runs_reap
 from core.periods import previous_period
 
 logger = logging.getLogger(__name__)
@@ -123,3 +124,9 @@ def invoice_pending_settlements() -> int:
         settlement_invoice.delay(str(pk))
         count += 1
     return count
+
+
+@shared_task(name="billing.tasks.reap_billing_runs")
+def reap_billing_runs() -> list[int]:
+    """Mark failed the running runs whose process died (billing/stale.py); returns their ids."""
+    return [run.pk for run in billing_runs_reap()]
