@@ -48,7 +48,7 @@ from core.periods import period_bounds
 from core.vocabulary import LINE_KINDS
 from licensing.models import Agreement, LicenseVersion
 from licensing.rating import Line
-from usage.closing import period_complete
+from usage.closing import period_complete, period_stragglers, period_swept, periods_unswept
 from usage.selectors import period_open_pairs, periods_closed_by_completion
 
 
@@ -60,6 +60,8 @@ def billing_run_start(*, period: str, trigger: str = "task") -> BillingRun:
     stop, and this run's tasks recompute the same drafts from newer usage."""
     period_bounds(period)
     billing_runs_reap()  # a run whose process died is failed, not superseded (billing/stale.py)
+    for completed in periods_unswept():  # a crash came between a completion and its sweep
+        _period_sweep(completed)
     BillingRun.objects.filter(period=period, status=BillingRun.Status.RUNNING).update(
         status=BillingRun.Status.SUPERSEDED, finished_at=timezone.now()
     )
@@ -127,8 +129,8 @@ def _drop_closed_pairs(*, run_id: int, period: str) -> int:
 
 def _period_complete_if_finished(run: BillingRun) -> None:
     """When `run` has just ended `done` or `partial`, its month is complete: every pair without
-    usage in it is settled for the month (usage.services.period_complete). Its usage that came in
-    after the snapshot without being late is re-rated by the next run (PendingRerate)."""
+    usage in it is settled for the month (usage.closing.period_complete). Its usage that came in
+    after the snapshot without being late is re-rated by the next run (`_period_sweep`)."""
     if run.status not in (BillingRun.Status.DONE, BillingRun.Status.PARTIAL):
         return
     open_pairs = set(
@@ -136,11 +138,23 @@ def _period_complete_if_finished(run: BillingRun) -> None:
         .values_list("host_id", "licensor_id")
         .distinct()
     )
-    missed = period_complete(period=run.period, open_pairs=open_pairs, since=run.snapshot_at)
+    if period_complete(period=run.period, open_pairs=open_pairs, since=run.snapshot_at):
+        # After the commit: the sweep needs no lock then, so ingestion never waits for its scan.
+        transaction.on_commit(lambda: _period_sweep(run.period))
+
+
+@transaction.atomic
+def _period_sweep(period: str) -> None:
+    """Usage of completed `period` in no run and not late (committed between the completing run's
+    cut-off and its completion) is re-rated by the next run, like a decided month's."""
     PendingRerate.objects.bulk_create(
-        [PendingRerate(host_id=h, licensor_id=lic, period=run.period) for h, lic in missed],
+        [
+            PendingRerate(host_id=h, licensor_id=lic, period=period)
+            for h, lic in period_stragglers(period=period)
+        ],
         ignore_conflicts=True,
     )
+    period_swept(period=period)
 
 
 # --- end of months completed by their run

@@ -88,34 +88,60 @@ def late_rule(cursor: Any, *, host_id: int, first: str) -> Callable[[int, str], 
 @transaction.atomic
 def period_complete(
     *, period: str, open_pairs: set[tuple[int, int]], since: datetime | None
-) -> list[tuple[int, int]]:
-    """Record that `period`'s billing run completed; idempotent (the first completion stands).
-    `open_pairs`: the (host_id, licensor_id) pairs that had usage in the run. From the commit on,
-    usage of the month of every other pair is accepted late (docs/billing.md, "Late usage of a
-    pair without a settlement").
+) -> bool:
+    """Record that `period`'s billing run completed; idempotent (the first completion stands, and
+    this returns False). `open_pairs`: the (host_id, licensor_id) pairs that had usage in the
+    run; `since`: the run's aggregation cut-off. From the commit on, usage of the month of every
+    other pair is accepted late (docs/billing.md, "Late usage of a pair without a settlement").
 
     Waits for every in-flight ingest batch (the lock they all hold shared), so no batch that saw
-    the month open commits after it. Returns the pairs outside `open_pairs` whose usage of the
-    month arrived after the run's snapshot `since` without being late (committed between the
-    run's aggregation and now): neither in the run nor late, the caller has them re-rated by the
-    next run. Empty when the month was already complete."""
+    the month open commits after it. After the commit, `period_stragglers` finds what such
+    batches stored for pairs that were not in the run."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [PERIOD_LOCK_CLASS, ALL_HOSTS])
-        if PeriodComplete.objects.filter(period=period).exists():
-            return []
-        PeriodOpen.objects.bulk_create(
-            [PeriodOpen(host_id=h, licensor_id=lic, period=period) for h, lic in open_pairs],
-            ignore_conflicts=True,
-        )
-        PeriodComplete.objects.create(period=period, completed_at=timezone.now())
-        start, end = period_bounds(period)
-        # One scan of the month's partition for rows received after the snapshot (there is no
-        # index on received_at; the month's run has just read the whole partition anyway).
+    if PeriodComplete.objects.filter(period=period).exists():
+        return False
+    PeriodOpen.objects.bulk_create(
+        [PeriodOpen(host_id=h, licensor_id=lic, period=period) for h, lic in open_pairs],
+        ignore_conflicts=True,
+    )
+    PeriodComplete.objects.create(period=period, completed_at=timezone.now(), snapshot_at=since)
+    return True
+
+
+def period_stragglers(*, period: str) -> list[tuple[int, int]]:
+    """The pairs not open in completed `period` with usage of the month that is not late: records
+    received after the completing run's cut-off and committed before its completion, in no run.
+    Read after `period_complete` committed, it needs no lock: every batch that read the month as
+    open committed before the completion, and every later one marks such records late.
+
+    One scan of the month's partition (there is no index on received_at), outside the ingest
+    lock, so ingestion never waits for it."""
+    complete = PeriodComplete.objects.get(period=period)
+    open_pairs = set(PeriodOpen.objects.filter(period=period).values_list("host_id", "licensor_id"))
+    start, end = period_bounds(period)
+    with connection.cursor() as cursor:
         cursor.execute(
             "SELECT DISTINCT host_id, licensor_id FROM usage_record WHERE occurred_at >= %s"
             " AND occurred_at < %s AND received_at > %s AND NOT late",
-            [start, end, since or start],
+            [start, end, complete.snapshot_at or start],
         )
-        return sorted(
-            (int(h), int(lic)) for h, lic in cursor.fetchall() if (h, lic) not in open_pairs
-        )
+        found = {(int(h), int(lic)) for h, lic in cursor.fetchall()}
+    return sorted(found - open_pairs)
+
+
+def period_swept(*, period: str) -> None:
+    """Note that `period_stragglers` of `period` were taken care of."""
+    PeriodComplete.objects.filter(period=period, swept_at__isnull=True).update(
+        swept_at=timezone.now()
+    )
+
+
+def periods_unswept() -> list[str]:
+    """Completed months whose stragglers were not yet taken care of (a crash between the
+    completion and its sweep)."""
+    return list(
+        PeriodComplete.objects.filter(swept_at__isnull=True)
+        .order_by("period")
+        .values_list("period", flat=True)
+    )

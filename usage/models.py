@@ -131,6 +131,10 @@ class PeriodComplete(models.Model):
 
     period = models.CharField(max_length=7, unique=True)  # "YYYY-MM", UTC month of occurred_at
     completed_at = models.DateTimeField()
+    # The completing run's aggregation cut-off: usage received after it but committed before
+    # `completed_at` was in no run and is not late; the sweep after the completion finds it.
+    snapshot_at = models.DateTimeField(null=True, blank=True)
+    swept_at = models.DateTimeField(null=True, blank=True)  # when that sweep was done
 
     class Meta:
         db_table = "usage_periodcomplete"

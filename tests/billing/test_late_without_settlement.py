@@ -118,9 +118,9 @@ def test_usage_of_an_open_pair_stays_on_time(
     )
 
 
-def test_usage_committed_between_snapshot_and_completion_is_billed_by_the_next_run(
+def _straggler(
     world: tuple[Host, Host, Licensor], client_for: Callable[..., APIClient]
-) -> None:
+) -> tuple[Host, Host, Licensor]:
     alpha, beta, minimax = world
     post_usage(client_for(host=alpha), [record("a-1", revenue="100.00")])
     # given: October's run has aggregated (alpha only) but not completed
@@ -129,10 +129,37 @@ def test_usage_committed_between_snapshot_and_completion_is_billed_by_the_next_r
     body = post_usage(client_for(host=beta), [record("b-1", revenue="40.00")])
     assert body["late"] == 0
     billing_pair_settle(run_id=run.pk, host_id=alpha.pk, licensor_id=minimax.pk)
-    # then: the completion has the next run re-rate beta's October
-    assert PendingRerate.objects.filter(host=beta, period="2026-10").exists()
+    return alpha, beta, minimax
+
+
+def _billed_by_november(beta: Host) -> None:
     run_billing("2026-10")
     assert not Settlement.objects.filter(host=beta, period="2026-10").exists()
     run_billing("2026-11")
     b_nov = settlement_of(licensor="minimax", host="beta", period="2026-11")
     assert _lines(b_nov) == [("adjustment", "2026-10", Decimal("4.80"))]
+    assert "all match" in run_billing("2026-11", "--verify")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_usage_committed_between_snapshot_and_completion_is_billed_by_the_next_run(
+    world: tuple[Host, Host, Licensor], client_for: Callable[..., APIClient]
+) -> None:
+    _, beta, _ = _straggler(world, client_for)
+    # then: the sweep after the completion's commit has the next run re-rate beta's October
+    assert PendingRerate.objects.filter(host=beta, period="2026-10").exists()
+    assert PeriodComplete.objects.get(period="2026-10").swept_at is not None
+    _billed_by_november(beta)
+
+
+def test_a_sweep_lost_with_its_process_is_done_by_the_next_run(
+    world: tuple[Host, Host, Licensor], client_for: Callable[..., APIClient]
+) -> None:
+    # given: the completion committed but its sweep never ran (here: the test's transaction
+    # never commits, so on_commit callbacks are dropped, as a crash would drop them)
+    _, beta, _ = _straggler(world, client_for)
+    assert not PendingRerate.objects.exists()
+    assert PeriodComplete.objects.get(period="2026-10").swept_at is None
+    # then: the next run sweeps first, and bills beta's October in November
+    _billed_by_november(beta)
+    assert PeriodComplete.objects.get(period="2026-10").swept_at is not None
