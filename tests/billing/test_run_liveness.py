@@ -121,3 +121,27 @@ def test_it_fails_a_run_that_stopped_advancing(client_for: Callable[..., APIClie
     )
     assert outcome.skipped
     assert not Settlement.objects.exists()
+
+
+@pytest.mark.django_db
+def test_pair_transactions_commit_durably(
+    client_for: Callable[..., APIClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: a spy on what the pair's transaction would commit with
+    from billing import runs
+
+    seen: list[str] = []
+    write = runs._write_settlements
+
+    def spy(**kwargs: object) -> runs.PairOutcome:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            seen.append(cursor.fetchone()[0])
+        return write(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runs, "_write_settlements", spy)
+    _usage(client_for)
+    # when
+    run_billing("2026-10")
+    # then: every pair's settlements are on disk when its commit returns
+    assert seen == ["on"] * 4
