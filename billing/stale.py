@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, TextField, Value
+from django.db.models import F, Q, TextField, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
@@ -55,10 +55,10 @@ def billing_runs_reap(*, now: datetime | None = None) -> list[BillingRun]:
     now = now or timezone.now()
     stale_before = now - timedelta(seconds=settings.BILLING_RUN_STALE_SECONDS)
     reaped: list[BillingRun] = []
-    # SKIP LOCKED: a run whose row a pair is updating right now is alive.
-    for run in BillingRun.objects.select_for_update(skip_locked=True).filter(
-        status=BillingRun.Status.RUNNING
-    ):
+    # Read without a lock: billing_run_start reaps inside its long transaction, and a row lock on
+    # a live run would stall its pairs' progress updates until that commits. Only the rows
+    # reaped are locked, by the conditional update below.
+    for run in BillingRun.objects.filter(status=BillingRun.Status.RUNNING):
         last = run.heartbeat_at or run.started_at
         if run.owner and _owner_gone(run.owner):
             reason = f"its process {run.owner} is gone"
@@ -66,7 +66,11 @@ def billing_runs_reap(*, now: datetime | None = None) -> list[BillingRun]:
             reason = f"no pair finished since {last.isoformat()}"
         else:
             continue
-        BillingRun.objects.filter(pk=run.pk, status=BillingRun.Status.RUNNING).update(
+        # Unless a pair finished meanwhile (the heartbeat moved): then it is alive after all.
+        unchanged = Q(heartbeat_at=run.heartbeat_at) if run.heartbeat_at else Q(heartbeat_at=None)
+        claimed = BillingRun.objects.filter(
+            unchanged, pk=run.pk, status=BillingRun.Status.RUNNING
+        ).update(
             status=BillingRun.Status.FAILED,
             finished_at=now,
             error=Concat(
@@ -75,8 +79,9 @@ def billing_runs_reap(*, now: datetime | None = None) -> list[BillingRun]:
                 output_field=TextField(),
             ),
         )
-        run.refresh_from_db()
-        reaped.append(run)
+        if claimed:
+            run.refresh_from_db()
+            reaped.append(run)
     return reaped
 
 
