@@ -76,6 +76,13 @@ class BillingRun(models.Model):
     aggregated_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
+    # Who runs it, to tell a run whose process died (billing/stale.py): "<hostname>:<pid>" of
+    # the run_billing process; "" for a Celery run, whose pair tasks a dead worker's broker
+    # delivers again.
+    owner = models.CharField(max_length=300, blank=True, default="")
+    # When the run started or a pair of it last finished: a run that stops advancing for
+    # BILLING_RUN_STALE_SECONDS is taken for dead.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-started_at"]

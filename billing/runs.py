@@ -46,11 +46,14 @@ from billing.rerating import (
     settled_month_rerate,
 )
 from billing.revisions import review_due_at, revision_needed, settlement_revise
+from billing.stale import billing_runs_reap, run_owner
 from core.money import quantize
 from core.periods import period_bounds
 from core.vocabulary import LINE_KINDS
 from licensing.models import Agreement, LicenseVersion
 from licensing.rating import Line
+from usage.closing import period_complete, period_stragglers, period_swept, periods_unswept
+from usage.selectors import period_open_pairs, periods_closed_by_completion
 
 
 @transaction.atomic(durable=True)
@@ -60,14 +63,24 @@ def billing_run_start(*, period: str, trigger: str = "task") -> BillingRun:
     An earlier run of the period that is still running is superseded: its remaining pair tasks
     stop, and this run's tasks recompute the same drafts from newer usage."""
     period_bounds(period)
+    billing_runs_reap()  # a run whose process died is failed, not superseded (billing/stale.py)
+    for completed in periods_unswept():  # a crash came between a completion and its sweep
+        _period_sweep(completed)
     BillingRun.objects.filter(period=period, status=BillingRun.Status.RUNNING).update(
         status=BillingRun.Status.SUPERSEDED, finished_at=timezone.now()
     )
     # The aggregation's cut-off: usage received (by the ingest service's clock, the same as
     # this one) up to now. --verify re-rates a settlement from the records up to it.
     snapshot_at = timezone.now()
-    run = BillingRun.objects.create(period=period, trigger=trigger, snapshot_at=snapshot_at)
+    run = BillingRun.objects.create(
+        period=period,
+        trigger=trigger,
+        snapshot_at=snapshot_at,
+        owner=run_owner(trigger),
+        heartbeat_at=snapshot_at,
+    )
     groups = aggregation.stage_groups(run_id=run.pk, period=period, received_until=snapshot_at)
+    groups -= _drop_closed_pairs(run_id=run.pk, period=period)
 
     pairs: set[tuple[int, int]] = set(
         BillingRunGroup.objects.filter(run=run).values_list("host_id", "licensor_id").distinct()
@@ -97,7 +110,59 @@ def billing_run_start(*, period: str, trigger: str = "task") -> BillingRun:
         **({"status": BillingRun.Status.DONE, "finished_at": now} if not pairs else {}),
     )
     run.refresh_from_db()
+    _period_complete_if_finished(run)
     return run
+
+
+# --- Months completed by their run (docs/billing.md, "Late usage of a pair without a settlement")
+
+
+def _drop_closed_pairs(*, run_id: int, period: str) -> int:
+    """A re-run of a month whose run completed bills only the pairs that had usage then: the
+    others' usage of the month is billed as adjustments by later runs, never by a settlement of
+    the month. Deletes their groups from this run; returns how many."""
+    open_pairs = period_open_pairs(period=period)
+    if open_pairs is None:
+        return 0
+    staged = BillingRunGroup.objects.filter(run_id=run_id)
+    closed = set(staged.values_list("host_id", "licensor_id").distinct()) - open_pairs
+    dropped = 0
+    for host_id, licensor_id in sorted(closed):
+        dropped += staged.filter(host_id=host_id, licensor_id=licensor_id).delete()[0]
+    return dropped
+
+
+def _period_complete_if_finished(run: BillingRun) -> None:
+    """When `run` has just ended `done` or `partial`, its month is complete: every pair without
+    usage in it is settled for the month (usage.closing.period_complete). Its usage that came in
+    after the snapshot without being late is re-rated by the next run (`_period_sweep`)."""
+    if run.status not in (BillingRun.Status.DONE, BillingRun.Status.PARTIAL):
+        return
+    open_pairs = set(
+        BillingRunGroup.objects.filter(run_id=run.pk)
+        .values_list("host_id", "licensor_id")
+        .distinct()
+    )
+    if period_complete(period=run.period, open_pairs=open_pairs, since=run.snapshot_at):
+        # After the commit: the sweep needs no lock then, so ingestion never waits for its scan.
+        transaction.on_commit(lambda: _period_sweep(run.period))
+
+
+@transaction.atomic
+def _period_sweep(period: str) -> None:
+    """Usage of completed `period` in no run and not late (committed between the completing run's
+    cut-off and its completion) is re-rated by the next run, like a decided month's."""
+    PendingRerate.objects.bulk_create(
+        [
+            PendingRerate(host_id=h, licensor_id=lic, period=period)
+            for h, lic in period_stragglers(period=period)
+        ],
+        ignore_conflicts=True,
+    )
+    period_swept(period=period)
+
+
+# --- end of months completed by their run
 
 
 def _last_pair() -> Q:
@@ -136,7 +201,11 @@ def _settled_periods_to_rerate(
         period__in=periods,
         status__in=SETTLED_STATUSES,
     ).values_list("period", flat=True)
-    return sorted(set(settled))
+    # Months the pair had no usage in when their run completed are settled without a settlement.
+    closed = periods_closed_by_completion(
+        host_id=host_id, licensor_id=licensor_id, periods=set(periods) - set(settled)
+    )
+    return sorted(set(settled) | closed)
 
 
 def _adjustments(
@@ -188,11 +257,9 @@ def _pair_lock(host_id: int, licensor_id: int, period: str) -> None:
 def billing_pair_settle(*, run_id: int, host_id: int, licensor_id: int) -> PairOutcome:
     """Write the settlements of one (licensor, host) pair for the run's period. Idempotent: a
     pair already done in this run, or a run superseded by a newer one, changes nothing."""
-    with connection.cursor() as cursor:
-        # A draft is re-derivable from usage, so this commit need not wait for the WAL flush: a
-        # database crash can only lose whole pair transactions (never part of one), and their
-        # tasks, not yet acknowledged, run again. Approval, which posts money, stays durable.
-        cursor.execute("SET LOCAL synchronous_commit TO off")
+    # The commit is durable (synchronous_commit as the server has it, on): a settlement that
+    # run_billing prints or anything announces survives a database crash (docs/billing.md,
+    # "Durability").
     # FOR UPDATE: a duplicate delivery of this task waits here, then sees done_at and stops.
     pair = (
         BillingRunPair.objects.select_for_update(of=("self",))
@@ -200,7 +267,7 @@ def billing_pair_settle(*, run_id: int, host_id: int, licensor_id: int) -> PairO
         .get(run_id=run_id, host_id=host_id, licensor_id=licensor_id)
     )
     run = pair.run
-    if pair.done_at is not None or run.status == BillingRun.Status.SUPERSEDED:
+    if pair.done_at is not None or run.status != BillingRun.Status.RUNNING:
         return PairOutcome(skipped=True)
     _pair_lock(host_id, licensor_id, run.period)
 
@@ -232,6 +299,7 @@ def billing_pair_settle(*, run_id: int, host_id: int, licensor_id: int) -> PairO
         pairs_done=F("pairs_done") + 1,
         settlements_written=F("settlements_written") + len(outcome.written),
         settlements_settled=F("settlements_settled") + len(outcome.settled),
+        heartbeat_at=now,
         status=Case(
             When(last & Q(pairs_failed=0), then=Value(BillingRun.Status.DONE)),
             When(last, then=Value(BillingRun.Status.PARTIAL)),
@@ -239,6 +307,7 @@ def billing_pair_settle(*, run_id: int, host_id: int, licensor_id: int) -> PairO
         ),
         finished_at=Case(When(last, then=Value(now)), default=F("finished_at")),
     )
+    _period_complete_if_finished(BillingRun.objects.get(pk=run_id))
     return outcome
 
 
@@ -275,6 +344,7 @@ def billing_pair_fail(*, run_id: int, host_id: int, licensor_id: int, error: str
     BillingRun.objects.filter(pk=run_id).update(
         pairs_done=F("pairs_done") + 1,
         pairs_failed=F("pairs_failed") + 1,
+        heartbeat_at=now,
         error=Left(Concat(F("error"), Value(summary), output_field=TextField()), _RUN_ERROR_MAX),
         status=Case(
             When(
@@ -286,6 +356,7 @@ def billing_pair_fail(*, run_id: int, host_id: int, licensor_id: int, error: str
         ),
         finished_at=Case(When(last, then=Value(now)), default=F("finished_at")),
     )
+    _period_complete_if_finished(BillingRun.objects.get(pk=run_id))
     return True
 
 

@@ -27,6 +27,7 @@ from billing.runs import (
     billing_run_start,
     pair_failure_text,
 )
+from billing.stale import billing_runs_reap
 from core.periods import previous_period
 
 logger = logging.getLogger(__name__)
@@ -137,3 +138,9 @@ def deliver_due_webhooks() -> int:
     """Every outbound webhook delivery that is due (beat, every minute)."""
     delivered, _ = webhook_delivery.deliveries_send()
     return delivered
+
+
+@shared_task(name="billing.tasks.reap_billing_runs")
+def reap_billing_runs() -> list[int]:
+    """Mark failed the running runs whose process died (billing/stale.py); returns their ids."""
+    return [run.pk for run in billing_runs_reap()]

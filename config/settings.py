@@ -179,6 +179,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", "900"),
 }
 CELERY_TIMEZONE = "UTC"
+# A running billing run with no pair finished for this long is taken for dead and marked failed
+# (billing/stale.py); above the visibility timeout, after which a lost pair task is redelivered.
+BILLING_RUN_STALE_SECONDS = envint("BILLING_RUN_STALE_SECONDS", "3600")
 CELERY_BEAT_SCHEDULE = {
     # The month's billing run: on the 1st at 02:00 UTC for the previous month.
     "monthly-billing": {
@@ -198,6 +201,11 @@ CELERY_BEAT_SCHEDULE = {
     "deem-settlements": {
         "task": "billing.deeming.deem_settlements",
         "schedule": crontab(minute="20"),
+    },
+    # A run whose process died (a killed run_billing) is marked failed, not left running.
+    "billing-runs-reap": {
+        "task": "billing.tasks.reap_billing_runs",
+        "schedule": crontab(minute="*/10"),
     },
     # Usage partitions are created ahead of time so that no insert waits for DDL.
     "usage-partitions": {

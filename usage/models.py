@@ -146,3 +146,52 @@ class UsageRejection(models.Model):
 
     def __str__(self) -> str:
         return f"{self.endpoint} {self.event_id or '(no event_id)'} at {self.received_at:%Y-%m-%d}"
+
+
+class PeriodComplete(models.Model):
+    """A month whose billing run completed (ended `done` or `partial`). From `completed_at` on,
+    every (host, licensor) pair that had no usage in that run is settled for the month, so its
+    later usage of the month is accepted late and billed as an adjustment by the next run; the
+    pairs that had usage are the month's `PeriodOpen` rows, which close at their settlement's
+    decision (`PeriodClose`). One row per month instead of one per host and licensor: ingestion
+    asks "completed, and not open?" (docs/billing.md, "Late usage of a pair without a
+    settlement")."""
+
+    period = models.CharField(max_length=7, unique=True)  # "YYYY-MM", UTC month of occurred_at
+    completed_at = models.DateTimeField()
+    # The completing run's aggregation cut-off: usage received after it but committed before
+    # `completed_at` was in no run and is not late; the sweep after the completion finds it.
+    snapshot_at = models.DateTimeField(null=True, blank=True)
+    swept_at = models.DateTimeField(null=True, blank=True)  # when that sweep was done
+
+    class Meta:
+        db_table = "usage_periodcomplete"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(period__regex=PERIOD_PATTERN),
+                name="usage_periodcomplete_period_format",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.period} completed"
+
+
+class PeriodOpen(models.Model):
+    """A (host, licensor, month) that had usage in the month's completed run: it stays open after
+    the completion, until its settlement is decided (`PeriodClose`)."""
+
+    host = models.ForeignKey(Host, models.PROTECT, related_name="+")
+    licensor = models.ForeignKey(Licensor, models.PROTECT, related_name="+")
+    period = models.CharField(max_length=7)  # "YYYY-MM"
+
+    class Meta:
+        db_table = "usage_periodopen"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["host", "licensor", "period"], name="usage_periodopen_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.host_id}/{self.licensor_id} {self.period} open"

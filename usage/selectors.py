@@ -14,7 +14,7 @@ from django.db.models import Count, Q, Sum
 from core.periods import month_bounds, period_parse
 from licensing.models import Host, LicensedModel
 from licensing.selectors import model_resolve
-from usage.models import UsageRecord
+from usage.models import PeriodComplete, PeriodOpen, UsageRecord
 from usage.wire import RFC3339
 
 PAGE_SIZE = 100
@@ -171,3 +171,28 @@ def usage_totals(*, host: Host, period: str) -> list[dict[str, Any]]:
             groups, key=lambda g: (slugs.get(g["model_id"], ""), g["customer_category"])
         )
     ]
+
+
+def period_open_pairs(*, period: str) -> set[tuple[int, int]] | None:
+    """The (host_id, licensor_id) pairs still open after `period`'s run completed (they had
+    usage in it), or None when no run of the month has completed yet: every pair is open."""
+    if not PeriodComplete.objects.filter(period=period).exists():
+        return None
+    return set(PeriodOpen.objects.filter(period=period).values_list("host_id", "licensor_id"))
+
+
+def periods_closed_by_completion(*, host_id: int, licensor_id: int, periods: set[str]) -> set[str]:
+    """Those of `periods` that the pair had no usage in when the month's run completed: settled
+    at that completion (docs/billing.md, "Late usage of a pair without a settlement")."""
+    if not periods:
+        return set()
+    complete = set(
+        PeriodComplete.objects.filter(period__in=periods).values_list("period", flat=True)
+    )
+    opened = set(
+        PeriodOpen.objects.filter(
+            host_id=host_id, licensor_id=licensor_id, period__in=complete
+        ).values_list("period", flat=True)
+    )
+    return complete - opened
+

@@ -33,12 +33,10 @@ from django.utils import timezone
 from core.periods import add_months
 from licensing.models import Agreement, Host, License, LicensedModel, LicenseVersion, Licensor
 from licensing.rating import terms_in_force
-from usage import partitions, wire
+from usage import closing, partitions, wire
 from usage.models import PeriodClose
 from usage.wire import COUNTERS, Record, Rejection, ValidBatch, earliest_accepted, validate_record
 
-# pg_advisory_xact_lock(class, host_id): ingest takes it shared, period_close exclusive.
-PERIOD_LOCK_CLASS = 0x7573  # "us"
 DEADLOCK_RETRIES = 3
 
 STAGE_COLUMNS = (
@@ -412,7 +410,12 @@ def usage_batch_ingest_valid(
     for attempt in range(DEADLOCK_RETRIES):
         try:
             outcome, late = _write_valid(
-                host=host, data="".join(lines), event_ids=event_ids, hashes=hashes, now=now
+                host=host,
+                data="".join(lines),
+                event_ids=event_ids,
+                hashes=hashes,
+                now=now,
+                first=f"{start:%Y-%m}",
             )
             break
         except OperationalError as exc:
@@ -450,34 +453,31 @@ VALID_COPY_COLUMNS = (
     " requests, revenue, currency, region, customer_ref, corrects, event_id, license_id,"
     " licensor_id, late, content_hash"
 )
-# Late (the slow path decides it in Python per record): the stage rows whose (licensor, UTC month)
-# the host has closed.
-MARK_LATE_SQL = """
-UPDATE usage_stage s SET late = true FROM usage_periodclose p
-WHERE p.host_id = %s AND p.licensor_id = s.licensor_id
-  AND p.period = to_char(s.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM')
-RETURNING s.event_id
-"""
-
-
 @transaction.atomic(durable=True)
 def _write_valid(
-    *, host: Host, data: str, event_ids: list[str], hashes: list[str], now: datetime
+    *,
+    host: Host,
+    data: str,
+    event_ids: list[str],
+    hashes: list[str],
+    now: datetime,
+    first: str = "0000-00",
 ) -> tuple[Outcome, int]:
     """`_write` for the fast path's COPY text (no corrections). Returns the outcome of the
-    event_ids not simply accepted, and how many of the accepted are late."""
+    event_ids not simply accepted, and how many of the accepted are late. `first`: the batch's
+    earliest month ("YYYY-MM")."""
     outcome: Outcome = {}
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", [PERIOD_LOCK_CLASS, host.pk])
-        cursor.execute("SELECT 1 FROM usage_periodclose WHERE host_id = %s LIMIT 1", [host.pk])
-        any_closed = cursor.fetchone() is not None
+        cursor.execute(closing.INGEST_LOCKS_SQL, {"host": host.pk})
+        cursor.execute(closing.ANY_CLOSED_SQL, {"host": host.pk, "first": first})
+        any_closed = bool(cursor.fetchone()[0])
         cursor.execute(STAGE_SQL)
         cursor.execute("TRUNCATE usage_stage")
         with cursor.cursor.copy(f"COPY usage_stage ({VALID_COPY_COLUMNS}) FROM STDIN") as copy:
             copy.write(data)
         late_ids: set[str] = set()
         if any_closed:
-            cursor.execute(MARK_LATE_SQL, [host.pk])
+            cursor.execute(closing.MARK_LATE_SQL, {"host": host.pk})
             late_ids = {row[0] for row in cursor.fetchall()}
         _insert_staged(
             cursor,
@@ -505,14 +505,11 @@ def _write(*, host: Host, candidates: list[_Resolved], now: datetime) -> Outcome
         # Shared with other batches, exclusive with period_close: a batch that saw a period open
         # must commit before the period can close, or its record would be neither in the
         # settlement nor marked late for the next run's adjustment.
-        cursor.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", [PERIOD_LOCK_CLASS, host.pk])
-        cursor.execute(
-            "SELECT licensor_id, period FROM usage_periodclose WHERE host_id = %s", [host.pk]
-        )
-        closed = {(licensor, period) for licensor, period in cursor.fetchall()}
+        cursor.execute(closing.INGEST_LOCKS_SQL, {"host": host.pk})
+        first = min(f"{i.record.occurred_at:%Y-%m}" for i in candidates)
+        is_late = closing.late_rule(cursor, host_id=host.pk, first=first)
         for item in candidates:
-            if closed:
-                item.late = (item.licensor_id, f"{item.record.occurred_at:%Y-%m}") in closed
+            item.late = is_late(item.licensor_id, f"{item.record.occurred_at:%Y-%m}")
 
         originals = [i for i in candidates if not i.record.corrects]
         corrections = [i for i in candidates if i.record.corrects]
@@ -679,7 +676,7 @@ def period_close(*, host: Host, licensor: Licensor, period: str) -> PeriodClose:
     Waits for in-flight ingest batches of the host (the advisory lock they hold shared), so no
     batch that saw the period open commits after the close."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [PERIOD_LOCK_CLASS, host.pk])
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [closing.PERIOD_LOCK_CLASS, host.pk])
     close, _ = PeriodClose.objects.get_or_create(
         host=host, licensor=licensor, period=period, defaults={"closed_at": timezone.now()}
     )

@@ -1,0 +1,147 @@
+"""No run stays `running` after its process is gone (docs/billing.md, "A run whose process
+died"): a `run_billing` killed with SIGKILL mid-run is marked failed by the next invocation, which
+then completes; a run that stops advancing is failed after BILLING_RUN_STALE_SECONDS."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from billing.models import BillingRun, Settlement
+from billing.runs import billing_pair_settle, billing_run_start
+from billing.stale import billing_runs_reap
+from billing.tasks import reap_billing_runs
+from licensing.catalog import catalog_import
+from licensing.models import Host, Licensor
+from tests.billing.conftest import minimax_catalog, post_usage, record, run_billing
+
+ROOT = Path(__file__).resolve().parents[2]
+HOSTS = ("h-1", "h-2", "h-3", "h-4")
+
+
+def _test_database_url() -> str:
+    s = connection.settings_dict
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+def _usage(client_for: Callable[..., APIClient]) -> None:
+    catalog_import(minimax_catalog(hosts=HOSTS))
+    for slug in HOSTS:
+        host = Host.objects.get(slug=slug)
+        post_usage(client_for(host=host), [record(f"{slug}-1", revenue="100.00")])
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_it_fails_a_killed_run_billing_and_the_next_run_completes(
+    client_for: Callable[..., APIClient], tmp_path: Path
+) -> None:
+    # given: run_billing of October, one second per pair, killed after its first pair
+    _usage(client_for)
+    log = tmp_path / "run_billing.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.billing.slow_run_billing", "--period", "2026-10"],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DATABASE_URL": _test_database_url(),
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "TEST_PAIR_PAUSE": "1.0",
+        },
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not BillingRun.objects.filter(period="2026-10", pairs_done__gte=1).exists():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    killed = BillingRun.objects.get(period="2026-10")
+    assert killed.status == "running"
+    assert killed.owner == f"{socket.gethostname()}:{proc.pid}"
+
+    # when: the next run_billing, of another month
+    run_billing("2026-11")
+
+    # then: the killed run is failed, naming its dead process and how far it got
+    killed.refresh_from_db()
+    assert killed.status == "failed"
+    assert killed.finished_at is not None
+    assert re.fullmatch(
+        rf"abandoned after [12]/4 pairs: its process {socket.gethostname()}:{proc.pid} is gone\n",
+        killed.error,
+    ), killed.error
+    # and October run again completes every pair
+    out = run_billing("2026-10")
+    assert re.search(r"run \d+ of 2026-10: done, 4/4 pairs, 0 failed", out), out
+    assert sorted(
+        Settlement.objects.filter(period="2026-10").values_list("host__slug", "total")
+    ) == [(slug, Decimal("12.00")) for slug in HOSTS]
+    assert not BillingRun.objects.filter(status="running").exists()
+
+
+@pytest.mark.django_db
+def test_it_fails_a_run_that_stopped_advancing(client_for: Callable[..., APIClient]) -> None:
+    # given: a Celery run (no owner process) whose pair tasks never ran
+    _usage(client_for)
+    run = billing_run_start(period="2026-10", trigger="task")
+    assert (run.owner, run.status) == ("", "running")
+    # when: reaped within BILLING_RUN_STALE_SECONDS (3600), nothing happens
+    assert billing_runs_reap(now=timezone.now() + timedelta(seconds=3000)) == []
+    assert reap_billing_runs() == []
+    # then: after it, the run is failed
+    later = timezone.now() + timedelta(seconds=3700)
+    assert [r.pk for r in billing_runs_reap(now=later)] == [run.pk]
+    run.refresh_from_db()
+    assert run.status == "failed"
+    assert run.error.startswith("abandoned after 0/4 pairs: no pair finished since ")
+    # and a pair task of it that comes late writes nothing
+    host = Host.objects.get(slug="h-1")
+    outcome = billing_pair_settle(
+        run_id=run.pk, host_id=host.pk, licensor_id=Licensor.objects.get().pk
+    )
+    assert outcome.skipped
+    assert not Settlement.objects.exists()
+
+
+@pytest.mark.django_db
+def test_pair_transactions_commit_durably(
+    client_for: Callable[..., APIClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: a spy on what the pair's transaction would commit with
+    from billing import runs
+
+    seen: list[str] = []
+    write = runs._write_settlements
+
+    def spy(**kwargs: object) -> runs.PairOutcome:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            seen.append(cursor.fetchone()[0])
+        return write(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runs, "_write_settlements", spy)
+    _usage(client_for)
+    # when
+    run_billing("2026-10")
+    # then: every pair's settlements are on disk when its commit returns
+    assert seen == ["on"] * 4
