@@ -26,8 +26,8 @@ from django.utils import timezone
 from billing import stripe_gateway
 from billing.errors import InvoicingInProgress, SettlementStateError
 from billing.models import Settlement, SettlementLine, SettlementStatus, StripeEvent
+from billing.payouts import settlement_paid_post
 from core.money import quantize, to_minor_units
-from ledger.services import host_payment_post
 
 logger = logging.getLogger(__name__)
 
@@ -286,16 +286,13 @@ def _invoice_paid(*, event_id: int, invoice: dict[str, Any]) -> str:
     Settlement.objects.filter(pk=settlement.pk, status=SettlementStatus.INVOICED).update(
         status=SettlementStatus.PAID, paid_at=now, updated_at=now
     )
-    # Checked equal to the invoice's amount_paid above: what the host owes is what we invoiced.
-    amount_minor = _minor(settlement.total, settlement.currency)
     outcome = done(f"settlement {settlement.pk} paid")
     # Last in the transaction: posting takes the ledger's chain lock, held until commit. What the
-    # host owes is what we invoiced: the settlement's total.
-    host_payment_post(
+    # host owes is what we invoiced (checked equal to amount_paid above): the settlement's total,
+    # posted with its withholding by the one definition bank transfers use too.
+    settlement_paid_post(
+        settlement=settlement,
         payment_id=invoice["id"],
-        host=settlement.host,
-        currency=settlement.currency,
-        amount_minor=amount_minor,
         memo=(
             f"Stripe invoice {invoice['id']} paid: settlement "
             f"{settlement.licensor.slug}/{settlement.host.slug} {settlement.period}"

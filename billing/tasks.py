@@ -18,7 +18,7 @@ from django.db import OperationalError
 from django.db.models import Q
 from django.utils import timezone
 
-from billing import invoicing, stripe_gateway
+from billing import invoicing, payouts, stripe_gateway
 from billing.errors import InvoicingInProgress
 from billing.models import BillingRunPair, Settlement, SettlementStatus
 from billing.runs import (
@@ -123,3 +123,10 @@ def invoice_pending_settlements() -> int:
         settlement_invoice.delay(str(pk))
         count += 1
     return count
+
+
+@shared_task(name="billing.tasks.run_payouts")
+def run_payouts() -> int:
+    """Pay licensors their available balances (beat, monthly; docs/payouts.md). Returns how many
+    payouts it made."""
+    return len(payouts.run_payouts(as_of=timezone.now().date()))

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from billing import api, api_usage
+from billing import api, api_usage, payouts_api
 
 urlpatterns = [
     path("usage/summary", api_usage.UsageSummaryApi.as_view(), name="usage-summary"),
@@ -24,5 +24,12 @@ urlpatterns = [
         "settlements/<str:settlement_id>/statement.csv",
         api.SettlementStatementApi.as_view(),
         name="settlement-statement",
+    ),
+    path("payouts", payouts_api.PayoutListApi.as_view(), name="payouts"),
+    path("payouts/<str:payout_id>", payouts_api.PayoutDetailApi.as_view(), name="payout-detail"),
+    path(
+        "payouts/<str:payout_id>/statement.csv",
+        payouts_api.PayoutStatementApi.as_view(),
+        name="payout-statement",
     ),
 ]
