@@ -26,7 +26,7 @@ from django.utils import timezone
 from billing import stripe_gateway
 from billing.errors import InvoicingInProgress, SettlementStateError
 from billing.models import Settlement, SettlementLine, SettlementStatus, StripeEvent
-from billing.payouts import settlement_paid_post
+from billing.payouts import settlement_paid_post, transfer_reversed_post
 from core.money import quantize, to_minor_units
 
 logger = logging.getLogger(__name__)
@@ -187,6 +187,9 @@ def stripe_event_process(*, event: dict[str, Any]) -> str | None:
         return None
     if event_type in PAID_EVENT_TYPES and obj.get("object") == "invoice":
         outcome = _invoice_paid(event_id=row[0], invoice=obj)
+    elif event_type == "transfer.reversed" and obj.get("object") == "transfer":
+        outcome = transfer_reversed_post(transfer=obj)  # a payout's transfer (docs/payouts.md)
+        StripeEvent.objects.filter(pk=row[0]).update(outcome=outcome[:200])
     else:
         outcome = "ignored: not an event Tollgate acts on"
         StripeEvent.objects.filter(pk=row[0]).update(outcome=outcome)

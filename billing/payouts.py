@@ -22,6 +22,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -402,6 +403,57 @@ def payout_record_transfer(*, payout_id: str, transfer_id: str) -> Payout:
     return payout_mark_paid(payout_id=payout_id, reference=transfer_id)
 
 
+def transfer_reversed_post(*, transfer: dict[str, Any]) -> str:
+    """Stripe's `transfer.reversed` for a payout's transfer (inside the webhook's transaction,
+    which makes each event count once): the money came back from the licensor's connected
+    account, so the platform owes it again. Debit cash, credit the licensor's payable, and carry
+    the amount into the next payout. `amount_reversed` is cumulative on Stripe: only what is new
+    since the reversals already recorded is posted, whatever order or number of events. Returns
+    what it did."""
+    transfer_id = str(transfer.get("id") or "")
+    # FOR UPDATE: two reversal events of one transfer serialize here.
+    payout = (
+        Payout.objects.select_for_update()
+        .select_related("licensor")
+        .filter(reference=transfer_id, rail="stripe_connect")
+        .first()
+    )
+    if payout is None or not transfer_id:
+        return "ignored: not a payout's transfer"
+    total = transfer.get("amount_reversed")
+    if not isinstance(total, int) or isinstance(total, bool) or not 0 <= total <= payout.net_minor:
+        return f"mismatch: payout {payout.pk}: amount_reversed {total!r}"
+    prefix = f"transfer:{transfer_id}:reversed:"
+    already = sum(
+        PayoutAdjustment.objects.filter(source__startswith=prefix).values_list(
+            "amount_minor", flat=True
+        )
+    )
+    new = total - already
+    if new <= 0:
+        return f"payout {payout.pk}: reversal already recorded"
+    PayoutAdjustment.objects.create(
+        licensor=payout.licensor,
+        currency=payout.currency,
+        amount_minor=new,
+        source=f"{prefix}{total}",
+        description=f"transfer {transfer_id} of payout {payout.pk} reversed",
+    )
+    cash = account_for(owner=None, kind=AccountKind.CASH, currency=payout.currency)
+    payable = account_for(owner=payout.licensor, kind=AccountKind.PAYABLE, currency=payout.currency)
+    journal_post(
+        idempotency_key=f"{prefix}{total}",
+        memo=f"Transfer {transfer_id} of payout {payout.pk} reversed: {new} back",
+        postings=[
+            PostingSpec(account=cash, amount_minor=new),
+            PostingSpec(account=payable, amount_minor=-new),
+        ],
+        reference_type="payout",
+        reference_id=str(payout.pk),
+    )
+    return f"payout {payout.pk}: {new} reversed, carried forward"
+
+
 def run_payouts(*, as_of: dt.date) -> list[Payout]:
     """Every licensor's payout of `as_of` in every currency with something to pay, then the
     transfers of pending stripe_connect payouts (this run's, and any an earlier run left)."""
@@ -456,4 +508,5 @@ __all__ = [
     "platform_fee_minor",
     "run_payouts",
     "settlement_paid_post",
+    "transfer_reversed_post",
 ]

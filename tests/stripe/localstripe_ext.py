@@ -32,7 +32,8 @@ by patching the installed package at import-free install time:
    account), `POST /v1/transfers` (`amount`, `currency`, `destination`, `transfer_group`,
    `metadata`; an unknown destination is a 400 `resource_missing`, as on Stripe),
    `GET /v1/transfers/{id}`, and `GET /v1/transfers` filtered by `transfer_group` or
-   `destination`. Transfers move no balance: nothing here checks the platform's funds.
+   `destination`, and `POST /v1/transfers/{id}/reversals` (a reversal, partial or whole). Transfers
+   move no balance: nothing here checks the platform's funds.
 
 And the server runs in-process: its aiohttp app on its own event loop in a background thread,
 bound to 127.0.0.1 on a free port, with the store's pickle-file write disabled (it rewrites
@@ -305,8 +306,33 @@ def _transfer_list(request: web.Request) -> web.StreamResponse:
     )
 
 
+def _transfer_reverse(transfer_id: str, data: dict[str, Any]) -> web.StreamResponse:
+    transfer = _transfers[transfer_id]
+    left = transfer["amount"] - transfer["amount_reversed"]
+    amount = R.try_convert_to_int(data.get("amount", left))
+    if not isinstance(amount, int) or not 0 < amount <= left:
+        raise UserError(400, "amount must be positive and at most what is left of the transfer")
+    reversal = {
+        "id": _new_id("trr"),
+        "object": "transfer_reversal",
+        "amount": amount,
+        "balance_transaction": None,
+        "created": int(time.time()),
+        "currency": transfer["currency"],
+        "metadata": data.get("metadata") or {},
+        "transfer": transfer_id,
+    }
+    transfer["amount_reversed"] += amount
+    transfer["reversed"] = transfer["amount_reversed"] == transfer["amount"]
+    transfer["reversals"]["data"].append(reversal)
+    return server.json_response(reversal)
+
+
 async def _connect(request: web.Request) -> web.StreamResponse | None:
     path = request.path
+    reverse = re.match(r"^/v1/transfers/(?P<id>\w+)/reversals$", path)
+    if request.method == "POST" and reverse and reverse["id"] in _transfers:
+        return _transfer_reverse(reverse["id"], await server.get_post_data(request) or {})
     if request.method == "POST" and path in ("/v1/accounts", "/v1/transfers"):
         data = await server.get_post_data(request) or {}
         create = _account_create if path == "/v1/accounts" else _transfer_create

@@ -280,5 +280,10 @@ def test_it_transfers_to_a_connected_account_and_finds_it_by_transfer_group(
     assert [t.id for t in listed.data] == [transfer.id]
     assert other_group.data == []
     assert api.v1.transfers.retrieve(transfer.id).id == transfer.id
-    bodies = [json.loads(r.last_response.body) for r in (account, transfer, listed, replayed)]
+    reversal = api.v1.transfers.reversals.create(transfer.id, {"amount": 420})
+    reversed_transfer = api.v1.transfers.retrieve(transfer.id)
+    assert (reversal.amount, reversal.transfer) == (420, transfer.id)
+    assert (reversed_transfer.amount_reversed, reversed_transfer.reversed) == (420, False)
+    responses = (account, transfer, listed, replayed, reversal, reversed_transfer)
+    bodies = [json.loads(r.last_response.body) for r in responses]
     assert [undeclared(body) for body in bodies] == [[]] * len(bodies)

@@ -13,7 +13,7 @@ from django.test import Client
 from django.utils import timezone
 
 from billing import payouts
-from billing.models import Payout, PayoutAdjustment, Settlement
+from billing.models import Payout, PayoutAdjustment, Settlement, StripeEvent
 from billing.payouts import SENDING_LEASE, run_payouts
 from billing.review import settlement_approve
 from ledger.selectors import party_balances
@@ -21,6 +21,7 @@ from ledger.verify import verify_books
 from licensing.catalog import catalog_import
 from licensing.models import Licensor
 from tests.billing.conftest import minimax_catalog
+from tests.stripe.conftest import event_body, sign
 from tests.stripe.helpers import api, billed_settlement
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -149,5 +150,49 @@ def test_a_refused_transfer_fails_the_payout_and_carries_its_net(stripe_world: A
     # then: paid in full from the carried amount
     paid = Payout.objects.get(status="paid")
     assert (paid.gross_minor, paid.carried_forward_minor, paid.net_minor) == (0, 903600, 903600)
+    assert party_balances(owner=settlement.licensor) == {"USD": {"payable": 0}}
+    assert verify_books().ok
+
+
+def _deliver(event_type: str, obj: dict[str, Any], event_id: str) -> Any:
+    body = event_body(event_type, obj, event_id=event_id)
+    return Client().post(
+        "/webhooks/stripe",
+        data=body,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=sign(body),
+    )
+
+
+def test_a_reversed_transfer_is_posted_once_and_paid_again_in_the_next_payout(
+    stripe_world: Any,
+) -> None:
+    # given: October paid out by transfer (9,036.00), then 100.00 of it reversed on Stripe
+    _connected_licensor(fee="0", withholding="0")
+    settlement = _paid_by_stripe(stripe_world)
+    (payout,) = run_payouts(as_of=DAY)
+    api().v1.transfers.reversals.create(payout.reference or "", {"amount": 10000})
+    transfer = api().v1.transfers.retrieve(payout.reference or "").to_dict()
+    assert transfer["amount_reversed"] == 10000
+
+    # when: Stripe delivers transfer.reversed, twice, and the same fact in a second event
+    first = _deliver("transfer.reversed", transfer, "evt_rev_1")
+    again = _deliver("transfer.reversed", transfer, "evt_rev_1")
+    other = _deliver("transfer.reversed", transfer, "evt_rev_2")
+
+    # then: posted once (cash back, the licensor owed 100.00 again), carried forward
+    assert (first.status_code, again.json()["duplicate"], other.status_code) == (200, True, 200)
+    assert StripeEvent.objects.get(event_id="evt_rev_1").outcome == (
+        f"payout {payout.pk}: 10000 reversed, carried forward"
+    )
+    assert party_balances(owner=settlement.licensor) == {"USD": {"payable": -10000}}
+    assert list(PayoutAdjustment.objects.values_list("amount_minor", flat=True)) == [10000]
+
+    # when: the next run
+    (second,) = run_payouts(as_of=DAY + dt.timedelta(days=1))
+
+    # then: the 100.00 paid again by a new transfer; the licensor is owed nothing
+    assert (second.gross_minor, second.carried_forward_minor, second.net_minor) == (0, 10000, 10000)
+    assert second.status == "paid"
     assert party_balances(owner=settlement.licensor) == {"USD": {"payable": 0}}
     assert verify_books().ok
