@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -182,12 +183,16 @@ def host_payment_record(
     reference = (reference or "").strip()
     if not reference or len(reference) > 200:
         raise PaymentError("reference", "the bank reference is required (1 to 200 characters)")
+    try:
+        pk = uuid.UUID(str(settlement_id))
+    except ValueError:
+        raise PaymentError("settlement", f"{settlement_id!r} is not a settlement id") from None
     # FOR UPDATE: a Stripe payment of the same settlement (the webhook) waits for this one and
     # then finds it paid, so the host's money is posted once.
     settlement = (
         Settlement.objects.select_for_update(of=("self",))
         .select_related("host", "licensor")
-        .filter(pk=settlement_id)
+        .filter(pk=pk)
         .first()
     )
     if settlement is None:
@@ -394,6 +399,12 @@ def payout_send(*, payout: Payout) -> Payout:
         raise
     except stripe_gateway.StripeError as exc:
         return payout_fail(payout_id=str(payout.pk), error=str(exc))
+    except stripe_gateway.StripeInvoiceMismatch as exc:
+        # Stripe holds a transfer for this payout that is not the one we meant: money may have
+        # moved, so the payout neither fails nor is paid; an operator decides (the error shows).
+        logger.error("payout %s: %s", payout.pk, exc)
+        Payout.objects.filter(pk=payout.pk).update(error=str(exc)[:2000])
+        return Payout.objects.get(pk=payout.pk)
     return payout_record_transfer(payout_id=str(payout.pk), transfer_id=transfer_id)
 
 

@@ -492,3 +492,50 @@ def test_an_operator_records_a_manual_payout_and_the_reviewer_sees_it(
     assert b"OUT-2026-11-05" in listing.content
     assert party_balances(owner=approved_october.licensor) == {"USD": {"payable": 0}}
     assert_books_clean()
+
+
+def test_record_host_payment_names_a_malformed_or_unknown_settlement(db: None) -> None:
+    with pytest.raises(CommandError, match="settlement: 'nope' is not a settlement id"):
+        call_command("record_host_payment", "--settlement", "nope", "--reference", "R")
+    unknown = "00000000-0000-0000-0000-000000000000"
+    with pytest.raises(CommandError, match=f"settlement: no settlement {unknown}"):
+        call_command("record_host_payment", "--settlement", unknown, "--reference", "R")
+
+
+def test_the_licensor_admin_validates_payout_terms_and_is_for_operators_only(
+    minimax_world: tuple[Host, Licensor], client: Client
+) -> None:
+    # given: an operator, and MiniMax's reviewer
+    _, licensor = minimax_world
+    url = f"/admin/licensing/licensor/{licensor.pk}/change/"
+    operator = User.objects.create_superuser("operator", password="pw")
+    reviewer = User.objects.create_user("mm-reviewer", password="pw", is_staff=True)
+    LicensorMembership.objects.create(user=reviewer, licensor=licensor)
+    form = {
+        "slug": "minimax",
+        "name": "MiniMax",
+        "email": "",
+        "payout_rail": "stripe_connect",
+        "payout_stripe_account": "",
+        "payout_minimum": '{"USD": "100.00"}',
+        "payout_withholding_percent": "10",
+        "payout_platform_fee_percent": "",
+    }
+
+    # when: Connect without an account; then with one
+    client.force_login(operator)
+    refused = client.post(url, form)
+    accepted = client.post(url, {**form, "payout_stripe_account": "acct_1MiniMax"})
+    client.force_login(reviewer)
+    by_reviewer = client.post(url, {**form, "payout_stripe_account": "acct_1Mine"})
+
+    # then
+    assert refused.status_code == 200
+    assert b"payout.stripe_account: is required when rail is stripe_connect" in refused.content
+    assert accepted.status_code == 302
+    assert by_reviewer.status_code == 403
+    licensor.refresh_from_db()
+    assert (licensor.payout_rail, licensor.payout_stripe_account) == (
+        "stripe_connect",
+        "acct_1MiniMax",
+    )

@@ -41,10 +41,6 @@ class Command(BaseCommand):
             )
         except PaymentError as exc:
             raise CommandError(str(exc)) from exc
-        except Exception as exc:  # a malformed id
-            if "is not a valid UUID" in str(exc):
-                raise CommandError(f"settlement: {options['settlement']!r} is not an id") from exc
-            raise
         self.stdout.write(
             f"settlement {settlement.pk} paid: {settlement.total_display} {settlement.currency} "
             f"({settlement.licensor.slug}/{settlement.host.slug} {settlement.period}), "
