@@ -326,7 +326,11 @@ def payout_mark_paid(*, payout_id: str, reference: str) -> Payout:
     reference = (reference or "").strip()
     if not reference or len(reference) > 200:
         raise PaymentError("reference", "the reference is required (1 to 200 characters)")
-    payout = Payout.objects.select_for_update().select_related("licensor").get(pk=payout_id)
+    # FOR UPDATE (the payout row only): an operator's click and a transfer's record, or two
+    # clicks, serialize here, so the payout is posted once.
+    payout = (
+        Payout.objects.select_for_update(of=("self",)).select_related("licensor").get(pk=payout_id)
+    )
     if payout.status == PayoutStatus.PAID:
         if payout.reference == reference:
             return payout
@@ -352,6 +356,7 @@ def payout_mark_paid(*, payout_id: str, reference: str) -> Payout:
 def payout_fail(*, payout_id: str, error: str) -> Payout:
     """The payout could not be made: pending → failed, and its net is carried into the next
     payout (nothing was posted for it, so the ledger's payable still holds it)."""
+    # FOR UPDATE: a failure and a record of the same payout cannot both win.
     payout = Payout.objects.select_for_update().get(pk=payout_id)
     if payout.status != PayoutStatus.PENDING:
         return payout
@@ -424,7 +429,7 @@ def transfer_reversed_post(*, transfer: dict[str, Any]) -> str:
     transfer_id = str(transfer.get("id") or "")
     # FOR UPDATE: two reversal events of one transfer serialize here.
     payout = (
-        Payout.objects.select_for_update()
+        Payout.objects.select_for_update(of=("self",))
         .select_related("licensor")
         .filter(reference=transfer_id, rail="stripe_connect")
         .first()

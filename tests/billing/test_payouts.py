@@ -539,3 +539,21 @@ def test_the_licensor_admin_validates_payout_terms_and_is_for_operators_only(
         "stripe_connect",
         "acct_1MiniMax",
     )
+
+
+def test_a_payout_is_recorded_paid_once(approved_october: Settlement) -> None:
+    # given: a manual payout recorded paid
+    pay_by_bank(approved_october)
+    run(DAY)
+    payout = Payout.objects.get()
+    payout_mark_paid(payout_id=str(payout.pk), reference="OUT-1")
+
+    # when: recorded again, with the same reference (a double click) and with another
+    again = payout_mark_paid(payout_id=str(payout.pk), reference="OUT-1")
+    with pytest.raises(PaymentError, match=r"payout: payout .* is already paid \(OUT-1\)"):
+        payout_mark_paid(payout_id=str(payout.pk), reference="OUT-2")
+
+    # then: one payout entry
+    assert again.reference == "OUT-1"
+    assert JournalEntry.objects.filter(reference_type="payout").count() == 1
+    assert_books_clean()
