@@ -28,7 +28,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
-from billing import stripe_gateway
+from billing import payouts_admin, stripe_gateway  # noqa: F401 - payouts_admin registers Payout
 from billing.errors import SettlementStateError
 from billing.invoicing import settlement_invoice
 from billing.models import (

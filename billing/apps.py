@@ -6,7 +6,9 @@ class BillingConfig(AppConfig):
     verbose_name = "Billing"
 
     def ready(self) -> None:
-        from billing import api, events
+        from billing import api, events, payouts_api
 
-        # Webhook events carry the settlement as the API renders it (billing/events.py).
+        # Webhook events carry the settlement and the payout as the API renders them
+        # (billing/events.py).
         events.settlement_renderer = lambda s: dict(api.SettlementOutput(s).data)
+        events.payout_renderer = lambda p: dict(payouts_api.PayoutOutput(p).data)

@@ -43,6 +43,7 @@ EVENT_TYPES = SETTLEMENT_EVENTS + PAYOUT_EVENTS
 # BillingConfig.ready registers here; billing/api.py imports the review workflow that emits
 # events, so this module cannot import it.
 settlement_renderer: Callable[[Any], dict[str, Any]] | None = None
+payout_renderer: Callable[[Any], dict[str, Any]] | None = None
 
 
 def _subscribed(type: str, licensor_id: int, host_id: int | None) -> list[WebhookEndpoint]:

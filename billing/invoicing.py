@@ -28,8 +28,8 @@ from billing.errors import InvoicingInProgress, SettlementStateError
 from billing.events import settlement_event
 from billing.history import SYSTEM, settlement_event_record
 from billing.models import Settlement, SettlementLine, SettlementStatus, StripeEvent
+from billing.payouts import settlement_paid_post, transfer_reversed_post
 from core.money import quantize, to_minor_units
-from ledger.services import host_payment_post
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +194,9 @@ def stripe_event_process(*, event: dict[str, Any]) -> str | None:
         return None
     if event_type in PAID_EVENT_TYPES and obj.get("object") == "invoice":
         outcome = _invoice_paid(event_id=row[0], invoice=obj)
+    elif event_type == "transfer.reversed" and obj.get("object") == "transfer":
+        outcome = transfer_reversed_post(transfer=obj)  # a payout's transfer (docs/payouts.md)
+        StripeEvent.objects.filter(pk=row[0]).update(outcome=outcome[:200])
     else:
         outcome = "ignored: not an event Tollgate acts on"
         StripeEvent.objects.filter(pk=row[0]).update(outcome=outcome)
@@ -301,16 +304,13 @@ def _invoice_paid(*, event_id: int, invoice: dict[str, Any]) -> str:
     settlement_event_record(
         settlement=settlement, actor=SYSTEM, action="paid", detail={"invoice": invoice["id"]}
     )
-    # Checked equal to the invoice's amount_paid above: what the host owes is what we invoiced.
-    amount_minor = _minor(settlement.total, settlement.currency)
     outcome = done(f"settlement {settlement.pk} paid")
     # Last in the transaction: posting takes the ledger's chain lock, held until commit. What the
-    # host owes is what we invoiced: the settlement's total.
-    host_payment_post(
+    # host owes is what we invoiced (checked equal to amount_paid above): the settlement's total,
+    # posted with its withholding by the one definition bank transfers use too.
+    settlement_paid_post(
+        settlement=settlement,
         payment_id=invoice["id"],
-        host=settlement.host,
-        currency=settlement.currency,
-        amount_minor=amount_minor,
         memo=(
             f"Stripe invoice {invoice['id']} paid: settlement "
             f"{settlement.licensor.slug}/{settlement.host.slug} {settlement.period}"

@@ -32,17 +32,11 @@ from billing.models import (
     Settlement,
     SettlementStatus,
 )
+from billing.payouts import platform_fee_minor
 from billing.tasks import settlement_invoice
-from core.money import quantize, to_minor_units, whole_units
+from core.money import quantize, to_minor_units
 from ledger.services import settlement_accrual_post, settlement_credit_post
 from usage.services import period_close
-
-
-def _platform_fee_minor(amount_minor: int, currency: str) -> int:
-    percent = Decimal(settings.TOLLGATE_PLATFORM_FEE_PERCENT or "0")
-    if not percent:
-        return 0
-    return whole_units(Decimal(amount_minor) * percent / 100)  # minor units, half up
 
 
 def _close_and_check(settlement: Settlement) -> None:
@@ -137,7 +131,9 @@ def settlement_approve(
             licensor=fresh.licensor,
             currency=fresh.currency,
             amount_minor=abs(amount_minor),
-            platform_fee_minor=_platform_fee_minor(abs(amount_minor), fresh.currency),
+            platform_fee_minor=platform_fee_minor(
+                amount_minor=abs(amount_minor), licensor=fresh.licensor
+            ),
             memo=f"Settlement {fresh.licensor.slug}/{fresh.host.slug} {fresh.period} approved",
         )
     if amount_minor > 0 and settings.STRIPE_API_KEY:

@@ -262,6 +262,49 @@ def invoice_send(
     return _as_invoice(invoice)
 
 
+# --- transfers (payouts to connected accounts, billing/payouts.py) ------------------------------
+
+# Any refusal by Stripe; the transient ones above are retried, the others fail the payout.
+StripeError = stripe.StripeError
+
+
+def transfer_find(*, payout_id: str) -> dict[str, Any] | None:
+    """The transfer a payout already made, or None: transfers of the payout's transfer_group
+    whose metadata names it. A list, not search (eventually consistent), as for invoices."""
+    transfers = client().v1.transfers.list({"transfer_group": payout_id, "limit": 100})
+    for item in transfers.auto_paging_iter():
+        transfer = _plain(item)
+        if (transfer.get("metadata") or {}).get("tollgate_payout") == payout_id:
+            return transfer
+    return None
+
+
+def transfer_ensure(*, payout_id: str, account: str, amount_minor: int, currency: str) -> str:
+    """The id of the payout's transfer of `amount_minor` to the connected `account`: the one a
+    crashed attempt made (found by transfer_group and metadata, so a retry days later, past the
+    idempotency key's ~24 h, sends nothing twice), else a new one under the key
+    `tollgate-payout-<id>-transfer`."""
+    found = transfer_find(payout_id=payout_id)
+    if found is not None:
+        if int(found["amount"]) != amount_minor or found.get("destination") != account:
+            raise StripeInvoiceMismatch(
+                f"transfer {found['id']} of payout {payout_id} is {found['amount']} to "
+                f"{found.get('destination')}, not {amount_minor} to {account}"
+            )
+        return str(found["id"])
+    transfer = client().v1.transfers.create(
+        {
+            "amount": amount_minor,
+            "currency": currency.lower(),
+            "destination": account,
+            "transfer_group": payout_id,
+            "metadata": {"tollgate_payout": payout_id},
+        },
+        {"idempotency_key": f"tollgate-payout-{payout_id}-transfer"},
+    )
+    return str(transfer.id)
+
+
 # --- webhooks --------------------------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ from django.db import OperationalError
 from django.db.models import Q
 from django.utils import timezone
 
-from billing import invoicing, stripe_gateway, webhook_delivery
+from billing import invoicing, payouts, stripe_gateway, webhook_delivery
 from billing.errors import InvoicingInProgress
 from billing.models import BillingRunPair, Settlement, SettlementStatus
 from billing.runs import (
@@ -144,3 +144,10 @@ def deliver_due_webhooks() -> int:
 def reap_billing_runs() -> list[int]:
     """Mark failed the running runs whose process died (billing/stale.py); returns their ids."""
     return [run.pk for run in billing_runs_reap()]
+
+
+@shared_task(name="billing.tasks.run_payouts")
+def run_payouts() -> int:
+    """Pay licensors their available balances (beat, monthly; docs/payouts.md). Returns how many
+    payouts it made."""
+    return len(payouts.run_payouts(as_of=timezone.now().date()))

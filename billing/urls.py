@@ -1,6 +1,6 @@
 from django.urls import path
 
-from billing import api, api_kit, api_usage, api_webhooks
+from billing import api, api_kit, api_usage, api_webhooks, payouts_api
 
 urlpatterns = [
     path("usage/summary", api_usage.UsageSummaryApi.as_view(), name="usage-summary"),
@@ -54,5 +54,12 @@ urlpatterns = [
         "webhook-endpoints/<str:endpoint_id>/deliveries",
         api_webhooks.WebhookDeliveryListApi.as_view(),
         name="webhook-endpoint-deliveries",
+    ),
+    path("payouts", payouts_api.PayoutListApi.as_view(), name="payouts"),
+    path("payouts/<str:payout_id>", payouts_api.PayoutDetailApi.as_view(), name="payout-detail"),
+    path(
+        "payouts/<str:payout_id>/statement.csv",
+        payouts_api.PayoutStatementApi.as_view(),
+        name="payout-statement",
     ),
 ]

@@ -207,6 +207,16 @@ CELERY_BEAT_SCHEDULE = {
         "task": "billing.tasks.reap_billing_runs",
         "schedule": crontab(minute="*/10"),
     },
+    # Licensors' payouts (docs/payouts.md): on the 5th at 06:00 UTC, after the month's
+    # billing run and the first days of host payments.
+    "monthly-payouts": {
+        "task": "billing.tasks.run_payouts",
+        "schedule": crontab(
+            minute="0",
+            hour=env("PAYOUTS_CRON_HOUR", "6"),
+            day_of_month=env("PAYOUTS_CRON_DAY", "5"),
+        ),
+    },
     # Usage partitions are created ahead of time so that no insert waits for DDL.
     "usage-partitions": {
         "task": "usage.tasks.ensure_usage_partitions",

@@ -36,13 +36,16 @@ class AccountKind(models.TextChoices):
     CASH = "cash", "Cash (platform)"
     # The platform's fee on settlements (income).
     PLATFORM_REVENUE = "platform_revenue", "Platform revenue"
+    # Tax withheld from licensors' payouts, owed to the tax authority (a liability of the
+    # platform's): credited when a host pays a settlement (docs/payouts.md).
+    TAX_PAYABLE = "tax_payable", "Tax payable (withheld)"
 
 
 # Which kind of owner each kind of account has; enforced by the check constraint below, so that a
 # licensor receivable or a host payable cannot be opened by mistake.
 HOST_KINDS = (AccountKind.RECEIVABLE,)
 LICENSOR_KINDS = (AccountKind.PAYABLE,)
-PLATFORM_KINDS = (AccountKind.CASH, AccountKind.PLATFORM_REVENUE)
+PLATFORM_KINDS = (AccountKind.CASH, AccountKind.PLATFORM_REVENUE, AccountKind.TAX_PAYABLE)
 
 
 class Account(models.Model):

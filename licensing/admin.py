@@ -23,6 +23,7 @@ from licensing.models import (
     LicensorMembership,
     ModelAlias,
 )
+from licensing.payout_terms import parse_payout
 
 
 class LockedTermsForm(forms.ModelForm):
@@ -59,10 +60,54 @@ class LicenseVersionInline(admin.StackedInline):
     readonly_fields = ["locked_at"]
 
 
+class LicensorForm(forms.ModelForm):
+    """The payout fields are checked by the catalog's own validator (licensing/payout_terms.py),
+    so the admin accepts exactly what `import_catalog` does; errors name the field."""
+
+    class Meta:
+        model = Licensor
+        fields = [
+            "slug",
+            "name",
+            "email",
+            "payout_rail",
+            "payout_stripe_account",
+            "payout_minimum",
+            "payout_withholding_percent",
+            "payout_platform_fee_percent",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        node = {
+            "rail": cleaned.get("payout_rail"),
+            "stripe_account": cleaned.get("payout_stripe_account") or None,
+            "minimum": cleaned.get("payout_minimum") or {},
+            "withholding_percent": cleaned.get("payout_withholding_percent"),
+            "platform_fee_percent": cleaned.get("payout_platform_fee_percent"),
+        }
+        _, errors = parse_payout(node, "payout")
+        for error in errors:
+            where, _, message = error.partition(": ")
+            key = where.split(".")[1] if "." in where else "rail"
+            self.add_error(f"payout_{key}", f"{where}: {message}")
+        return cleaned
+
+
 @admin.register(Licensor)
 class LicensorAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "email", "created_at"]
+    """Operators only change a licensor (its payout rail, account, fee and withholding decide
+    where money goes): a licensor's reviewer may at most view it."""
+
+    form = LicensorForm
+    list_display = ["slug", "name", "email", "payout_rail", "created_at"]
+    list_filter = ["payout_rail"]
     search_fields = ["slug", "name", "email"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if getattr(request.user, "licensor_membership", None) is not None:
+            return False
+        return super().has_change_permission(request, obj)
 
 
 @admin.register(Host)

@@ -29,6 +29,7 @@ from licensing.models import (
     ModelAlias,
     TermsBase,
 )
+from licensing.payout_terms import licensor_payout_values
 from licensing.rating import RulesError, parse_rules, parse_terms_amount
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -237,7 +238,7 @@ def _parse(data: Any, errors: _Errors) -> _Parsed:
     seen: set[str] = set()
     for i, raw in enumerate(_list(data, "licensors", "", errors)):
         path = f"licensors[{i}]"
-        if not _obj(raw, path, errors, {"slug", "name", "email"}, {"slug", "name"}):
+        if not _obj(raw, path, errors, {"slug", "name", "email", "payout"}, {"slug", "name"}):
             continue
         slug = _str(raw, "slug", path, errors, pattern=SLUG_RE)
         name = _str(raw, "name", path, errors)
@@ -248,8 +249,9 @@ def _parse(data: Any, errors: _Errors) -> _Parsed:
             errors.add(f"{path}.slug", f"duplicate licensor {slug!r}")
         if slug:
             seen.add(slug)  # known even when other fields are bad: no cascade of errors
+        payout = licensor_payout_values(raw, path, errors.items)
         if slug and name:
-            parsed.licensors.append({"slug": slug, "name": name, "email": email or ""})
+            parsed.licensors.append({"slug": slug, "name": name, "email": email or "", **payout})
     licensor_slugs |= seen
 
     seen = set()
@@ -507,7 +509,7 @@ def catalog_import(data: Any) -> ImportReport:
                 "licensors",
                 Licensor,
                 {"slug": raw["slug"]},
-                {"name": raw["name"], "email": raw["email"]},
+                {k: v for k, v in raw.items() if k != "slug"},
             )
         for raw in parsed.hosts:
             _upsert(

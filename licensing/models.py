@@ -28,9 +28,40 @@ class Licensor(models.Model):
     name = models.CharField(max_length=200)
     email = models.EmailField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # How the platform pays the licensor (the catalog's `payout`, licensing/payout_terms.py,
+    # docs/payouts.md). Percentages from 0 to 100; minimums in major units per currency.
+    payout_rail = models.CharField(
+        max_length=16,
+        choices=[("manual", "manual (bank transfer)"), ("stripe_connect", "Stripe Connect")],
+        default="manual",
+    )
+    payout_stripe_account = models.CharField(max_length=80, blank=True)
+    payout_minimum = models.JSONField(default=dict, blank=True)  # {"USD": "100.00"}
+    payout_withholding_percent = models.DecimalField(
+        max_digits=9, decimal_places=6, default=0
+    )
+    # NULL: TOLLGATE_PLATFORM_FEE_PERCENT.
+    payout_platform_fee_percent = models.DecimalField(
+        max_digits=9, decimal_places=6, null=True, blank=True
+    )
 
     class Meta:
         ordering = ["slug"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(payout_rail__in=["manual", "stripe_connect"])
+                & (~Q(payout_rail="stripe_connect") | ~Q(payout_stripe_account="")),
+                name="licensing_licensor_payout_rail_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(payout_withholding_percent__gte=0, payout_withholding_percent__lte=100)
+                & (
+                    Q(payout_platform_fee_percent__isnull=True)
+                    | Q(payout_platform_fee_percent__gte=0, payout_platform_fee_percent__lte=100)
+                ),
+                name="licensing_licensor_payout_percents_valid",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -18,6 +18,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import pytest
@@ -30,7 +31,7 @@ from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
 from billing.demo import licensor_reviewer_permissions
-from billing.models import BillingRun, Settlement
+from billing.models import BillingRun, Payout, Settlement
 from billing.webhook_models import WebhookEndpoint
 from licensing.catalog import catalog_import
 from licensing.models import Host, Licensor, LicensorMembership
@@ -58,6 +59,7 @@ A_WEBHOOK_HOST = "hooks.fireworks-private.example"
 class World:
     settlement_a: Settlement
     webhook_a: WebhookEndpoint  # Fireworks' webhook endpoint
+    payout_a: Payout
     run_a_only: BillingRun  # a run that billed tenant A alone (2026-09)
     secrets: tuple[str, ...]
     kimi: Licensor
@@ -100,8 +102,20 @@ def world(db: None) -> World:
     webhook_a = WebhookEndpoint.objects.create(
         host=fireworks, url=f"https://{A_WEBHOOK_HOST}/tollgate", events=["settlement.created"]
     )
+    payout_a = Payout.objects.create(
+        licensor=Licensor.objects.get(slug="minimax"),
+        currency="USD",
+        day=date(2026, 11, 5),
+        rail="manual",
+        gross_minor=903600,
+        platform_fee_minor=0,
+        withholding_minor=0,
+        carried_forward_minor=0,
+        net_minor=903600,
+    )
     return World(
         settlement_a=settlement_a,
+        payout_a=payout_a,
         webhook_a=webhook_a,
         run_a_only=BillingRun.objects.get(period="2026-09"),
         secrets=(
@@ -114,6 +128,7 @@ def world(db: None) -> World:
             A_WEBHOOK_HOST,
             str(webhook_a.pk),
             webhook_a.secret,
+            str(payout_a.pk),
         ),
         kimi=Licensor.objects.get(slug="kimi"),
         moonhost=moonhost,
@@ -132,6 +147,7 @@ def assert_no_secret(world: World, body: bytes, where: str, *, asked: str = "") 
 
 S = "{settlement_a}"  # tenant A's settlement id, filled in per test
 W = "{webhook_a}"  # tenant A's webhook endpoint id
+P = "{payout_a}"  # tenant A's payout id, likewise
 
 
 @dataclass(frozen=True)
@@ -218,6 +234,12 @@ API_TABLE: dict[tuple[str, str], Row] = {
     ),
     ("GET", "api/v1/webhook-endpoints/<str:endpoint_id>/deliveries"): Row(
         f"/api/v1/webhook-endpoints/{W}/deliveries", 401, 404, 404
+    ),
+    # Payouts are the licensor's: a host key is 403, another licensor's payout 404.
+    ("GET", "api/v1/payouts"): Row("/api/v1/payouts", 401, 403, 200),
+    ("GET", "api/v1/payouts/<str:payout_id>"): Row(f"/api/v1/payouts/{P}", 401, 403, 404),
+    ("GET", "api/v1/payouts/<str:payout_id>/statement.csv"): Row(
+        f"/api/v1/payouts/{P}/statement.csv", 401, 403, 404
     ),
 }
 
@@ -313,7 +335,11 @@ def test_another_tenant_gets_the_contracts_answer_and_none_of_its_names(
 ) -> None:
     # given
     row = API_TABLE[(method, route)]
-    path = row.path.replace(S, str(world.settlement_a.pk)).replace(W, str(world.webhook_a.pk))
+    path = (
+        row.path.replace(S, str(world.settlement_a.pk))
+        .replace(W, str(world.webhook_a.pk))
+        .replace(P, str(world.payout_a.pk))
+    )
 
     for caller, client in _callers(world).items():
         # when
@@ -372,6 +398,12 @@ ADMIN_TABLE: dict[str, tuple[str, int]] = {
     "billing_billingrun_change": ("GET", 302),
     "billing_billingrun_history": ("GET", 302),
     "billing_billingrun_delete": ("GET", 403),
+    "billing_payout_changelist": ("GET", 200),
+    "billing_payout_add": ("GET", 403),
+    "billing_payout_change": ("GET", 302),
+    "billing_payout_history": ("GET", 302),
+    "billing_payout_delete": ("GET", 403),
+    "billing_payout_record": ("GET", 403),  # operators only, whoever's payout it is
 }
 
 
@@ -436,6 +468,8 @@ def _object_of(world: World, model: type | None) -> Any:
         return world.settlement_a
     if model is BillingRun:
         return world.run_a_only
+    if model is Payout:
+        return world.payout_a
     return model._default_manager.order_by("pk").first() if model is not None else None
 
 

@@ -28,6 +28,13 @@ by patching the installed package at import-free install time:
    test cannot come to rely on a field Stripe does not send. tests/stripe/test_localstripe_ext.py
    checks every field of a whole invoicing flow against those declarations on its own.
 
+8. Connect, as small as payouts need (billing/payouts.py): `POST /v1/accounts` (a connected
+   account), `POST /v1/transfers` (`amount`, `currency`, `destination`, `transfer_group`,
+   `metadata`; an unknown destination is a 400 `resource_missing`, as on Stripe),
+   `GET /v1/transfers/{id}`, and `GET /v1/transfers` filtered by `transfer_group` or
+   `destination`, and `POST /v1/transfers/{id}/reversals` (a reversal, partial or whole). Transfers
+   move no balance: nothing here checks the platform's funds.
+
 And the server runs in-process: its aiohttp app on its own event loop in a background thread,
 bound to 127.0.0.1 on a free port, with the store's pickle-file write disabled (it rewrites
 /tmp/localstripe.pickle on every write, which is slow and races between test workers). Nothing
@@ -209,6 +216,147 @@ async def _pay_out_of_band(request: web.Request, data: dict[str, Any]) -> web.St
     return server.json_response(invoice._export())
 
 
+# --- 8. Connect accounts and transfers ---------------------------------------------------------
+
+_accounts: dict[str, dict[str, Any]] = {}
+_transfers: dict[str, dict[str, Any]] = {}
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{hashlib.sha256(str(time.time_ns()).encode()).hexdigest()[:16]}"
+
+
+def _account_create(request: web.Request, data: dict[str, Any]) -> web.StreamResponse:
+    account = {
+        "id": _new_id("acct"),
+        "object": "account",
+        "type": data.get("type", "express"),
+        "country": data.get("country", "US"),
+        "email": data.get("email"),
+        "created": int(time.time()),
+        "metadata": data.get("metadata") or {},
+        "charges_enabled": True,
+        "payouts_enabled": True,
+    }
+    _accounts[account["id"]] = account
+    return server.json_response(account)
+
+
+def _transfer_create(request: web.Request, data: dict[str, Any]) -> web.StreamResponse:
+    unknown = set(data) - {
+        "amount",
+        "currency",
+        "destination",
+        "transfer_group",
+        "metadata",
+        "description",
+    }
+    if unknown:
+        raise UserError(400, "Unexpected " + ", ".join(sorted(unknown)))
+    amount = R.try_convert_to_int(data.get("amount"))
+    if not isinstance(amount, int) or amount <= 0:
+        raise UserError(400, "amount must be a positive integer")
+    destination = data.get("destination")
+    if destination not in _accounts:
+        return server.json_response(
+            {
+                "error": {
+                    "type": "invalid_request_error",
+                    "code": "resource_missing",
+                    "param": "destination",
+                    "message": f"No such destination: '{destination}'",
+                }
+            },
+            status=400,
+        )
+    transfer_id = _new_id("tr")
+    transfer = {
+        "id": transfer_id,
+        "object": "transfer",
+        "amount": amount,
+        "amount_reversed": 0,
+        "balance_transaction": None,
+        "created": int(time.time()),
+        "currency": str(data.get("currency", "")).lower(),
+        "description": data.get("description"),
+        "destination": destination,
+        "livemode": False,
+        "metadata": data.get("metadata") or {},
+        "reversals": {
+            "object": "list",
+            "data": [],
+            "has_more": False,
+            "url": f"/v1/transfers/{transfer_id}/reversals",
+        },
+        "reversed": False,
+        "source_transaction": None,
+        "transfer_group": data.get("transfer_group"),
+    }
+    _transfers[transfer_id] = transfer
+    return server.json_response(transfer)
+
+
+def _transfer_list(request: web.Request) -> web.StreamResponse:
+    wanted = {k: request.query[k] for k in ("transfer_group", "destination") if k in request.query}
+    found = [
+        t for t in reversed(_transfers.values()) if all(t.get(k) == v for k, v in wanted.items())
+    ]
+    return server.json_response(
+        {"object": "list", "data": found, "has_more": False, "url": "/v1/transfers"}
+    )
+
+
+def _transfer_reverse(transfer_id: str, data: dict[str, Any]) -> web.StreamResponse:
+    transfer = _transfers[transfer_id]
+    left = transfer["amount"] - transfer["amount_reversed"]
+    amount = R.try_convert_to_int(data.get("amount", left))
+    if not isinstance(amount, int) or not 0 < amount <= left:
+        raise UserError(400, "amount must be positive and at most what is left of the transfer")
+    reversal = {
+        "id": _new_id("trr"),
+        "object": "transfer_reversal",
+        "amount": amount,
+        "balance_transaction": None,
+        "created": int(time.time()),
+        "currency": transfer["currency"],
+        "metadata": data.get("metadata") or {},
+        "transfer": transfer_id,
+    }
+    transfer["amount_reversed"] += amount
+    transfer["reversed"] = transfer["amount_reversed"] == transfer["amount"]
+    transfer["reversals"]["data"].append(reversal)
+    return server.json_response(reversal)
+
+
+async def _connect(request: web.Request) -> web.StreamResponse | None:
+    path = request.path
+    reverse = re.match(r"^/v1/transfers/(?P<id>\w+)/reversals$", path)
+    if request.method == "POST" and reverse and reverse["id"] in _transfers:
+        return _transfer_reverse(reverse["id"], await server.get_post_data(request) or {})
+    if request.method == "POST" and path in ("/v1/accounts", "/v1/transfers"):
+        data = await server.get_post_data(request) or {}
+        create = _account_create if path == "/v1/accounts" else _transfer_create
+        return create(request, data)
+    if request.method == "GET" and path == "/v1/transfers":
+        return _transfer_list(request)
+    one = re.match(r"^/v1/(?P<kind>transfers|accounts)/(?P<id>\w+)$", path)
+    if request.method == "GET" and one:
+        store = _transfers if one["kind"] == "transfers" else _accounts
+        if one["id"] not in store:
+            return server.json_response(
+                {
+                    "error": {
+                        "type": "invalid_request_error",
+                        "code": "resource_missing",
+                        "message": f"No such {one['kind'][:-1]}: '{one['id']}'",
+                    }
+                },
+                status=404,
+            )
+        return server.json_response(store[one["id"]])
+    return None
+
+
 # --- 7. Stripe's shape ----------------------------------------------------------------------
 
 
@@ -328,6 +476,9 @@ async def _extension_middleware(request: web.Request, handler: Handler) -> web.S
 
 
 async def _dispatch(request: web.Request, handler: Handler) -> web.StreamResponse:
+    connect = await _connect(request)
+    if connect is not None:
+        return connect
     for method, pattern, func in _ROUTES:
         match = pattern.match(request.path)
         if request.method == method and match:
@@ -367,6 +518,8 @@ def reset() -> None:
     """Forget every object, key, webhook and delivery: each test starts from an empty Stripe."""
     R.store.clear()
     _idempotent.clear()
+    _accounts.clear()
+    _transfers.clear()
     webhooks._webhooks.clear()
     deliveries.clear()
 

@@ -247,3 +247,43 @@ def test_every_field_it_returns_is_one_stripe_declares(
         "invoice.created", "invoice.finalized", "invoice.sent", "invoice.paid"
     }
     assert {e["api_version"] for e in events} == {stripe.api_version}
+
+
+def test_it_transfers_to_a_connected_account_and_finds_it_by_transfer_group(
+    api: stripe.StripeClient,
+) -> None:
+    # given: a connected account
+    account = api.v1.accounts.create({"type": "express", "country": "US"})
+
+    # when: a transfer, the same request again under its key, and one to an unknown account
+    params: Any = {
+        "amount": 858420,
+        "currency": "usd",
+        "destination": account.id,
+        "transfer_group": "payout-1",
+        "metadata": {"tollgate_payout": "payout-1"},
+    }
+    transfer = api.v1.transfers.create(params, {"idempotency_key": "t-1"})
+    replayed = api.v1.transfers.create(params, {"idempotency_key": "t-1"})
+    with pytest.raises(stripe.InvalidRequestError, match="No such destination") as refused:
+        api.v1.transfers.create({**params, "destination": "acct_unknown"})
+    listed = api.v1.transfers.list({"transfer_group": "payout-1"})
+    other_group = api.v1.transfers.list({"transfer_group": "payout-2"})
+
+    # then: one transfer, found by its group, with Stripe's fields only
+    assert account.id.startswith("acct_")
+    assert (transfer.amount, transfer.currency, transfer.destination) == (858420, "usd", account.id)
+    assert transfer.transfer_group == "payout-1"
+    assert transfer.metadata["tollgate_payout"] == "payout-1"
+    assert replayed.id == transfer.id
+    assert refused.value.code == "resource_missing"
+    assert [t.id for t in listed.data] == [transfer.id]
+    assert other_group.data == []
+    assert api.v1.transfers.retrieve(transfer.id).id == transfer.id
+    reversal = api.v1.transfers.reversals.create(transfer.id, {"amount": 420})
+    reversed_transfer = api.v1.transfers.retrieve(transfer.id)
+    assert (reversal.amount, reversal.transfer) == (420, transfer.id)
+    assert (reversed_transfer.amount_reversed, reversed_transfer.reversed) == (420, False)
+    responses = (account, transfer, listed, replayed, reversal, reversed_transfer)
+    bodies = [json.loads(r.last_response.body) for r in responses]
+    assert [undeclared(body) for body in bodies] == [[]] * len(bodies)
