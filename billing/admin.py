@@ -212,6 +212,7 @@ class SettlementAdmin(admin.ModelAdmin):
                 "admin:billing_settlement_statement_csv", args=[obj.pk]
             )
             context["kit_url"] = kit_url(obj)
+            context["title"] = "Settlement statement"
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def change_view(

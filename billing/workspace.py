@@ -326,6 +326,7 @@ class StatementLine:
 class Statement:
     settlement: Settlement
     total: str
+    record_count: str
     previous_period: str
     lines: list[StatementLine]
     revision: Any
@@ -388,6 +389,7 @@ def settlement_statement(settlement: Settlement) -> Statement:
     return Statement(
         settlement=settlement,
         total=money(settlement.total, currency),
+        record_count=count(settlement.record_count),
         previous_period=previous_period,
         lines=lines,
         revision=getattr(settlement, "revision", None),

@@ -133,7 +133,7 @@ def test_the_settlement_page_is_a_statement_with_last_months_change(
     text = page.content.decode()
     assert "1,234,567" in text  # input tokens
     assert "1,100.00" in text  # revenue
-    assert "132.00" in text and "120.00" in text and "+12.00 (+10.0%)" in text
+    assert "132.00" in text and "120.00" in text and "+12.00<br><small>+10.0%" in text
     assert october.usage_digest in text and october.terms_digest in text
     assert f"/admin/billing/settlement/{october.pk}/statement.csv" in text
     assert f"/api/v1/settlements/{october.pk}/kit" in text
