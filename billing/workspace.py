@@ -109,6 +109,11 @@ class Home:
     by_model: list[Chart]
     earned: dict[str, str]  # currency -> the window's total, formatted
 
+    @property
+    def currencies(self) -> list[tuple[Chart, Chart]]:
+        """(by host, by model) per currency, in the order of `by_host`."""
+        return list(zip(self.by_host, self.by_model, strict=True))
+
 
 def window(licensor_id: int, today: datetime) -> list[str]:
     """The 12 months of the charts, ending with the latest period the licensor has a settlement
@@ -160,8 +165,8 @@ def reviewer_home(*, licensor_id: int, now: datetime) -> Home:
         lambda: defaultdict(lambda: defaultdict(Decimal))
     )
     for row in by_model_rows:
-        # Minimum true-ups, cap credits and flat fees of a license carry no model.
-        label = row["model"] or "license-wide (minimums, caps, fees)"
+        # Minimum true-ups, cap credits and flat fees of a license carry no model: "license-wide".
+        label = row["model"] or "license-wide"
         model_series[row["settlement__currency"]][label][row["settlement__period"]] += row["amount"]
 
     by_host, by_model, earned = [], [], {}
@@ -221,7 +226,7 @@ def stacked_bars_svg(chart: Chart) -> SafeString:
             'xmlns="http://www.w3.org/2000/svg"><title>{}</title>',
             chart.title,
             WIDTH,
-            HEIGHT + 18 * ((len(chart.series) + 3) // 4),
+            HEIGHT + 18 * ((len(chart.series) + 2) // 3),
             chart.title,
         ),
         format_html(
@@ -279,7 +284,7 @@ def stacked_bars_svg(chart: Chart) -> SafeString:
             )
         )
     for i, label in enumerate(chart.series):
-        lx, ly = LEFT + (i % 4) * (WIDTH // 4), HEIGHT + 4 + 18 * (i // 4)
+        lx, ly = LEFT + (i % 3) * (WIDTH // 3), HEIGHT + 4 + 18 * (i // 3)
         parts.append(
             format_html(
                 '<rect x="{}" y="{}" width="12" height="12" fill="{}"/>'
