@@ -115,6 +115,14 @@ class Home:
         return list(zip(self.by_host, self.by_model, strict=True))
 
 
+def days_left(due: datetime | None, now: datetime) -> int | None:
+    """Whole days from `now` until a draft is deemed accepted at `due`: 2 when 2 days and 23
+    hours remain, 0 on its last day, negative once past; None without a due date."""
+    if due is None:
+        return None
+    return (due - now).days
+
+
 def window(licensor_id: int, today: datetime) -> list[str]:
     """The 12 months of the charts, ending with the latest period the licensor has a settlement
     for (the month just billed), or last month when there is none yet."""
@@ -143,8 +151,7 @@ def reviewer_home(*, licensor_id: int, now: datetime) -> Home:
     awaiting = []
     for s in drafts:
         due = getattr(s, "review_due_at", None)
-        days = None if due is None else (due - now).days
-        awaiting.append(Awaiting(s, money(s.total, s.currency), due, days))
+        awaiting.append(Awaiting(s, money(s.total, s.currency), due, days_left(due, now)))
 
     months = window(licensor_id, now)
     in_window = current(Settlement.objects.filter(licensor_id=licensor_id, period__in=months))

@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 
 from billing.demo import licensor_reviewer_permissions
 from billing.models import Settlement
-from billing.workspace import money
+from billing.workspace import days_left, money
 from licensing.catalog import catalog_import
 from licensing.models import Host, Licensor, LicensorMembership
 from tests.billing.conftest import (
@@ -78,6 +78,16 @@ def test_money_has_thousands_separators_and_the_currencys_minor_unit() -> None:
     assert money(Decimal("1234567.5"), "USD") == "1,234,567.50"
     assert money(Decimal("1234567.5"), "JPY") == "1,234,568"
     assert money(Decimal("-1234.5678"), "KWD") == "-1,234.568"
+
+
+def test_days_left_before_deemed_acceptance_count_whole_days() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
+    assert days_left(now + timedelta(days=2, hours=23), now) == 2
+    assert days_left(now + timedelta(hours=5), now) == 0
+    assert days_left(now - timedelta(hours=1), now) == -1
+    assert days_left(None, now) is None
 
 
 def test_it_shows_a_reviewer_their_home_page_with_drafts_and_charts(
