@@ -20,7 +20,7 @@ venv: $(STAMP)
 # without it; production is the default, docs/security.md).
 demo: $(STAMP)
 	DEBUG=true $(PY) manage.py migrate --noinput
-	DEBUG=true $(PY) manage.py seed_demo --serve
+	DEBUG=true $(PY) manage.py seed_demo --serve --history 5
 
 # Everything but the browser tests, then the browser tests in their own invocation (their sync
 # Playwright event loop needs DJANGO_ALLOW_ASYNC_UNSAFE, which must not hide bugs elsewhere).

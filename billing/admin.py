@@ -29,6 +29,7 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from billing import payouts_admin, stripe_gateway  # noqa: F401 - payouts_admin registers Payout
+from billing.api import statement_csv
 from billing.errors import SettlementStateError
 from billing.invoicing import settlement_invoice
 from billing.models import (
@@ -40,6 +41,8 @@ from billing.models import (
     StripeEvent,
 )
 from billing.review import settlement_approve, settlement_dispute
+from billing.site import LineModelFilter, kit_url
+from billing.workspace import line_usage, settlement_statement
 from core.money import quantize
 
 
@@ -160,13 +163,21 @@ class SettlementAdmin(admin.ModelAdmin):
     # Every filter's choices come from get_queryset (the reviewer's own settlements): a plain
     # "host" filter would list every host of the platform, including those that deal only with
     # other licensors. Period and currency (AllValuesFieldListFilter) already read get_queryset.
-    list_filter = ["period", ("host", admin.RelatedOnlyFieldListFilter), "status", "currency"]
+    list_filter = [
+        "period",
+        ("host", admin.RelatedOnlyFieldListFilter),
+        LineModelFilter,
+        "status",
+        "currency",
+    ]
     list_select_related = ["licensor", "host"]
     search_fields = ["host__slug", "host__name", "id"]
     ordering = ["-period", "host__slug"]
     actions = ["approve_selected", "dispute_selected", "send_invoice_selected"]
     inlines = [SettlementLineInline]
-    change_form_template = "admin/billing/settlement/change_form.html"
+    # The change page is a statement (billing/workspace.py): header, lines against the previous
+    # month, downloads and a drill-down per line; the stock read-only fields stay below it.
+    change_form_template = "admin/billing/settlement/statement.html"
     fields = [
         "id",
         "licensor",
@@ -276,7 +287,30 @@ class SettlementAdmin(admin.ModelAdmin):
         )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Settlement]:
-        return licensor_scope(request, super().get_queryset(request))
+        qs = super().get_queryset(request).select_related("licensor", "host")
+        return licensor_scope(request, qs)
+
+    def get_inlines(self, request: HttpRequest, obj: Any) -> Any:
+        # The statement shows the lines (formatted, against last month): not the inline too.
+        return [i for i in super().get_inlines(request, obj) if i is not SettlementLineInline]
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> Any:
+        if obj is not None:
+            context["statement"] = settlement_statement(obj)
+            context["statement_csv_url"] = reverse(
+                "admin:billing_settlement_statement_csv", args=[obj.pk]
+            )
+            context["kit_url"] = kit_url(obj)
+            context["title"] = "Settlement statement"
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def change_view(
         self,
@@ -334,8 +368,54 @@ class SettlementAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.dispute_view),
                 name="billing_settlement_dispute",
             ),
+            *self._workspace_urls(),
         ]
         return own + super().get_urls()
+
+    # --- the statement's downloads and drill-down (docs/workspace.md) ------------------------
+
+    def _workspace_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "<uuid:object_id>/statement.csv",
+                self.admin_site.admin_view(self.statement_csv_view),
+                name="billing_settlement_statement_csv",
+            ),
+            path(
+                "<uuid:object_id>/lines/<int:line_id>/usage/",
+                self.admin_site.admin_view(self.line_usage_view),
+                name="billing_settlement_line_usage",
+            ),
+        ]
+
+    def _viewable(self, request: HttpRequest, object_id: Any) -> Settlement:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        # Through get_queryset: another licensor's settlement is not found (404).
+        return get_object_or_404(self.get_queryset(request), pk=object_id)
+
+    def statement_csv_view(self, request: HttpRequest, object_id: Any) -> HttpResponse:
+        """The CSV of `GET /api/v1/settlements/{id}/statement.csv`, for the logged-in reviewer
+        (the API wants a licensor's key; the admin has the session)."""
+        s = self._viewable(request, object_id)
+        response = HttpResponse(statement_csv(s), content_type="text/csv; charset=utf-8")
+        filename = f"settlement-{s.licensor.slug}-{s.host.slug}-{s.period}-{s.currency}.csv"
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response
+
+    def line_usage_view(self, request: HttpRequest, object_id: Any, line_id: int) -> HttpResponse:
+        s = self._viewable(request, object_id)
+        line = get_object_or_404(s.lines.all(), pk=line_id)  # another settlement's line: 404
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Usage behind line {line.position}: {line}",
+            "settlement": s,
+            "line": line,
+            "usage": line_usage(s, line, page=request.GET.get("page", 1)),
+            "change_url": self._change_url(s),
+        }
+        return TemplateResponse(request, "admin/billing/settlement/line_usage.html", context)
 
     def _decidable(self, request: HttpRequest, object_id: Any) -> Settlement:
         if not self.has_change_permission(request):

@@ -151,14 +151,16 @@ class PostedUsage:
     rejected: int
 
 
-def demo_post_usage(world: DemoWorld, period: str, *, batch_size: int = 5000) -> list[PostedUsage]:
+def demo_post_usage(
+    world: DemoWorld, period: str, *, batch_size: int = 5000, records_per_host: int = 2000
+) -> list[PostedUsage]:
     """POST the demo month to /api/v1/usage with each host's key, through the whole HTTP stack
     (middleware, authentication, throttling, parsing) in-process: the server is not up yet."""
     from django.test import Client
 
     client = Client()
     posted = []
-    for host, records in demo_usage(period).items():
+    for host, records in demo_usage(period, records_per_host=records_per_host).items():
         totals = PostedUsage(host, 0, 0, 0)
         for start in range(0, len(records), batch_size):
             response = client.post(
@@ -193,3 +195,32 @@ def demo_approve(period: str) -> Settlement | None:
     if settlement.status == "draft":
         settlement = settlement_approve(settlement=settlement, actor="demo")
     return settlement
+
+
+def demo_history(world: DemoWorld, period: str, months: int) -> list[tuple[str, int, int]]:
+    """The `months` before `period`, so the workspace's charts have a shape: each month's usage
+    (growing towards `period`: a sixth of its records per host for the oldest, more each month
+    after), billed, and every settlement of it approved as if its licensor had reviewed it.
+    Returns (period, records posted, settlements approved) per month. Idempotent, like the rest."""
+    import io
+
+    from django.core.management import call_command
+
+    from billing.models import Settlement
+    from billing.review import settlement_approve
+    from core.periods import add_months, period_parse
+
+    out = []
+    year, month = period_parse(period)
+    for back in range(months, 0, -1):
+        y, m = add_months(year, month, -back)
+        earlier = f"{y:04d}-{m:02d}"
+        size = 2000 * (months + 1 - back) // (months + 1)
+        posted = demo_post_usage(world, earlier, records_per_host=size)
+        call_command("run_billing", period=earlier, stdout=io.StringIO(), stderr=io.StringIO())
+        approved = 0
+        for s in Settlement.objects.filter(period=earlier, status="draft").order_by("pk"):
+            settlement_approve(settlement=s, actor="demo")
+            approved += 1
+        out.append((earlier, sum(p.accepted + p.duplicates for p in posted), approved))
+    return out

@@ -52,7 +52,7 @@ SECURE_PROXY_SSL_HEADER = (
 )
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "config.admin_apps.TollgateAdminConfig",  # django.contrib.admin with Tollgate's site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

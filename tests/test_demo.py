@@ -86,3 +86,22 @@ def test_the_demo_posts_a_month_bills_it_and_prints_the_settlements() -> None:
     assert Settlement.objects.count() == 8
     together.refresh_from_db()
     assert together.status == "draft"
+
+
+def test_the_demo_bills_months_of_history_for_the_charts() -> None:
+    # when: the demo with two months of history before October
+    out = StringIO()
+    call_command("seed_demo", "--usage", "--period", "2026-10", "--history", "2", stdout=out)
+
+    # then: August and September are billed and approved, October awaits review
+    from billing.models import Settlement
+
+    assert "2026-08    1685 records  7 settlements billed, approved" in out.getvalue()
+    periods = Settlement.objects.filter(licensor__slug="minimax").values_list("period", "status")
+    assert sorted(set(periods)) == [
+        ("2026-08", "approved"),
+        ("2026-09", "approved"),
+        ("2026-10", "approved"),  # Fireworks', approved by the demo as before
+        ("2026-10", "draft"),
+    ]
+    assert "OK: every entry balances and the chain holds" in out.getvalue()

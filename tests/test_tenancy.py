@@ -393,6 +393,8 @@ ADMIN_TABLE: dict[str, tuple[str, int]] = {
     "billing_settlement_delete": ("GET", 403),
     "billing_settlement_approve": ("POST", 404),
     "billing_settlement_dispute": ("GET", 404),
+    "billing_settlement_statement_csv": ("GET", 404),
+    "billing_settlement_line_usage": ("GET", 404),
     "billing_billingrun_changelist": ("GET", 200),
     "billing_billingrun_add": ("GET", 403),
     "billing_billingrun_change": ("GET", 302),
@@ -484,6 +486,10 @@ def _url(world: World, name: str, pattern: URLPattern) -> str:
     if name == "view_on_site":
         ct = ContentType.objects.get_for_model(Settlement)
         return reverse("admin:view_on_site", args=[ct.pk, world.settlement_a.pk])
+    if name == "billing_settlement_line_usage":  # tenant A's settlement and one of its lines
+        line = world.settlement_a.lines.order_by("pk").first()
+        assert line is not None
+        return reverse(f"admin:{name}", args=[world.settlement_a.pk, line.pk])
     kwargs = {}
     for key in pattern.pattern.converters:
         obj = _object_of(world, _model_of(name))
@@ -540,6 +546,50 @@ def test_the_autocomplete_answers_a_reviewer_with_their_own_settlements_only(
     kimi = settlement_of(licensor="kimi", host="moonhost", period="2026-10")
     assert [r["id"] for r in response.json()["results"]] == [str(kimi.pk)]
     assert_no_secret(world, response.content, "autocomplete")
+
+
+def test_another_licensors_reviewer_home_page_shows_none_of_tenant_a(
+    world: World, other_reviewer: Client
+) -> None:
+    # when: Kimi's reviewer opens the workspace's home page
+    response = other_reviewer.get(reverse("admin:index"))
+
+    # then: Kimi's own settlement of Moonhost, nothing of MiniMax's at Fireworks
+    assert response.status_code == 200
+    assert b"Moonhost" in response.content
+    assert_no_secret(world, response.content, "the workspace home page")
+    assert b"minimax" not in response.content.lower()
+
+
+def test_another_licensors_reviewer_cannot_drill_into_tenant_as_line_through_their_own(
+    world: World, other_reviewer: Client
+) -> None:
+    # given: Kimi's own settlement, and a line of MiniMax's
+    own = settlement_of(licensor="kimi", host="moonhost", period="2026-10")
+    line = world.settlement_a.lines.order_by("pk").first()
+    assert line is not None
+
+    # when
+    mixed = other_reviewer.get(
+        reverse("admin:billing_settlement_line_usage", args=[own.pk, line.pk])
+    )
+    csv = other_reviewer.get(
+        reverse("admin:billing_settlement_statement_csv", args=[world.settlement_a.pk])
+    )
+
+    # then
+    assert (mixed.status_code, csv.status_code) == (404, 404)
+    assert_no_secret(world, mixed.content + csv.content, "drill-down and CSV")
+
+
+def test_the_model_filter_names_none_of_tenant_as_models(
+    world: World, other_reviewer: Client
+) -> None:
+    response = other_reviewer.get("/admin/billing/settlement/?_facets=1")
+    assert response.status_code == 200
+    assert b"model=kimi-k2.5" in response.content
+    assert b"minimax-m2.7" not in response.content
+    assert_no_secret(world, response.content, "the settlement list's filters")
 
 
 def test_an_anonymous_caller_is_sent_to_the_login_page(world: World) -> None:

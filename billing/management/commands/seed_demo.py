@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from billing.demo import demo_approve, demo_post_usage, demo_seed
+from billing.demo import demo_approve, demo_history, demo_post_usage, demo_seed
 from billing.selectors import settlements_for_period
 from core.money import quantize
 from core.periods import previous_period
@@ -32,6 +32,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--serve", action="store_true", help="--usage, then serve")
         parser.add_argument("--period", help="YYYY-MM of the demo month (default: last month)")
+        parser.add_argument(
+            "--history",
+            type=int,
+            default=0,
+            help="with --usage: also bill and approve this many months before it (charts)",
+        )
         parser.add_argument("--addrport", default="127.0.0.1:8000")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -48,6 +54,14 @@ class Command(BaseCommand):
 
         if options["usage"] or options["serve"]:
             period = options["period"] or previous_period(timezone.now())
+            if options["history"]:
+                self.stdout.write(
+                    heading(f"{options['history']} months of history before {period}")
+                )
+                for month, records, count in demo_history(world, period, options["history"]):
+                    self.stdout.write(
+                        f"  {month}  {records:>6} records  {count} settlements billed, approved"
+                    )
             self.stdout.write(heading(f"Usage for {period}, posted to POST /api/v1/usage"))
             for posted in demo_post_usage(world, period):
                 self.stdout.write(
