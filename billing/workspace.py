@@ -406,7 +406,7 @@ def settlement_statement(settlement: Settlement) -> Statement:
         lines=lines,
         revision=getattr(settlement, "revision", None),
         supersedes=getattr(settlement, "supersedes_id", None),
-        superseded_by=getattr(settlement, "superseded_by_id", None),
+        superseded_by=getattr(settlement, "superseded_by_pk", None),
         review_due_at=getattr(settlement, "review_due_at", None),
     )
 

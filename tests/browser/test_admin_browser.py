@@ -181,7 +181,7 @@ def test_it_lets_a_reviewer_dispute_two_lines_and_see_the_revision(
 
     # then: the old settlement links to revision 2, which the reviewer opens and can approve
     expect(page.locator("#settlement-history")).to_contain_text("superseded")
-    page.locator("a", has_text=re.compile(r"^[0-9a-f-]{36}$")).last.click()
+    page.locator("a:visible", has_text=re.compile(r"^[0-9a-f-]{36}$")).last.click()
     expect(page.locator("#content")).to_contain_text("revision 2")
     expect(page.locator("#content")).to_contain_text("8400.00")
     expect(page.locator("#approve-settlement")).to_have_count(1)
