@@ -143,22 +143,13 @@ def catalog_import(data: Any) -> ImportReport:
         raise CatalogError(errors.items)
     report = ImportReport()
     with transaction.atomic():
-        for raw in parsed.licensors:
-            _upsert(
-                report,
-                "licensors",
-                Licensor,
-                {"slug": raw["slug"]},
-                {k: v for k, v in raw.items() if k != "slug"},
-            )
-        for raw in parsed.hosts:
-            _upsert(
-                report,
-                "hosts",
-                Host,
-                {"slug": raw["slug"]},
-                {k: v for k, v in raw.items() if k != "slug"},
-            )
+        for kind, model, rows in (
+            ("licensors", Licensor, parsed.licensors),
+            ("hosts", Host, parsed.hosts),
+        ):
+            for raw in rows:
+                values = {k: v for k, v in raw.items() if k != "slug"}
+                _upsert(report, kind, model, {"slug": raw["slug"]}, values)
         licensors = {lic.slug: lic for lic in Licensor.objects.all()}
         for i, (raw, versions) in enumerate(parsed.licenses):
             license = _upsert(

@@ -119,6 +119,23 @@ def _list(raw: Any, key: str, path: str, errors: Errors) -> list[Any]:
     return value
 
 
+def _email(raw: Any, path: str, errors: Errors) -> Any:
+    """A licensor's or host's optional contact address, as given (an error when it is no email)."""
+    email = raw.get("email")
+    if email is not None and (not isinstance(email, str) or "@" not in email):
+        errors.add(f"{path}.email", "must be an email address")
+    return email
+
+
+def _unique(slug: str | None, kind: str, path: str, seen: set[str], errors: Errors) -> None:
+    """A slug given twice in the file is an error; a slug is known even when other fields of its
+    object are bad, so references to it do not cascade into more errors."""
+    if slug in seen:
+        errors.add(f"{path}.slug", f"duplicate {kind} {slug!r}")
+    if slug:
+        seen.add(slug)
+
+
 @dataclass
 class Terms:
     """A license version's or an agreement's terms, validated and ready to write."""
@@ -200,13 +217,8 @@ def parse_catalog(data: Any, errors: Errors) -> _Parsed:
             continue
         slug = _str(raw, "slug", path, errors, pattern=SLUG_RE)
         name = _str(raw, "name", path, errors)
-        email = raw.get("email")
-        if email is not None and (not isinstance(email, str) or "@" not in email):
-            errors.add(f"{path}.email", "must be an email address")
-        if slug in seen:
-            errors.add(f"{path}.slug", f"duplicate licensor {slug!r}")
-        if slug:
-            seen.add(slug)  # known even when other fields are bad: no cascade of errors
+        email = _email(raw, path, errors)
+        _unique(slug, "licensor", path, seen, errors)
         payout = licensor_payout_values(raw, path, errors.items)
         if slug and name:
             parsed.licensors.append({"slug": slug, "name": name, "email": email or "", **payout})
@@ -222,13 +234,8 @@ def parse_catalog(data: Any, errors: Errors) -> _Parsed:
         name = _str(raw, "name", path, errors)
         currency = _currency(raw, path, errors)
         errors.items += host_events_errors(raw, path)
-        email = raw.get("email")
-        if email is not None and (not isinstance(email, str) or "@" not in email):
-            errors.add(f"{path}.email", "must be an email address")
-        if slug in seen:
-            errors.add(f"{path}.slug", f"duplicate host {slug!r}")
-        if slug:
-            seen.add(slug)
+        email = _email(raw, path, errors)
+        _unique(slug, "host", path, seen, errors)
         if slug and name and currency:
             parsed.hosts.append(
                 {"slug": slug, "name": name, "currency": currency, "email": email or ""}
