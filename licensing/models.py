@@ -2,10 +2,10 @@
 and the API keys that hosts and licensors call us with.
 
 Terms (a license version or a host agreement) are rated by `licensing.rating`; their `rules`
-are validated against the grammar of docs/rating.md wherever they enter (`licensing.catalog` for
-imports, `TermsBase.clean` for the admin). A version that has rated usage is locked
-(`locked_at`): billing sets it, and from then on nothing may change it; a new version is added
-instead.
+are validated against the grammar of docs/rating.md wherever they enter
+(`licensing.catalog_validation` for imports, `TermsBase.clean` for the admin). A version that has
+rated usage is locked (`locked_at`): billing sets it, and from then on nothing may change it; a
+new version is added instead.
 """
 
 from __future__ import annotations

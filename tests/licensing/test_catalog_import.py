@@ -333,6 +333,26 @@ def test_it_names_the_bad_node(path: str, value: Any, error: str) -> None:
     assert counts() == (0, 0, 0, 0, 0, 0, 0)
 
 
+def test_a_licensor_or_host_given_twice_is_refused_and_its_email_checked() -> None:
+    # given a file that names the licensor and the host twice, the second host with a bad email
+    data = catalog()
+    data["licensors"].append({"slug": "minimax", "name": "MiniMax again"})
+    data["hosts"].append(
+        {"slug": "fireworks", "name": "Fireworks again", "currency": "USD", "email": "nope"}
+    )
+
+    # when imported, then both duplicates and the email are named, in file order, and nothing
+    # is written
+    with pytest.raises(CatalogError) as raised:
+        catalog_import(data)
+    assert raised.value.errors == [
+        "licensors[1].slug: duplicate licensor 'minimax'",
+        "hosts[1].email: must be an email address",
+        "hosts[1].slug: duplicate host 'fireworks'",
+    ]
+    assert counts() == (0, 0, 0, 0, 0, 0, 0)
+
+
 def test_an_alias_cannot_belong_to_two_models() -> None:
     # given a model that owns an alias
     catalog_import(catalog())
