@@ -5,37 +5,36 @@ The ingest path (docs/ingestion.md walks through it):
 1. validate: an all-valid batch takes the fast path (`usage_batch_ingest_valid`, checks per
    batch over columns); any other batch `wire.validate_record` per record, the reference for
    every answer. Resolve models, licenses and the currency of the terms in force from a
-   per-batch catalog snapshot (a handful of queries per batch, never one per record);
+   per-batch catalog snapshot (`usage.resolve.Catalog`: a handful of queries per batch, never
+   one per record);
 2. create missing month partitions (own short transaction);
 3. in ONE transaction: COPY the originals into a temporary staging table, then one statement
    `WITH claimed AS (INSERT INTO usage_key ... ON CONFLICT DO NOTHING RETURNING ...)
    INSERT INTO usage_record ... JOIN claimed ... RETURNING`, so the claim of an event_id and the
    record are one act; then classify the unclaimed as duplicate or conflict by content hash, and
-   apply the corrections under a row lock of their originals.
+   apply the corrections under a row lock of their originals (`usage.corrections`).
 
 A failure anywhere before COMMIT leaves nothing; the host's retry is then simply a first send.
 """
 
 from __future__ import annotations
 
-import bisect
 import hashlib
-from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from core.periods import add_months
-from licensing.models import Agreement, Host, License, LicensedModel, LicenseVersion, Licensor
-from licensing.rating import terms_in_force
-from usage import closing, partitions, wire
+from licensing.models import Host, Licensor
+from usage import closing, partitions
+from usage.corrections import check_corrections
 from usage.models import PeriodClose
-from usage.wire import COUNTERS, Record, Rejection, ValidBatch, earliest_accepted, validate_record
+from usage.resolve import Catalog, Outcome, Resolved
+from usage.wire import Record, Rejection, ValidBatch, earliest_accepted, validate_record
 
 DEADLOCK_RETRIES = 3
 
@@ -96,113 +95,6 @@ class IngestResult:
         }
 
 
-@dataclass(slots=True)
-class _Resolved:
-    """A valid record with its catalog ids and hash: what goes into the staging table."""
-
-    record: Record
-    model_id: int
-    license_id: int
-    licensor_id: int
-    content_hash: bytes
-    late: bool = False
-
-    def row(self) -> tuple[Any, ...]:
-        r = self.record
-        return (
-            r.event_id,
-            self.model_id,
-            self.license_id,
-            self.licensor_id,
-            r.occurred_at,
-            r.customer_category,
-            r.input_tokens,
-            r.cached_input_tokens,
-            r.output_tokens,
-            r.requests,
-            r.revenue,
-            r.currency,
-            r.region,
-            r.customer_ref,
-            r.corrects,
-            self.late,
-            self.content_hash,
-        )
-
-
-class _Catalog:
-    """What validation needs from the catalog, loaded once per batch for the names it uses."""
-
-    def __init__(self, *, host: Host, names: set[str]) -> None:
-        self.model_by_name: dict[str, int] = {}
-        for model_id, slug in LicensedModel.objects.filter(slug__in=names).values_list(
-            "id", "slug"
-        ):
-            self.model_by_name[slug] = model_id
-        for model_id, alias in LicensedModel.objects.filter(aliases__alias__in=names).values_list(
-            "id", "aliases__alias"
-        ):
-            self.model_by_name.setdefault(alias, model_id)
-        # The effective license: walk parents. All models in one query (a catalog holds
-        # hundreds, not millions); a derivative may sit several levels below its licensed root.
-        tree = {
-            m: (lic, parent)
-            for m, lic, parent in LicensedModel.objects.values_list("id", "license_id", "parent_id")
-        }
-        self.license_by_model: dict[int, int] = {}
-        for model_id in set(self.model_by_name.values()):
-            node: int | None = model_id
-            for _ in range(len(tree)):
-                if node is None:
-                    break
-                license_id, parent = tree[node]
-                if license_id is not None:
-                    self.license_by_model[model_id] = license_id
-                    break
-                node = parent
-        license_ids = set(self.license_by_model.values())
-        self.licensor_by_license = dict(
-            License.objects.filter(id__in=license_ids).values_list("id", "licensor_id")
-        )
-        # Versions of these licenses and the host's agreements (rows with label, effective_from
-        # and currency) for licensing.rating.terms_in_force; and per license every instant at
-        # which some terms take effect, sorted: between two of them the terms do not change.
-        self.versions = self._terms(LicenseVersion.objects.filter(license_id__in=license_ids))
-        self.agreements = self._terms(
-            Agreement.objects.filter(license_id__in=license_ids, host=host)
-        )
-        self.boundaries: dict[int, list[datetime]] = defaultdict(list)
-        for license_id, rows in (*self.versions.items(), *self.agreements.items()):
-            self.boundaries[license_id] = sorted(
-                [*self.boundaries[license_id], *(t.effective_from for t in rows)]
-            )
-
-    @staticmethod
-    def _terms(queryset: Any) -> dict[int, list[Any]]:
-        out: dict[int, list[Any]] = defaultdict(list)
-        for row in queryset.values_list(
-            "license_id", "label", "effective_from", "currency", named=True
-        ):
-            out[row.license_id].append(row)
-        return out
-
-    def terms_currency(self, license_id: int, at: datetime) -> str | None:
-        """The currency of the terms that would rate usage at `at`; None if none is in force
-        (such usage is accepted and flagged `unlicensed` by billing, not rejected here)."""
-        terms = terms_in_force(self.versions[license_id], self.agreements[license_id], at)
-        return None if terms is None else str(terms.currency)
-
-    def terms_span(self, license_id: int, at: datetime) -> int:
-        """Which of the license's spans between two `boundaries` holds `at`: records in the
-        same span are rated by the same terms."""
-        return bisect.bisect_right(self.boundaries[license_id], at)
-
-    def terms_steady(self, license_id: int, start: datetime, end: datetime) -> bool:
-        """True when no terms of the license take effect in (start, end]: the currency in force
-        at `start` then holds for every moment up to `end`."""
-        return self.terms_span(license_id, start) == self.terms_span(license_id, end)
-
-
 def _reject(index: int, event_id: str | None, name: str, message: str) -> dict[str, Any]:
     return {"index": index, "event_id": event_id, "status": "rejected", "errors": {name: [message]}}
 
@@ -238,8 +130,8 @@ def usage_batch_ingest(
         else:
             valid.append(checked)
 
-    catalog = _Catalog(host=host, names={r.model for r in valid})
-    resolved: list[_Resolved] = []
+    catalog = Catalog(host=host, names={r.model for r in valid})
+    resolved: list[Resolved] = []
     for r in valid:
         model_id = catalog.model_by_name.get(r.model)
         if model_id is None:
@@ -263,7 +155,7 @@ def usage_batch_ingest(
             )
             continue
         resolved.append(
-            _Resolved(
+            Resolved(
                 record=r,
                 model_id=model_id,
                 license_id=license_id,
@@ -273,8 +165,8 @@ def usage_batch_ingest(
         )
 
     # One candidate per event_id (the first); later copies in the same batch follow its fate.
-    first: dict[str, _Resolved] = {}
-    followers: list[_Resolved] = []
+    first: dict[str, Resolved] = {}
+    followers: list[Resolved] = []
     for item in resolved:
         if item.record.event_id in first:
             followers.append(item)
@@ -343,7 +235,7 @@ def usage_batch_ingest_valid(
     reference. Same transaction, same SQL, same hash; the outcome is the same as the slow path's.
     """
     records = batch.records
-    catalog = _Catalog(host=host, names={r.model for r in records})
+    catalog = Catalog(host=host, names={r.model for r in records})
     ids: dict[str, tuple[int, int, int]] = {}
     for name, model_id in catalog.model_by_name.items():
         license_id = catalog.license_by_model[model_id]
@@ -491,11 +383,8 @@ def _write_valid(
     return outcome, len(late_ids - outcome.keys())
 
 
-Outcome = dict[str, tuple[str, tuple[str, str] | None]]
-
-
 @transaction.atomic(durable=True)
-def _write(*, host: Host, candidates: list[_Resolved], now: datetime) -> Outcome:
+def _write(*, host: Host, candidates: list[Resolved], now: datetime) -> Outcome:
     """The one transaction of a batch. Returns the status of every event_id that was not
     simply accepted: ("duplicate", None), ("conflict", None) or ("rejected", (field, message))."""
     outcome: Outcome = {}
@@ -519,7 +408,7 @@ def _write(*, host: Host, candidates: list[_Resolved], now: datetime) -> Outcome
         _stage_and_insert(cursor, host=host, rows=rows, now=now, outcome=outcome)
         if corrections:
             cursor.execute("TRUNCATE usage_stage")
-            accepted = _check_corrections(cursor, host=host, items=corrections, outcome=outcome)
+            accepted = check_corrections(cursor, host=host, items=corrections, outcome=outcome)
             rows = [i.row() for i in accepted]
             _stage_and_insert(cursor, host=host, rows=rows, now=now, outcome=outcome)
     return outcome
@@ -528,7 +417,7 @@ def _write(*, host: Host, candidates: list[_Resolved], now: datetime) -> Outcome
 def _stage_and_insert(
     cursor: Any, *, host: Host, rows: list[tuple[Any, ...]], now: datetime, outcome: Outcome
 ) -> None:
-    """COPY the stage rows (`_Resolved.row()` order: event_id first, content_hash last), then the
+    """COPY the stage rows (`Resolved.row()` order: event_id first, content_hash last), then the
     claim-and-insert; the unclaimed go into `outcome` as duplicate or conflict."""
     if not rows:
         return
@@ -570,101 +459,6 @@ def _insert_staged(
     for event_id, stored_hash in cursor.fetchall():
         same = bytes(stored_hash) == by_id[event_id]
         outcome[event_id] = ("duplicate" if same else "conflict", None)
-
-
-def _check_corrections(
-    cursor: Any, *, host: Host, items: list[_Resolved], outcome: Outcome
-) -> list[_Resolved]:
-    """The corrections that may be stored: their original exists, they repeat its identifying
-    fields, and the net of the original and all its corrections stays ≥ 0 in every field."""
-    # An already stored correction (a resend) is a duplicate or conflict, before any other check.
-    cursor.execute(
-        "SELECT event_id, content_hash FROM usage_key WHERE host_id = %s AND event_id = ANY(%s)",
-        [host.pk, [i.record.event_id for i in items]],
-    )
-    for event_id, stored_hash in cursor.fetchall():
-        item = next(i for i in items if i.record.event_id == event_id)
-        same = bytes(stored_hash) == item.content_hash
-        outcome[event_id] = ("duplicate" if same else "conflict", None)
-    items = [i for i in items if i.record.event_id not in outcome]
-    if not items:
-        return []
-
-    # Lock the originals' claims, in event_id order (no deadlock between two batches). This is
-    # what makes the net check safe: two concurrent corrections of one original, each -10 on a
-    # net of 10, would otherwise both read 10 and both pass, leaving -10.
-    targets = sorted({i.record.corrects for i in items})
-    cursor.execute(
-        "SELECT event_id FROM usage_key WHERE host_id = %s AND event_id = ANY(%s)"
-        " ORDER BY event_id FOR UPDATE",
-        [host.pk, targets],
-    )
-    cursor.execute(
-        "SELECT event_id, corrects, model_id, occurred_at, customer_category, currency, region,"
-        " input_tokens, cached_input_tokens, output_tokens, requests, revenue"
-        " FROM usage_record WHERE host_id = %s AND (event_id = ANY(%s) OR corrects = ANY(%s))",
-        [host.pk, targets, targets],
-    )
-    originals: dict[str, tuple[Any, ...]] = {}
-    net: dict[str, list[Any]] = defaultdict(lambda: [0, 0, 0, 0, Decimal(0)])
-    for row in cursor.fetchall():
-        event_id, corrects = row[0], row[1]
-        if not corrects and event_id in targets:
-            originals[event_id] = row
-        owner = corrects or event_id
-        for k in range(5):
-            net[owner][k] += row[7 + k]
-
-    accepted: list[_Resolved] = []
-    for item in sorted(items, key=lambda i: i.record.index):
-        r = item.record
-        original = originals.get(r.corrects)
-        if original is None:
-            outcome[r.event_id] = (
-                "rejected",
-                (
-                    "corrects",
-                    f"correction_not_found: no original record {r.corrects!r} of this"
-                    " host (a correction corrects an original, not another correction)",
-                ),
-            )
-            continue
-        mismatch = _first_mismatch(item, original)
-        if mismatch:
-            outcome[r.event_id] = ("rejected", mismatch)
-            continue
-        deltas = [r.input_tokens, r.cached_input_tokens, r.output_tokens, r.requests, r.revenue]
-        totals = net[r.corrects]
-        names = [*COUNTERS, "revenue"]
-        # The net stays within what one record may carry: 0 to its maximum (docs/ingestion.md).
-        bad = [k for k in range(5) if not 0 <= totals[k] + deltas[k] <= wire.NET_MAXIMA[k]]
-        if bad:
-            value = totals[bad[0]] + deltas[bad[0]]
-            problem = "negative_net" if value < 0 else "invalid"
-            above = "" if value < 0 else f", above the per-record maximum {wire.NET_MAXIMA[bad[0]]}"
-            message = f"{problem}: {r.corrects} would net {value}{above}"
-            outcome[r.event_id] = ("rejected", (names[bad[0]], message))
-            continue
-        for k in range(5):
-            totals[k] += deltas[k]
-        accepted.append(item)
-    return accepted
-
-
-def _first_mismatch(item: _Resolved, original: tuple[Any, ...]) -> tuple[str, str] | None:
-    r = item.record
-    pairs: Iterable[tuple[str, Any, Any]] = (
-        ("model", item.model_id, original[2]),
-        ("occurred_at", r.occurred_at, original[3]),
-        ("customer_category", r.customer_category, original[4]),
-        ("currency", r.currency, original[5]),
-        ("region", r.region, original[6]),
-    )
-    for name, mine, theirs in pairs:
-        if mine != theirs:
-            shown = theirs.isoformat() if isinstance(theirs, datetime) else repr(theirs)
-            return name, f"correction_mismatch: must equal the corrected record's {name} ({shown})"
-    return None
 
 
 @transaction.atomic
