@@ -6,9 +6,11 @@ simply not found). A superuser sees all. Settlements are read-only here: the onl
 Approve and Dispute, which go through the same services as the API, and "Send invoice" (Stripe),
 for operators only: it needs the `billing.send_invoice` permission (superusers have it) and is
 never offered to a licensor's reviewer, whatever they were granted: the licensor does not invoice
-the host, the platform does. Billing runs and Stripe events are read-only; a reviewer sees only
-the runs that billed their licensor, without the platform-wide counts or errors
-(docs/security.md).
+the host, the platform does (docs/security.md).
+
+The other billing admin pages have their own modules, imported below so that they register:
+billing runs (`admin_runs.py`), Stripe events (`admin_stripe.py`), payouts (`payouts_admin.py`) and
+outbound webhooks (`admin_webhooks.py`); who a reviewer is lives in `admin_scope.py`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -28,17 +30,17 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
-from billing import payouts_admin, stripe_gateway  # noqa: F401 - payouts_admin registers Payout
+# The other billing admin modules are imported for their `admin.register` (see above).
+from billing import admin_runs, admin_stripe, admin_webhooks, payouts_admin, stripe_gateway  # noqa: F401
+from billing.admin_scope import licensor_scope, reviewer_licensor_id  # noqa: F401 - kept importable
 from billing.api import statement_csv
 from billing.errors import SettlementStateError
 from billing.invoicing import settlement_invoice
 from billing.models import (
     DISPUTE_REASON_CODES,
-    BillingRun,
     Settlement,
     SettlementLine,
     SettlementStatus,
-    StripeEvent,
 )
 from billing.review import settlement_approve, settlement_dispute
 from billing.site import LineModelFilter, kit_url
@@ -48,27 +50,6 @@ from core.money import quantize
 
 def _actor(request: HttpRequest) -> str:
     return f"admin:{request.user.get_username()}"
-
-
-def reviewer_licensor_id(request: HttpRequest) -> int | None:
-    """The licensor of a licensor's reviewer (a staff user with a `LicensorMembership`), or None
-    for an operator (a superuser, or staff without membership)."""
-    if request.user.is_superuser:
-        return None
-    membership = getattr(request.user, "licensor_membership", None)
-    return None if membership is None else int(membership.licensor_id)
-
-
-def licensor_scope(request: HttpRequest, qs: QuerySet[Settlement]) -> QuerySet[Settlement]:
-    """The settlements this admin user may see: all for a superuser, their licensor's for a
-    member, none for anyone else."""
-    user = request.user
-    if user.is_superuser:
-        return qs
-    membership = getattr(user, "licensor_membership", None)
-    if membership is None:
-        return qs.none()
-    return qs.filter(licensor_id=membership.licensor_id)
 
 
 class SettlementLineInline(admin.TabularInline):
@@ -558,125 +539,3 @@ class SettlementAdmin(admin.ModelAdmin):
             self.message_user(
                 request, f"{skipped} selected settlement(s) were not approved.", messages.WARNING
             )
-
-
-class MismatchedFilter(admin.SimpleListFilter):
-    """Payment events that did not match the invoice we sent: they wait for an operator."""
-
-    title = "payment mismatch"
-    parameter_name = "mismatched"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("yes", "mismatched (not posted)"), ("no", "matched or not a payment")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value() == "yes":
-            return queryset.exclude(mismatch="")
-        if self.value() == "no":
-            return queryset.filter(mismatch="")
-        return queryset
-
-
-@admin.register(StripeEvent)
-class StripeEventAdmin(admin.ModelAdmin):
-    """Read-only: the Stripe events received, and what processing each did. A payment event whose
-    amount, currency or customer differ from our invoice shows its `mismatch`; it was not posted."""
-
-    list_display = ["event_id", "type", "object_id", "outcome", "mismatch", "received_at"]
-    list_filter = [MismatchedFilter, "type"]
-    search_fields = ["event_id", "object_id"]
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [f.name for f in StripeEvent._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-# What a licensor's reviewer is shown of a failed run instead of its error: the error is the
-# platform's (any pair's exception, which may quote another host's agreement label or ids).
-REVIEWER_RUN_ERROR = "The run did not finish; the platform operators have its error."
-
-
-@admin.register(BillingRun)
-class BillingRunAdmin(admin.ModelAdmin):
-    """Read-only: an operator watches a run advance (pairs done of total) and reads its error.
-
-    A licensor's reviewer sees the runs that billed their licensor (a pair of the run is
-    theirs), with the progress of their own pairs only, and none of the platform-wide counts or
-    the error: those describe other licensors' and hosts' billing. Runs matter to a reviewer (is
-    this month's draft computed, is a re-run under way), so they are shown rather than hidden."""
-
-    list_display = [
-        "id",
-        "period",
-        "status",
-        "progress",
-        "groups_count",
-        "settlements_written",
-        "settlements_settled",
-        "started_at",
-        "finished_at",
-    ]
-    list_filter = ["status", "period"]
-    ordering = ["-started_at"]
-
-    reviewer_fields = ["id", "period", "status", "progress", "started_at", "finished_at"]
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[BillingRun]:
-        qs = super().get_queryset(request)
-        licensor_id = reviewer_licensor_id(request)
-        if licensor_id is None:
-            return qs
-        # The reviewer's own pairs, counted in the query: the display methods below see only the
-        # object, and a ModelAdmin is shared between requests (no per-request state on it).
-        own = Q(pairs__licensor_id=licensor_id)
-        return qs.annotate(
-            reviewer_pairs_total=Count("pairs", filter=own),
-            reviewer_pairs_done=Count("pairs", filter=own & Q(pairs__done_at__isnull=False)),
-        ).filter(reviewer_pairs_total__gt=0)
-
-    def get_list_display(self, request: HttpRequest) -> Any:
-        if reviewer_licensor_id(request) is not None:
-            return [*self.reviewer_fields, "error_display"]
-        return super().get_list_display(request)
-
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:  # type: ignore[override]
-        if reviewer_licensor_id(request) is not None:
-            return [*self.reviewer_fields, "error_display"]
-        return [f.name for f in BillingRun._meta.fields] + ["progress"]
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return self.get_fields(request, obj)
-
-    @admin.display(description="progress (pairs)")
-    def progress(self, obj: BillingRun) -> str:
-        own: Any = obj  # a reviewer's queryset annotates their own pairs' counts
-        if hasattr(own, "reviewer_pairs_total"):
-            return f"{own.reviewer_pairs_done}/{own.reviewer_pairs_total}"
-        return obj.progress
-
-    @admin.display(description="error")
-    def error_display(self, obj: BillingRun) -> str:
-        if obj.error and hasattr(obj, "reviewer_pairs_total"):
-            return REVIEWER_RUN_ERROR
-        return obj.error
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-# Outbound webhooks (endpoints and the delivery log) have their own admin module.
-from billing import admin_webhooks  # noqa: E402, F401

@@ -17,15 +17,9 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
+from billing.admin_scope import reviewer_licensor_id
 from billing.models import Payout, PayoutStatus
 from billing.payouts import PaymentError, money, payout_mark_paid
-
-
-def _reviewer_licensor_id(request: HttpRequest) -> int | None:
-    if request.user.is_superuser:
-        return None
-    membership = getattr(request.user, "licensor_membership", None)
-    return None if membership is None else int(membership.licensor_id)
 
 
 class RecordPaymentForm(forms.Form):
@@ -75,7 +69,7 @@ class PayoutAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Payout]:
         qs = super().get_queryset(request).select_related("licensor")
-        licensor_id = _reviewer_licensor_id(request)
+        licensor_id = reviewer_licensor_id(request)
         return qs if licensor_id is None else qs.filter(licensor_id=licensor_id)
 
     def _amount(self, obj: Payout, minor: int) -> str:

@@ -11,7 +11,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from rest_framework.test import APIClient
 
-from billing.admin import REVIEWER_RUN_ERROR
+from billing.admin_runs import REVIEWER_RUN_ERROR
 from billing.demo import licensor_reviewer_permissions
 from billing.models import BillingRun
 from licensing.catalog import catalog_import
