@@ -22,10 +22,12 @@ demo: $(STAMP)
 	DEBUG=true $(PY) manage.py migrate --noinput
 	DEBUG=true $(PY) manage.py seed_demo --serve --history 5
 
-# Everything but the browser tests, then the browser tests in their own invocation (their sync
-# Playwright event loop needs DJANGO_ALLOW_ASYNC_UNSAFE, which must not hide bugs elsewhere).
+# Everything but the browser tests on two processes (the machine's two cores; `loadfile` keeps a
+# file's tests in one process, so tests that share a Redis database or a Celery queue never run
+# at once), then the browser tests in their own invocation (their sync Playwright event loop
+# needs DJANGO_ALLOW_ASYNC_UNSAFE, which must not hide bugs elsewhere).
 test: $(STAMP)
-	$(VENV)/bin/pytest -m "not browser" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not browser" -n 2 --dist loadfile $(PYTEST_ARGS)
 	DJANGO_ALLOW_ASYNC_UNSAFE=true $(VENV)/bin/pytest -m browser $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
