@@ -22,7 +22,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -34,6 +34,7 @@ from django.views.decorators.http import require_POST
 from billing import admin_runs, admin_stripe, admin_webhooks, payouts_admin, stripe_gateway  # noqa: F401
 from billing.admin_scope import licensor_scope, reviewer_licensor_id  # noqa: F401 - kept importable
 from billing.api import statement_csv
+from billing.api_kit import kit_response
 from billing.errors import SettlementStateError
 from billing.invoicing import settlement_invoice
 from billing.models import (
@@ -43,7 +44,7 @@ from billing.models import (
     SettlementStatus,
 )
 from billing.review import settlement_approve, settlement_dispute
-from billing.site import LineModelFilter, kit_url
+from billing.site import LineModelFilter
 from billing.workspace import line_usage, settlement_statement
 from core.money import quantize
 
@@ -289,7 +290,7 @@ class SettlementAdmin(admin.ModelAdmin):
             context["statement_csv_url"] = reverse(
                 "admin:billing_settlement_statement_csv", args=[obj.pk]
             )
-            context["kit_url"] = kit_url(obj)
+            context["kit_url"] = reverse("admin:billing_settlement_kit", args=[obj.pk])
             context["title"] = "Settlement statement"
         return super().render_change_form(request, context, add, change, form_url, obj)
 
@@ -363,6 +364,11 @@ class SettlementAdmin(admin.ModelAdmin):
                 name="billing_settlement_statement_csv",
             ),
             path(
+                "<uuid:object_id>/kit.zip",
+                self.admin_site.admin_view(self.kit_view),
+                name="billing_settlement_kit",
+            ),
+            path(
                 "<uuid:object_id>/lines/<int:line_id>/usage/",
                 self.admin_site.admin_view(self.line_usage_view),
                 name="billing_settlement_line_usage",
@@ -383,6 +389,11 @@ class SettlementAdmin(admin.ModelAdmin):
         filename = f"settlement-{s.licensor.slug}-{s.host.slug}-{s.period}-{s.currency}.csv"
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response
+
+    def kit_view(self, request: HttpRequest, object_id: Any) -> StreamingHttpResponse:
+        """The verification kit of `GET /api/v1/settlements/{id}/kit`, streamed by the same code,
+        for the logged-in reviewer (docs/verification.md)."""
+        return kit_response(self._viewable(request, object_id))
 
     def line_usage_view(self, request: HttpRequest, object_id: Any, line_id: int) -> HttpResponse:
         s = self._viewable(request, object_id)

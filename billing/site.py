@@ -1,8 +1,8 @@
 """Tollgate's admin site: Django's, branded, whose home page is the licensor's workspace for a
 licensor's reviewer (billing/workspace.py, docs/workspace.md). Operators keep the stock index,
-with a link to the settlements that await review. Also the settlement admin's model filter and
-the kit link, which the workspace adds to it. Installed as the default site by
-`billing.apps.TollgateAdminConfig`, so every `admin.register` lands here."""
+with a link to the settlements that await review. Also the settlement admin's model filter.
+Installed as the default site by `billing.apps.TollgateAdminConfig`, so every `admin.register`
+lands here."""
 
 from __future__ import annotations
 
@@ -12,10 +12,8 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
-from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from billing.models import Settlement
 from billing.workspace import licensor_of, reviewer_home, reviewer_models
 
 
@@ -56,11 +54,3 @@ class LineModelFilter(admin.SimpleListFilter):
         if self.value():
             return queryset.filter(lines__model=self.value()).distinct()
         return queryset
-
-
-def kit_url(settlement: Settlement) -> str:
-    """The settlement's verification kit (`GET /api/v1/settlements/{id}/kit`)."""
-    try:
-        return reverse("settlement-kit", args=[settlement.pk])
-    except NoReverseMatch:  # the kit endpoint is not on this branch yet: its path
-        return f"/api/v1/settlements/{settlement.pk}/kit"

@@ -394,6 +394,7 @@ ADMIN_TABLE: dict[str, tuple[str, int]] = {
     "billing_settlement_approve": ("POST", 404),
     "billing_settlement_dispute": ("GET", 404),
     "billing_settlement_statement_csv": ("GET", 404),
+    "billing_settlement_kit": ("GET", 404),
     "billing_settlement_line_usage": ("GET", 404),
     "billing_billingrun_changelist": ("GET", 200),
     "billing_billingrun_add": ("GET", 403),
@@ -576,10 +577,11 @@ def test_another_licensors_reviewer_cannot_drill_into_tenant_as_line_through_the
     csv = other_reviewer.get(
         reverse("admin:billing_settlement_statement_csv", args=[world.settlement_a.pk])
     )
+    kit = other_reviewer.get(reverse("admin:billing_settlement_kit", args=[world.settlement_a.pk]))
 
     # then
-    assert (mixed.status_code, csv.status_code) == (404, 404)
-    assert_no_secret(world, mixed.content + csv.content, "drill-down and CSV")
+    assert (mixed.status_code, csv.status_code, kit.status_code) == (404, 404, 404)
+    assert_no_secret(world, mixed.content + csv.content + kit.content, "drill-down, CSV and kit")
 
 
 def test_the_model_filter_names_none_of_tenant_as_models(

@@ -1,14 +1,18 @@
 """The licensor's workspace in the admin (billing/workspace.py, billing/site.py): a reviewer's home
-page, a settlement as a statement, the usage behind a line and the CSV download, with a number of
-queries that does not grow with the number of lines, hosts and months."""
+page, a settlement as a statement, the usage behind a line and the CSV and kit downloads, with a
+number of queries that does not grow with the number of lines, hosts and months."""
 
 from __future__ import annotations
 
+import io
+import zipfile
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
 from django.contrib.contenttypes.models import ContentType
+from django.core.management import call_command
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -146,7 +150,7 @@ def test_the_settlement_page_is_a_statement_with_last_months_change(
     assert "132.00" in text and "120.00" in text and "+12.00<br><small>+10.0%" in text
     assert october.usage_digest in text and october.terms_digest in text
     assert f"/admin/billing/settlement/{october.pk}/statement.csv" in text
-    assert f"/api/v1/settlements/{october.pk}/kit" in text
+    assert f"/admin/billing/settlement/{october.pk}/kit.zip" in text  # the session, not a key
     assert text.count('class="tg-drill"') == 2  # both usage lines drill down
 
 
@@ -203,6 +207,49 @@ def test_the_admin_csv_is_the_apis_statement(client_for: Callable[..., APIClient
     assert admin_csv["Content-Type"] == "text/csv; charset=utf-8"
     assert admin_csv.content == api_csv.content
     assert "attachment" in admin_csv["Content-Disposition"]
+
+
+def test_a_reviewer_downloads_the_apis_kit_and_it_verifies(
+    client_for: Callable[..., APIClient], tmp_path: Path
+) -> None:
+    # given
+    seed(client_for, hosts=("fireworks",), months=("2026-10",))
+    october = settlement_of(licensor="minimax", host="fireworks", period="2026-10")
+    api = client_for(licensor=Licensor.objects.get(slug="minimax"))
+
+    # when: the reviewer, logged in with no API key, downloads the kit
+    response = reviewer_of("minimax").get(f"/admin/billing/settlement/{october.pk}/kit.zip")
+
+    # then: a zip attachment that verify_kit accepts (commercial 12% of 1,000.00 and the free
+    # individual line), with the API kit's files
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/zip"
+    assert response["Content-Disposition"] == (
+        'attachment; filename="kit-minimax-fireworks-2026-10-USD.zip"'
+    )
+    kit = b"".join(response.streaming_content)  # type: ignore[attr-defined]
+    path = tmp_path / "kit.zip"
+    path.write_bytes(kit)
+    out = io.StringIO()
+    call_command("verify_kit", str(path), stdout=out)
+    assert out.getvalue().strip() == "kit verified: 2 lines, total 120.00 USD"
+    api_kit = b"".join(api.get(f"/api/v1/settlements/{october.pk}/kit").streaming_content)  # type: ignore[attr-defined]
+    with zipfile.ZipFile(io.BytesIO(kit)) as ours, zipfile.ZipFile(io.BytesIO(api_kit)) as theirs:
+        assert ours.namelist() == theirs.namelist()
+        assert ours.read("settlement.json") == theirs.read("settlement.json")
+        assert ours.read("usage.ndjson") == theirs.read("usage.ndjson")
+
+
+def test_another_licensors_reviewer_gets_404_for_the_kit(
+    client_for: Callable[..., APIClient],
+) -> None:
+    seed(client_for, hosts=("fireworks",), months=("2026-10",))
+    october = settlement_of(licensor="minimax", host="fireworks", period="2026-10")
+
+    response = reviewer_of("kimi").get(f"/admin/billing/settlement/{october.pk}/kit.zip")
+
+    assert response.status_code == 404
+    assert not response.streaming
 
 
 def test_the_model_filter_lists_only_the_reviewers_models(

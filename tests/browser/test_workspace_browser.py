@@ -5,7 +5,9 @@ TOLLGATE_SCREENSHOTS names another directory)."""
 
 from __future__ import annotations
 
+import io
 import os
+import zipfile
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -135,7 +137,7 @@ def test_a_reviewer_reads_earnings_checks_a_settlement_and_downloads_its_stateme
     expect(commercial).to_contain_text("812,000,000")  # input tokens: 2 regions x 1M x (1+...+28)
     expect(commercial).to_contain_text("+")
     expect(page.locator("#download-verification-kit")).to_have_attribute(
-        "href", f"/api/v1/settlements/{october.pk}/kit"
+        "href", f"/admin/billing/settlement/{october.pk}/kit.zip"
     )
     shot(page, "2-statement")
 
@@ -147,6 +149,19 @@ def test_a_reviewer_reads_earnings_checks_a_settlement_and_downloads_its_stateme
     # then: the API's statement, byte for byte
     api_csv = world.get(f"/api/v1/settlements/{october.pk}/statement.csv").content
     assert Path(csv_path).read_bytes() == api_csv
+
+    # when: the verification kit is downloaded, with the session and no API key
+    with page.expect_download() as kit_download:
+        page.click("#download-verification-kit")
+
+    # then: a zip whose settlement.json is the API kit's
+    api_kit = b"".join(world.get(f"/api/v1/settlements/{october.pk}/kit").streaming_content)  # type: ignore[attr-defined]
+    with (
+        zipfile.ZipFile(kit_download.value.path()) as kit,
+        zipfile.ZipFile(io.BytesIO(api_kit)) as api_zip,
+    ):
+        assert {"settlement.json", "terms.json", "usage.ndjson", "README.md"} <= set(kit.namelist())
+        assert kit.read("settlement.json") == api_zip.read("settlement.json")
 
     # when: the drill-down from the commercial line
     commercial.locator("a.tg-drill").click()
