@@ -54,6 +54,8 @@ import httpx
 import orjson
 import psycopg
 
+from bench import PRODUCTION_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 ADMIN_URL = os.environ.get("BENCH_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -84,7 +86,7 @@ def _env() -> dict[str, str]:
     return {
         **os.environ,
         "DATABASE_URL": DB_URL,
-        "DEBUG": "False",
+        **PRODUCTION_ENV,
         "TOLLGATE_THROTTLE_RATE": "100000/min",  # the throttle runs, but never limits the bench
         "LOG_LEVEL": "WARNING",
     }

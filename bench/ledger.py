@@ -49,6 +49,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
+from bench import PRODUCTION_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
 # Other names when several benches share a server.
 DB = os.environ.get("BENCH_LEDGER_DB", "tollgate_bench_ledger")
@@ -156,7 +158,7 @@ def _create_databases() -> None:
     _drop_databases()
     with psycopg.connect(_server_url("postgres"), autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {DB}")
-    env = {**os.environ, "DATABASE_URL": _server_url(DB), "DEBUG": "False"}
+    env = {**os.environ, "DATABASE_URL": _server_url(DB), **PRODUCTION_ENV}
     for command in (["migrate", "--noinput", "-v", "0"], ["shell", "-v", "0", "-c", SETUP]):
         subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True)
     with psycopg.connect(_server_url("postgres"), autocommit=True) as admin:
@@ -179,7 +181,7 @@ _accounts()
 
 def _django(url: str) -> None:
     os.environ["DATABASE_URL"] = url
-    os.environ["DEBUG"] = "False"
+    os.environ.update(PRODUCTION_ENV)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     sys.path.insert(0, str(ROOT))
     import django
@@ -322,7 +324,7 @@ def _measure(
 
 
 def _verify(url: str) -> str:
-    env = {**os.environ, "DATABASE_URL": url, "DEBUG": "False"}
+    env = {**os.environ, "DATABASE_URL": url, **PRODUCTION_ENV}
     result = subprocess.run(
         [sys.executable, "manage.py", "verify_ledger"],
         cwd=ROOT,
