@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from billing.history import SYSTEM, settlement_event_record
 from billing.models import Settlement, SettlementStatus
+from billing.notifications import revision_record
 from billing.rerating import line_from_row
 from licensing.models import Agreement, LicenseVersion
 from licensing.rating import Line
@@ -102,6 +103,8 @@ def settlement_revise(
         },
         at=now,
     )
+    # Sent after the run's commit; nothing if the run rolls back.
+    revision_record(revision=revision, disputed=disputed)
     return revision
 
 

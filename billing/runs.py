@@ -38,6 +38,7 @@ from billing.models import (
     SettlementLine,
     SettlementStatus,
 )
+from billing.notifications import review_ready_record
 from billing.rerating import (
     Bundle,
     CatalogSnapshot,
@@ -307,7 +308,10 @@ def billing_pair_settle(*, run_id: int, host_id: int, licensor_id: int) -> PairO
         ),
         finished_at=Case(When(last, then=Value(now)), default=F("finished_at")),
     )
-    _period_complete_if_finished(BillingRun.objects.get(pk=run_id))
+    finished = BillingRun.objects.get(pk=run_id)
+    _period_complete_if_finished(finished)
+    # The reviewers hear of the run's drafts once it has ended, after this commit.
+    review_ready_record(run=finished)
     return outcome
 
 
@@ -356,7 +360,10 @@ def billing_pair_fail(*, run_id: int, host_id: int, licensor_id: int, error: str
         ),
         finished_at=Case(When(last, then=Value(now)), default=F("finished_at")),
     )
-    _period_complete_if_finished(BillingRun.objects.get(pk=run_id))
+    finished = BillingRun.objects.get(pk=run_id)
+    _period_complete_if_finished(finished)
+    # The reviewers hear of the run's drafts once it has ended, after this commit.
+    review_ready_record(run=finished)
     return True
 
 

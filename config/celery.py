@@ -82,3 +82,5 @@ def _serve_metrics(**kwargs: Any) -> None:
 # Deemed acceptance's task lives beside its service (billing/deeming.py), not in billing/tasks.py,
 # which the approval it calls imports.
 app.autodiscover_tasks(related_name="deeming")
+# The reviewers' email notifications, likewise beside their service (billing/notifications.py).
+app.autodiscover_tasks(related_name="notifications")

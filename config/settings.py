@@ -9,6 +9,7 @@ from typing import Any
 import dj_database_url
 from celery.schedules import crontab
 
+from config.email import email_settings
 from config.logs import logging_config, structlog_configure
 from core.periods import period_parse
 
@@ -227,6 +228,16 @@ CELERY_BEAT_SCHEDULE = {
         "task": "usage.tasks.purge_usage_rejections",
         "schedule": crontab(minute="25", hour="1"),
     },
+    # Reviewers' reminders three days before deemed acceptance (docs/notifications.md), daily.
+    "review-reminders": {
+        "task": "billing.notifications.remind_reviewers",
+        "schedule": crontab(minute="30", hour=env("REVIEW_REMINDER_HOUR", "7")),
+    },
+    # Notifications whose task was lost or gave up (SMTP down for hours).
+    "notifications-sweep": {
+        "task": "billing.notifications.send_pending_notifications",
+        "schedule": crontab(minute="*/15"),
+    },
     # Outbound webhook deliveries whose retry is due (docs/webhooks.md).
     "webhook-deliveries": {
         "task": "billing.tasks.deliver_due_webhooks",
@@ -249,6 +260,26 @@ STRIPE_MAX_NETWORK_RETRIES = (
 # Outbound webhooks may go to http and to private or loopback addresses (tests, the demo);
 # otherwise only https on a public address (docs/webhooks.md).
 TOLLGATE_WEBHOOKS_ALLOW_PRIVATE = envbool("TOLLGATE_WEBHOOKS_ALLOW_PRIVATE")
+
+# Outgoing email: the reviewers' notifications (docs/notifications.md). EMAIL_URL names the
+# server (config/email.py); unset, messages are printed on stdout with DEBUG on (the demo) and go
+# to an SMTP server on localhost:25 with it off, as Django's default does.
+# Not kept as a setting: the URL may hold the server's password, which a debug page would show.
+_email = email_settings(env("EMAIL_URL") or ("console://" if DEBUG else "smtp://localhost:25"))
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = _email.get("EMAIL_PORT", 25)
+EMAIL_HOST_USER = _email["EMAIL_HOST_USER"]
+EMAIL_HOST_PASSWORD = _email["EMAIL_HOST_PASSWORD"]
+EMAIL_USE_TLS = _email["EMAIL_USE_TLS"]
+EMAIL_USE_SSL = _email["EMAIL_USE_SSL"]
+EMAIL_TIMEOUT = _email["EMAIL_TIMEOUT"]
+if "EMAIL_FILE_PATH" in _email:
+    EMAIL_FILE_PATH = _email["EMAIL_FILE_PATH"]
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "Tollgate <tollgate@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# Where the links in notifications point: the admin's address as reviewers reach it.
+TOLLGATE_BASE_URL = env("TOLLGATE_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
 
 # The earliest month (YYYY-MM, UTC) usage may fall in: an older occurred_at is rejected
 # (`too_old`), and no usage partition is created before it (docs/ingestion.md, "Partitions").

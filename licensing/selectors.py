@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Permission, User
 from django.db.models import Q
 
 from licensing.models import Agreement, Host, License, LicensedModel, LicenseVersion, TermsBase
@@ -75,3 +75,26 @@ def licensor_reviewer_permissions() -> list[Permission]:
             ],
         )
     )
+
+
+def licensor_reviewer_emails(*, licensor_id: int) -> list[str]:
+    """The addresses of `licensor_id`'s reviewers, who are told about its settlements
+    (billing/notifications.py): active staff users in its `LicensorMembership` who may decide
+    its settlements (billing's `change_settlement`, given directly, through a group, or as a
+    superuser) and have an email address. Sorted, each address once."""
+    decides = Q(is_superuser=True)
+    for via in ("user_permissions", "groups__permissions"):
+        decides |= Q(
+            **{
+                f"{via}__content_type__app_label": "billing",
+                f"{via}__codename": "change_settlement",
+            }
+        )
+    emails = (
+        User.objects.filter(licensor_membership__licensor_id=licensor_id, is_active=True)
+        .filter(is_staff=True)
+        .filter(decides)
+        .exclude(email="")
+        .values_list("email", flat=True)
+    )
+    return sorted({e.strip() for e in emails if e.strip()})

@@ -15,6 +15,7 @@ from billing.models import Settlement
 from ledger.testing import books_wipe
 from licensing.catalog import catalog_import
 from licensing.models import Host, Licensor
+from tests.smtp import Inbox, smtp_server, use_smtp
 
 MINIMAX_RULES_PUBLIC = [
     {
@@ -176,3 +177,11 @@ def _wipe_books_before_flush(request: pytest.FixtureRequest) -> Iterator[None]:
     request.getfixturevalue("transactional_db")
     yield
     books_wipe()
+
+
+@pytest.fixture
+def smtp_inbox(settings: Any) -> Iterator[Inbox]:
+    """A real SMTP server on 127.0.0.1 that Django's email is pointed at (tests/smtp.py)."""
+    for inbox in smtp_server():
+        use_smtp(settings, inbox.url)
+        yield inbox
