@@ -20,7 +20,7 @@ venv: $(STAMP)
 # without it; production is the default, docs/security.md).
 demo: $(STAMP)
 	DEBUG=true $(PY) manage.py migrate --noinput
-	DEBUG=true $(PY) manage.py seed_demo --serve --history 5
+	DEBUG=true TOLLGATE_WEBHOOKS_ALLOW_PRIVATE=true $(PY) manage.py seed_demo --serve --history 5
 
 # Everything but the browser tests on two processes (the machine's two cores; `loadfile` keeps a
 # file's tests in one process, so tests that share a Redis database or a Celery queue never run

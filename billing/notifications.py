@@ -145,7 +145,7 @@ def revision_record(*, revision: Settlement, disputed: Settlement) -> Notificati
     currency = revision.currency
     subject = (
         f"[Tollgate] Revision {revision.revision} of {revision.host.name}'s {revision.period} "
-        "settlement awaits your review"
+        "settlement to review"
     )
     body = render_to_string(
         "billing/email/revised.txt",

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
 from io import StringIO
+from typing import Any
 
 import pytest
+from django.core.mail import EmailMessage
 from django.core.management import call_command
 from django.test import Client
 from rest_framework.test import APIClient
 
 from billing.demo import DEMO_PASSWORD
+from billing.webhook_models import WebhookDelivery, WebhookEndpoint
+from core.money import quantize
+from ledger.testing import books_wipe
 from licensing.models import Agreement, ApiKey, Host, LicensedModel
 
 pytestmark = pytest.mark.django_db
@@ -83,7 +89,7 @@ def test_the_demo_posts_a_month_bills_it_and_prints_the_settlements() -> None:
     again = StringIO()
     call_command("seed_demo", "--usage", "--period", "2026-10", stdout=again)
     assert "fireworks       0 accepted    2000 duplicates     0 rejected" in again.getvalue()
-    assert Settlement.objects.count() == 8
+    assert Settlement.objects.count() == 9  # 8, and the revision of the disputed one
     together.refresh_from_db()
     assert together.status == "draft"
 
@@ -103,5 +109,73 @@ def test_the_demo_bills_months_of_history_for_the_charts() -> None:
         ("2026-09", "approved"),
         ("2026-10", "approved"),  # Fireworks', approved by the demo as before
         ("2026-10", "draft"),
+        ("2026-10", "superseded"),  # the demo's dispute, revised (billing/demo_disputes.py)
     ]
     assert "OK: every entry balances and the chain holds" in out.getvalue()
+
+
+@pytest.fixture
+def _books_wiped_after() -> Iterator[None]:
+    """A transactional test commits ledger entries; the flush that ends it may not TRUNCATE the
+    books while they hold any (ledger_refuse_truncate)."""
+    yield
+    books_wipe()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("_books_wiped_after")
+def test_the_demo_disputes_revises_tells_the_reviewer_and_delivers_webhooks(
+    settings: Any, mailoutbox: list[EmailMessage]
+) -> None:
+    # given: private webhook addresses allowed, as `make demo` does
+    settings.TOLLGATE_WEBHOOKS_ALLOW_PRIVATE = True
+
+    # when: the demo's steps before serving, its webhook receiver on a free port
+    out = StringIO()
+    call_command("seed_demo", "--usage", "--period", "2026-10", "--webhook-port", "0", stdout=out)
+    text = out.getvalue()
+
+    # then: MiniMax's reviewer disputed Nebius's settlement and the run revised it
+    from billing.models import Settlement
+
+    disputed = Settlement.objects.get(licensor__slug="minimax", host__slug="nebius", revision=1)
+    revision = Settlement.objects.get(supersedes=disputed)
+    assert (disputed.status, disputed.dispute_reason_code) == ("superseded", "missing_usage")
+    assert (revision.revision, revision.status) == (2, "draft")
+    assert revision.total > disputed.total
+    assert ("admin:minimax", "disputed") in disputed.events.values_list("actor", "action")
+    assert f"the run wrote revision 2: EUR {quantize(revision.total, 'EUR')}, draft" in text
+
+    # and: MiniMax's endpoint got every event, each signature verified by the receiver
+    endpoint = WebhookEndpoint.objects.get(licensor__slug="minimax")
+    deliveries = WebhookDelivery.objects.filter(endpoint=endpoint)
+    assert sorted(deliveries.values_list("event__type", flat=True)) == [
+        "settlement.approved",
+        "settlement.created",
+        "settlement.created",
+        "settlement.created",
+        "settlement.disputed",
+        "settlement.revised",
+    ]
+    assert set(deliveries.values_list("status", "last_status_code")) == {("succeeded", 200)}
+    for delivery in deliveries:
+        assert f"{delivery.event.type:<20} {delivery.event_id}" in text
+    assert text.count("signature verified") == 6 and "DOES NOT VERIFY" not in text
+    # and they are in the admin's delivery log
+    admin = Client()
+    assert admin.login(username="admin", password=DEMO_PASSWORD)
+    log = admin.get("/admin/billing/webhookdelivery/").content.decode()
+    assert all(d.event_id in log for d in deliveries)
+
+    # and: the reviewer was emailed the drafts, then the revision, and nobody else anything
+    assert {tuple(m.to) for m in mailoutbox} == {("billing@minimax.example",)}
+    subjects = [m.subject for m in mailoutbox]
+    assert subjects == [
+        "[Tollgate] 3 settlements for 2026-10 await your review",
+        "[Tollgate] Revision 2 of Nebius AI Studio's 2026-10 settlement to review",
+        "[Tollgate] 2 settlements for 2026-10 await your review",
+    ]
+    was, now = quantize(disputed.total, "EUR"), quantize(revision.total, "EUR")
+    assert (
+        f"total:      EUR {now:,} (was EUR {was:,}, change EUR {now - was:,})" in mailoutbox[1].body
+    )

@@ -189,7 +189,7 @@ def test_a_revision_is_told_once_the_run_commits_and_never_by_a_run_that_rolled_
     assert revision.revision == 2
     [told] = [m for m in smtp_inbox.to(ANN) if "Revision" in m.subject]
     assert told.subject == (
-        "[Tollgate] Revision 2 of Fireworks's 2026-10 settlement awaits your review"
+        "[Tollgate] Revision 2 of Fireworks's 2026-10 settlement to review"
     )
     assert "total:      USD 9,156.00 (was USD 9,036.00, change USD 120.00)" in told.body
     assert link(revision) in told.body and "(revision 1)" in told.body
