@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 REMINDER_BEFORE = timedelta(days=3)  # the reminder goes out this long before deemed acceptance
 CLAIM_LEASE = timedelta(minutes=5)  # > EMAIL_TIMEOUT: a sender that died frees its claim then
 SWEEP_MAX_AGE = timedelta(days=3)  # older unsent notifications are left for an operator
+RETRY_BASE_SECONDS = 60.0  # a failed send is tried again after 1, 2, 4... minutes
+RETRY_MAX_SECONDS = 3600.0  # at most an hour apart
+MAX_RETRIES = 10
 
 
 # --- what the messages say -------------------------------------------------------------------
@@ -283,9 +286,8 @@ def send_notification(self: Task, notification_id: int) -> bool:
             # `manage.py send_notifications`; the commit that queued it stands.
             logger.warning("notification %s not sent: %s", notification_id, exc)
             return False
-        raise self.retry(
-            exc=exc, countdown=min(3600, 60 * 2**self.request.retries), max_retries=10
-        ) from exc
+        countdown = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2**self.request.retries)
+        raise self.retry(exc=exc, countdown=countdown, max_retries=MAX_RETRIES) from exc
 
 
 @shared_task(name="billing.notifications.remind_reviewers")

@@ -61,9 +61,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def smtp_server() -> Iterator[Inbox]:
+def smtp_server(inbox: Inbox | None = None) -> Iterator[Inbox]:
     """Serve an inbox until the generator is closed (a pytest fixture's body)."""
-    inbox = Inbox(port=free_port())
+    inbox = inbox or Inbox()
+    inbox.port = free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=inbox.port)
     controller.start()
     try:

@@ -32,11 +32,18 @@ if os.environ.get("TEST_BEAT_PERIOD"):
     monthly.update(schedule=1.0, args=(os.environ["TEST_BEAT_PERIOD"],))
     app.conf.beat_schedule = {"monthly-billing": monthly}
 
+# For the notification tests: retries of a failed send a second apart instead of a minute.
+RETRY_BASE = os.environ.get("TEST_NOTIFICATION_RETRY_BASE")
+
 
 @task_prerun.connect
 def _pause_pairs(sender: Any = None, **kwargs: Any) -> None:
     if PAUSE and getattr(sender, "name", "") == "billing.tasks.bill_pair":
         time.sleep(PAUSE)
+    if RETRY_BASE and getattr(sender, "name", "") == "billing.notifications.send_notification":
+        from billing import notifications  # the apps are loaded by now
+
+        notifications.RETRY_BASE_SECONDS = float(RETRY_BASE)
 
 
 __all__ = ["app"]
