@@ -9,8 +9,9 @@ never offered to a licensor's reviewer, whatever they were granted: the licensor
 the host, the platform does (docs/security.md).
 
 The other billing admin pages have their own modules, imported below so that they register:
-billing runs (`admin_runs.py`), Stripe events (`admin_stripe.py`), payouts (`payouts_admin.py`) and
-outbound webhooks (`admin_webhooks.py`); who a reviewer is lives in `admin_scope.py`.
+billing runs (`admin_runs.py`), Stripe events (`admin_stripe.py`), payouts (`payouts_admin.py`),
+outbound webhooks (`admin_webhooks.py`) and email notifications (`admin_notifications.py`); who a
+reviewer is lives in `admin_scope.py`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 # The other billing admin modules are imported for their `admin.register` (see above).
-from billing import admin_runs, admin_stripe, admin_webhooks, payouts_admin, stripe_gateway  # noqa: F401
+from billing import (  # noqa: F401
+    admin_notifications,
+    admin_runs,
+    admin_stripe,
+    admin_webhooks,
+    payouts_admin,
+    stripe_gateway,
+)
 from billing.admin_scope import licensor_scope, reviewer_licensor_id  # noqa: F401 - kept importable
 from billing.api import statement_csv
 from billing.api_kit import kit_response

@@ -11,10 +11,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth.models import Group, User
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import IntegrityError, transaction
+from django.test import Client
 from rest_framework.test import APIClient
 
 from billing import runs
@@ -188,9 +190,7 @@ def test_a_revision_is_told_once_the_run_commits_and_never_by_a_run_that_rolled_
     revision = settlement("minimax", "fireworks")
     assert revision.revision == 2
     [told] = [m for m in smtp_inbox.to(ANN) if "Revision" in m.subject]
-    assert told.subject == (
-        "[Tollgate] Revision 2 of Fireworks's 2026-10 settlement to review"
-    )
+    assert told.subject == ("[Tollgate] Revision 2 of Fireworks's 2026-10 settlement to review")
     assert "total:      USD 9,156.00 (was USD 9,036.00, change USD 120.00)" in told.body
     assert link(revision) in told.body and "(revision 1)" in told.body
     assert sorted(told.rcpt_tos) == [ANN, BOB]
@@ -283,3 +283,37 @@ def test_a_mail_server_that_is_down_loses_nothing(
         assert second.getvalue() == "notifications: 0 sent, 0 failed\n"
         assert len(inbox.to(ANN)) == len(inbox.to(KIM)) == 1
     assert not Notification.objects.filter(sent_at__isnull=True).exists()
+
+
+def test_operators_see_the_log_and_send_an_unsent_one_from_the_admin(
+    smtp_inbox: Inbox, settings: Any, client_for: Callable[..., APIClient]
+) -> None:
+    # given: the run's messages could not be sent (the mail server was down)
+    world(client_for)
+    use_smtp(settings, f"smtp://127.0.0.1:{free_port()}")
+    run_billing("2026-10")
+    unsent = Notification.objects.get(licensor__slug="minimax")
+    assert unsent.sent_at is None and unsent.attempts == 1
+    use_smtp(settings, smtp_inbox.url)  # the server is back
+
+    # when: an operator sends it from the log
+    operator = Client()
+    operator.force_login(User.objects.create_superuser("op", "op@tollgate.example", "pw"))
+    log = operator.get("/admin/billing/notification/")
+    answer = operator.post(
+        "/admin/billing/notification/",
+        {"action": "send_now", ACTION_CHECKBOX_NAME: [unsent.pk]},
+        follow=True,
+    )
+
+    # then: the log listed it; it is sent once, to MiniMax's reviewers only
+    assert log.status_code == 200 and unsent.subject in log.content.decode()
+    assert "1 sent, 0 failed." in answer.content.decode()
+    assert [sorted(m.rcpt_tos) for m in smtp_inbox.messages] == [[ANN, BOB]]
+    unsent.refresh_from_db()
+    assert unsent.sent_at is not None and unsent.attempts == 2
+    # and: a reviewer has no access to the log, not even to their own licensor's messages
+    reviewer = Client()
+    reviewer.force_login(User.objects.get(username="ann"))
+    assert reviewer.get("/admin/billing/notification/").status_code == 403
+    assert reviewer.get(f"/admin/billing/notification/{unsent.pk}/change/").status_code == 403
