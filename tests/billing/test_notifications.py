@@ -6,6 +6,8 @@ sent after the commit, as in production."""
 from __future__ import annotations
 
 import io
+import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -15,7 +17,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth.models import Group, User
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -317,3 +319,68 @@ def test_operators_see_the_log_and_send_an_unsent_one_from_the_admin(
     reviewer.force_login(User.objects.get(username="ann"))
     assert reviewer.get("/admin/billing/notification/").status_code == 403
     assert reviewer.get(f"/admin/billing/notification/{unsent.pk}/change/").status_code == 403
+
+
+def test_two_reminder_runs_at_once_record_one_reminder(
+    smtp_inbox: Inbox, client_for: Callable[..., APIClient]
+) -> None:
+    # given: two drafts due in two days; another run of the task has inserted Fireworks'
+    # reminder and not committed yet
+    world(client_for, review_days=2)
+    run_billing("2026-10")
+    smtp_inbox.messages.clear()
+    fw, tg = settlement("minimax", "fireworks"), settlement("minimax", "together")
+    inserted, commit = threading.Event(), threading.Event()
+
+    def other_run() -> None:
+        try:
+            with transaction.atomic():
+                Notification.objects.create(
+                    kind="review_reminder",
+                    licensor=fw.licensor,
+                    settlement=fw,
+                    to=[ANN],
+                    subject="reminder",
+                    body="reminder",
+                    created_at=fw.computed_at,
+                )
+                inserted.set()
+                commit.wait(timeout=60)
+        finally:
+            connection.close()
+
+    recorded: list[Notification] = []
+
+    def this_run() -> None:
+        try:
+            recorded.extend(reminders_record())
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=other_run)
+    first.start()
+    assert inserted.wait(timeout=60)
+
+    # when: this run reaches Fireworks' reminder while the other holds it, then the other commits
+    second = threading.Thread(target=this_run)
+    second.start()
+    with connection.cursor() as cursor:
+        waiting = False
+        for _ in range(600):  # until this run waits on the other's insert (at most a minute)
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                waiting = True
+                break
+            time.sleep(0.1)
+    commit.set()
+    first.join(timeout=60)
+    second.join(timeout=60)
+
+    # then: it waited, found the reminder taken, and recorded only Together's
+    assert waiting
+    assert [n.settlement_id for n in recorded] == [tg.pk]
+    assert Notification.objects.filter(kind="review_reminder", settlement=fw).count() == 1
+    assert [m.subject for m in smtp_inbox.messages] == [recorded[0].subject]
