@@ -567,4 +567,5 @@ class PayoutAdjustment(models.Model):
 
 
 # Outbound webhooks live in their own module; imported here so that Django registers them.
+from billing.refund_models import SettlementRefund  # noqa: E402, F401
 from billing.webhook_models import WebhookDelivery, WebhookEndpoint, WebhookEvent  # noqa: E402, F401
