@@ -169,10 +169,14 @@ class PayoutStatementApi(APIView):
 
     @extend_schema(responses={(200, "text/csv"): str})
     def get(self, request: Request, payout_id: str) -> HttpResponse:
-        payout = _get_or_404(request, payout_id)
-        response = HttpResponse(
-            payout_statement_csv(payout), content_type="text/csv; charset=utf-8"
-        )
-        filename = f"payout-{payout.licensor.slug}-{payout.currency}-{payout.day.isoformat()}.csv"
-        response["Content-Disposition"] = f'attachment; filename="{filename}"'
-        return response
+        return statement_response(_get_or_404(request, payout_id))
+
+
+def statement_response(payout: Payout) -> HttpResponse:
+    """The payout's statement as a CSV download (the API's, and the admin's for a session)."""
+    if not hasattr(payout, "ordered_items"):
+        (payout,) = _with_items([payout])
+    response = HttpResponse(payout_statement_csv(payout), content_type="text/csv; charset=utf-8")
+    filename = f"payout-{payout.licensor.slug}-{payout.currency}-{payout.day.isoformat()}.csv"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

@@ -22,6 +22,7 @@ from ledger.verify import verify_books
 from licensing.catalog import catalog_import
 from licensing.services import api_key_create
 from tests.billing.conftest import minimax_catalog, post_usage, record, run_billing, settlement_of
+from tests.billing.test_workspace import reviewer_of
 from tests.stripe.conftest import event_body, sign
 from tests.stripe.helpers import api, billed_settlement
 
@@ -114,6 +115,9 @@ def test_a_refund_before_the_payout_reduces_it(stripe_world: Any) -> None:
     settlement.refresh_from_db()
     assert settlement.status == "paid"
     payout_mark_paid(payout_id=str(payout.pk), reference="BANK-OUT-1")
+    page = reviewer_of("minimax").get("/admin/payouts/").content.decode()
+    assert ">-772.58<" in page  # carried forward
+    assert ">6,953.20<" in page and ">903.60<" in page  # net; refunded to the host
     assert party_balances(owner=settlement.licensor) == {"USD": {"payable": 0}}
     assert party_balances(owner=settlement.host) == {"USD": {"receivable": 0}}
     assert party_balances(owner=None) == {
