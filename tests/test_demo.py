@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -12,6 +13,8 @@ from rest_framework.test import APIClient
 
 from billing.demo import DEMO_PASSWORD
 from licensing.models import Agreement, ApiKey, Host, LicensedModel
+from tests.billing.conftest import _wipe_books_before_flush  # noqa: F401 - transactional tests
+from tests.stripe.conftest import stripe_server, stripe_world  # noqa: F401 - Stripe fixtures
 
 pytestmark = pytest.mark.django_db
 
@@ -36,7 +39,7 @@ def test_it_seeds_the_demo_world_idempotently() -> None:
     fp8 = LicensedModel.objects.get(slug="minimax-m2.7-fp8")
     assert fp8.effective_license().slug == "minimax-m27"
     assert Agreement.objects.filter(license__slug="minimax-m27").count() == 3
-    assert "total: 0 created, 0 updated, 25 unchanged" in second.getvalue()
+    assert "total: 0 created, 0 updated, 26 unchanged" in second.getvalue()
     # and the same keys are printed every run, stored once
     assert keys_in(first.getvalue()) == keys_in(second.getvalue())
     assert ApiKey.objects.count() == len(keys_in(first.getvalue())) == 7
@@ -74,8 +77,9 @@ def test_the_demo_posts_a_month_bills_it_and_prints_the_settlements() -> None:
     assert "minimum guarantee true-up" in text
     assert "minimax <- nebius  EUR" in text
     # and the approved one is on the books, which verify_ledger finds clean
+    # (then paid by its host by bank transfer: docs/payouts.md "In the demo")
     assert Settlement.objects.get(licensor__slug="minimax", host__slug="fireworks").status == (
-        "approved"
+        "paid"
     )
     assert "OK: every entry balances and the chain holds" in text
 
@@ -93,15 +97,97 @@ def test_the_demo_bills_months_of_history_for_the_charts() -> None:
     out = StringIO()
     call_command("seed_demo", "--usage", "--period", "2026-10", "--history", "2", stdout=out)
 
-    # then: August and September are billed and approved, October awaits review
+    # then: August and September are billed and approved (and paid), October awaits review
     from billing.models import Settlement
 
     assert "2026-08    1685 records  7 settlements billed, approved" in out.getvalue()
     periods = Settlement.objects.filter(licensor__slug="minimax").values_list("period", "status")
     assert sorted(set(periods)) == [
-        ("2026-08", "approved"),
-        ("2026-09", "approved"),
-        ("2026-10", "approved"),  # Fireworks', approved by the demo as before
+        ("2026-08", "paid"),  # approved, then paid by the host (docs/payouts.md "In the demo")
+        ("2026-09", "paid"),
         ("2026-10", "draft"),
+        ("2026-10", "paid"),  # Fireworks', approved by the demo as before, then paid
     ]
     assert "OK: every entry balances and the chain holds" in out.getvalue()
+
+
+def test_the_demo_pays_hosts_and_one_licensor_by_each_rail_without_stripe(settings: Any) -> None:
+    # given: no Stripe (the demo's default)
+    settings.STRIPE_API_KEY = ""
+
+    # when: the demo with a month of history, twice
+    out = StringIO()
+    call_command("seed_demo", "--usage", "--period", "2026-10", "--history", "1", stdout=out)
+    call_command("seed_demo", "--usage", "--period", "2026-10", "--history", "1", stdout=StringIO())
+
+    # then: every approved settlement of MiniMax and Moonshot paid by bank transfer; MiniMax paid
+    # out by hand with a bank reference, Moonshot's Connect payout waiting for Stripe, said so
+    from billing.models import Payout, Settlement
+    from ledger.selectors import party_balances
+    from licensing.models import Licensor
+
+    text = out.getvalue()
+    assert (
+        "minimax <- fireworks 2026-10: paid by bank transfer, reference "
+        "DEMO-IN-MINIMAX-FIREWORKS-2026-10" in text
+    )
+    assert "moonshot <- together 2026-10: paid by bank transfer" in text
+    paid = Settlement.objects.filter(status="paid")
+    assert set(paid.values_list("licensor__slug", flat=True)) == {"minimax", "moonshot"}
+    payouts = {(p.licensor.slug, p.currency): p for p in Payout.objects.select_related("licensor")}
+    assert sorted(payouts) == [("minimax", "EUR"), ("minimax", "USD"), ("moonshot", "USD")]
+    manual = payouts[("minimax", "USD")]
+    assert (manual.rail, manual.status) == ("manual", "paid")
+    assert manual.reference == "DEMO-OUT-MINIMAX-USD-2026-11-05"
+    connect = payouts[("moonshot", "USD")]
+    assert (connect.rail, connect.status, connect.reference) == ("stripe_connect", "pending", None)
+    assert "STRIPE_API_KEY is not set: the demo has no Stripe server" in text
+    minimax = Licensor.objects.get(slug="minimax")
+    # every approved settlement was paid and paid out; drafts are not on the books
+    assert party_balances(owner=minimax) == {"EUR": {"payable": 0}, "USD": {"payable": 0}}
+    moonshot = Licensor.objects.get(slug="moonshot")
+    assert party_balances(owner=moonshot) == {"USD": {"payable": -connect.net_minor}}
+    assert "OK: every entry balances and the chain holds" in text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_demo_with_stripe_collects_one_settlement_and_transfers_the_connect_payout(
+    stripe_world: Any,  # noqa: F811
+) -> None:
+    # given: the demo world, Moonshot's connected account on Stripe, a month of history
+    import io
+
+    from billing.demo import demo_approve, demo_history, demo_post_usage, demo_seed
+    from billing.demo_payouts import demo_payouts
+    from billing.models import Payout, Settlement
+    from ledger.verify import verify_books
+    from licensing.models import Licensor
+    from tests.stripe.helpers import api
+
+    world = demo_seed()
+    account = api().v1.accounts.create({"type": "express", "country": "US"})
+    Licensor.objects.filter(slug="moonshot").update(payout_stripe_account=account.id)
+    demo_history(world, "2026-10", 1)
+    demo_post_usage(world, "2026-10")
+    call_command("run_billing", period="2026-10", stdout=io.StringIO())
+    demo_approve("2026-10")
+
+    # when
+    lines = demo_payouts("2026-10")
+
+    # then: Moonshot's October settlement is left to its Stripe invoice, September's was paid by
+    # bank transfer and paid out by a transfer to the connected account
+    october = Settlement.objects.get(
+        licensor__slug="moonshot", host__slug="together", period="2026-10"
+    )
+    assert october.status == "invoiced" and october.stripe_invoice_id
+    assert any(
+        line.startswith("moonshot <- together 2026-10: invoiced through Stripe") for line in lines
+    )
+    connect = Payout.objects.get(licensor__slug="moonshot")
+    (transfer,) = api().v1.transfers.list({"transfer_group": str(connect.pk)}).data
+    assert (connect.status, connect.reference) == ("paid", transfer.id)
+    assert (transfer.destination, transfer.amount) == (account.id, connect.net_minor)
+    manual = Payout.objects.get(licensor__slug="minimax", currency="USD")
+    assert (manual.rail, manual.status) == ("manual", "paid")
+    assert verify_books().ok

@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from billing.demo import demo_approve, demo_history, demo_post_usage, demo_seed
+from billing.demo_payouts import demo_payouts
 from billing.selectors import settlements_for_period
 from core.money import quantize
 from core.periods import previous_period
@@ -78,6 +79,9 @@ class Command(BaseCommand):
                     f"  (the demo approved {approved.licensor.slug} <- {approved.host.slug} and "
                     "posted its accrual; log in as minimax to review the others)"
                 )
+            self.stdout.write(heading(f"Host payments and payouts for {period}"))
+            for line in demo_payouts(period):
+                self.stdout.write(f"  {line}")
             self.stdout.write(heading("Ledger"))
             call_command("verify_ledger", stdout=self.stdout, stderr=self.stderr)
 
