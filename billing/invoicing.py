@@ -201,8 +201,7 @@ def stripe_event_process(*, event: dict[str, Any], charge_invoice: str | None = 
         outcome = transfer_reversed_post(transfer=obj)  # a payout's transfer (docs/payouts.md)
         StripeEvent.objects.filter(pk=row[0]).update(outcome=outcome[:200])
     elif event_type == "charge.refunded" and obj.get("object") == "charge":
-        outcome, mismatch = charge_refunded_post(charge=obj, invoice_id=charge_invoice)
-        StripeEvent.objects.filter(pk=row[0]).update(outcome=outcome[:200], mismatch=mismatch)
+        outcome = charge_refunded_post(event_id=row[0], charge=obj, invoice_id=charge_invoice)
     else:
         outcome = "ignored: not an event Tollgate acts on"
         StripeEvent.objects.filter(pk=row[0]).update(outcome=outcome)

@@ -20,7 +20,13 @@ from typing import Any
 
 from django.db.models import Sum
 
-from billing.models import PayableSettlement, PayoutAdjustment, Settlement, SettlementStatus
+from billing.models import (
+    PayableSettlement,
+    PayoutAdjustment,
+    Settlement,
+    SettlementStatus,
+    StripeEvent,
+)
 from billing.refund_models import SettlementRefund
 from core.money import whole_units
 from ledger.models import AccountKind
@@ -59,12 +65,21 @@ def refund_mismatch(*, charge: dict[str, Any], settlement: Settlement, gross_min
     return "; ".join(problems)
 
 
-def charge_refunded_post(*, charge: dict[str, Any], invoice_id: str | None) -> tuple[str, str]:
+def charge_refunded_post(*, event_id: int, charge: dict[str, Any], invoice_id: str | None) -> str:
     """Record what `charge.amount_refunded` (cumulative on Stripe) adds to the refunds already
-    recorded for that charge. Inside the webhook's transaction. Returns (outcome, mismatch)."""
+    recorded for that charge. Inside the webhook's transaction; the event's row (`event_id`)
+    gets the outcome, the settlement and any mismatch, for operators (admin, Stripe events)."""
+    settlement_id, outcome, mismatch = _charge_refunded(charge=charge, invoice_id=invoice_id)
+    StripeEvent.objects.filter(pk=event_id).update(
+        outcome=outcome[:200], mismatch=mismatch, settlement_id=settlement_id
+    )
+    return outcome
+
+
+def _charge_refunded(*, charge: dict[str, Any], invoice_id: str | None) -> tuple[Any, str, str]:
     charge_id = str(charge.get("id") or "")
     if not invoice_id or not charge_id:
-        return "ignored: the charge paid no invoice of ours", ""
+        return None, "ignored: the charge paid no invoice of ours", ""
     # FOR UPDATE: two refund events of one settlement (or a refund and a payment) serialize here.
     settlement = (
         Settlement.objects.select_for_update(of=("self",))
@@ -73,22 +88,26 @@ def charge_refunded_post(*, charge: dict[str, Any], invoice_id: str | None) -> t
         .first()
     )
     if settlement is None:
-        return f"ignored: invoice {invoice_id} is no settlement's", ""
+        return None, f"ignored: invoice {invoice_id} is no settlement's", ""
     if settlement.status != SettlementStatus.PAID:
         logger.error(
             "charge %s refunded, settlement %s is %s", charge_id, settlement.pk, settlement.status
         )
-        return f"ignored: settlement {settlement.pk} is {settlement.status}", ""
+        return settlement.pk, f"ignored: settlement {settlement.pk} is {settlement.status}", ""
     payable = PayableSettlement.objects.filter(settlement=settlement).first()
     if payable is None:
-        return f"ignored: settlement {settlement.pk} was paid before payouts existed", ""
+        return (
+            settlement.pk,
+            f"ignored: settlement {settlement.pk} was paid before payouts existed",
+            "",
+        )
     gross = payable.gross_minor
     mismatch = refund_mismatch(charge=charge, settlement=settlement, gross_minor=gross)
     if mismatch:
         logger.error(
             "charge %s refunded, not settlement %s's: %s", charge_id, settlement.pk, mismatch
         )
-        return f"mismatch: settlement {settlement.pk} refund not posted", mismatch
+        return settlement.pk, f"mismatch: settlement {settlement.pk} refund not posted", mismatch
     cumulative = int(charge["amount_refunded"])
     of_charge = (
         SettlementRefund.objects.filter(charge_id=charge_id).aggregate(total=Sum("amount_minor"))[
@@ -98,7 +117,7 @@ def charge_refunded_post(*, charge: dict[str, Any], invoice_id: str | None) -> t
     )
     new = cumulative - of_charge
     if new <= 0:
-        return f"settlement {settlement.pk}: refund already recorded", ""
+        return settlement.pk, f"settlement {settlement.pk}: refund already recorded", ""
     before = (
         SettlementRefund.objects.filter(settlement=settlement).aggregate(total=Sum("amount_minor"))[
             "total"
@@ -107,7 +126,11 @@ def charge_refunded_post(*, charge: dict[str, Any], invoice_id: str | None) -> t
     )
     after = before + new
     if after > gross:
-        return "mismatch: refunds exceed the payment", f"refunded {after} > paid {gross}"
+        return (
+            settlement.pk,
+            "mismatch: refunds exceed the payment",
+            f"refunded {after} > paid {gross}",
+        )
 
     def given_back(part: int) -> int:
         return refund_share(part, refunded_minor=after, gross_minor=gross) - refund_share(
@@ -136,7 +159,7 @@ def charge_refunded_post(*, charge: dict[str, Any], invoice_id: str | None) -> t
             description=f"refund of settlement {settlement.host.slug} {settlement.period}",
         )
     _refund_post(settlement=settlement, key=key, amount=new, fee=fee, withholding=withholding)
-    return f"settlement {settlement.pk}: {new} refunded, {share} carried forward", ""
+    return settlement.pk, f"settlement {settlement.pk}: {new} refunded, {share} carried forward", ""
 
 
 def _refund_post(

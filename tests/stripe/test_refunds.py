@@ -174,7 +174,7 @@ def test_a_refund_after_the_payout_is_taken_from_the_next_one(stripe_world: Any)
 
 def test_the_same_refund_delivered_twice_or_told_twice_posts_once(stripe_world: Any) -> None:
     # given: October paid by card, a refund of 903.60 delivered
-    _, charge_id = _paid_by_card(stripe_world)
+    settlement, charge_id = _paid_by_card(stripe_world)
     delivery = _refund(stripe_world, charge_id, 90360)
     _deliver(delivery)
     entries = JournalEntry.objects.count()
@@ -193,9 +193,9 @@ def test_the_same_refund_delivered_twice_or_told_twice_posts_once(stripe_world: 
     # then: one refund, one adjustment, one ledger entry
     assert again["duplicate"] is True
     assert response.status_code == 200 and response.json()["duplicate"] is False
-    assert StripeEvent.objects.get(event_id="evt_other_about_same_refund").outcome.endswith(
-        "refund already recorded"
-    )
+    other_event = StripeEvent.objects.get(event_id="evt_other_about_same_refund")
+    assert other_event.outcome.endswith("refund already recorded")
+    assert other_event.settlement_id == settlement.pk  # for operators: admin, Stripe events
     assert SettlementRefund.objects.count() == 1
     assert PayoutAdjustment.objects.filter(source__startswith="refund:").count() == 1
     assert JournalEntry.objects.count() == entries
@@ -231,4 +231,43 @@ def test_a_refund_of_a_charge_that_is_not_the_settlements_is_not_posted(
     assert f"amount_refunded {TOTAL + 1}" in event.mismatch
     assert not SettlementRefund.objects.exists()
     assert not Payout.objects.exists()
+    assert verify_books().ok
+
+
+def test_a_refund_of_a_charge_of_no_invoice_of_ours_is_acknowledged_and_ignored(
+    stripe_world: Any, settings: Any
+) -> None:
+    # given: October paid by card and refunded; then a charge that paid no invoice
+    _, charge_id = _paid_by_card(stripe_world)
+    charge = dict(_refund(stripe_world, charge_id, 90360).event["data"]["object"])
+    stray = event_body(
+        "charge.refunded",
+        {**charge, "id": "ch_stray", "payment_intent": None},
+        event_id="evt_stray_refund",
+    )
+
+    # when: the stray charge's event, and the real one while no API key is configured (the
+    # invoice cannot be asked for)
+    stray_response = Client().post(
+        "/webhooks/stripe",
+        data=stray,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=sign(stray),
+    )
+    settings.STRIPE_API_KEY = ""
+    real = event_body("charge.refunded", charge, event_id="evt_refund_without_key")
+    real_response = Client().post(
+        "/webhooks/stripe",
+        data=real,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=sign(real),
+    )
+
+    # then: both acknowledged, recorded as ignored, nothing posted
+    assert stray_response.status_code == real_response.status_code == 200
+    outcomes = StripeEvent.objects.filter(
+        event_id__in=["evt_stray_refund", "evt_refund_without_key"]
+    ).values_list("outcome", flat=True)
+    assert set(outcomes) == {"ignored: the charge paid no invoice of ours"}
+    assert not SettlementRefund.objects.exists()
     assert verify_books().ok
