@@ -13,8 +13,6 @@ from rest_framework.test import APIClient
 
 from billing.demo import DEMO_PASSWORD
 from licensing.models import Agreement, ApiKey, Host, LicensedModel
-from tests.billing.conftest import _wipe_books_before_flush  # noqa: F401 - transactional tests
-from tests.stripe.conftest import stripe_server, stripe_world  # noqa: F401 - Stripe fixtures
 
 pytestmark = pytest.mark.django_db
 
@@ -148,46 +146,3 @@ def test_the_demo_pays_hosts_and_one_licensor_by_each_rail_without_stripe(settin
     moonshot = Licensor.objects.get(slug="moonshot")
     assert party_balances(owner=moonshot) == {"USD": {"payable": -connect.net_minor}}
     assert "OK: every entry balances and the chain holds" in text
-
-
-@pytest.mark.django_db(transaction=True)
-def test_the_demo_with_stripe_collects_one_settlement_and_transfers_the_connect_payout(
-    stripe_world: Any,  # noqa: F811
-) -> None:
-    # given: the demo world, Moonshot's connected account on Stripe, a month of history
-    import io
-
-    from billing.demo import demo_approve, demo_history, demo_post_usage, demo_seed
-    from billing.demo_payouts import demo_payouts
-    from billing.models import Payout, Settlement
-    from ledger.verify import verify_books
-    from licensing.models import Licensor
-    from tests.stripe.helpers import api
-
-    world = demo_seed()
-    account = api().v1.accounts.create({"type": "express", "country": "US"})
-    Licensor.objects.filter(slug="moonshot").update(payout_stripe_account=account.id)
-    demo_history(world, "2026-10", 1)
-    demo_post_usage(world, "2026-10")
-    call_command("run_billing", period="2026-10", stdout=io.StringIO())
-    demo_approve("2026-10")
-
-    # when
-    lines = demo_payouts("2026-10")
-
-    # then: Moonshot's October settlement is left to its Stripe invoice, September's was paid by
-    # bank transfer and paid out by a transfer to the connected account
-    october = Settlement.objects.get(
-        licensor__slug="moonshot", host__slug="together", period="2026-10"
-    )
-    assert october.status == "invoiced" and october.stripe_invoice_id
-    assert any(
-        line.startswith("moonshot <- together 2026-10: invoiced through Stripe") for line in lines
-    )
-    connect = Payout.objects.get(licensor__slug="moonshot")
-    (transfer,) = api().v1.transfers.list({"transfer_group": str(connect.pk)}).data
-    assert (connect.status, connect.reference) == ("paid", transfer.id)
-    assert (transfer.destination, transfer.amount) == (account.id, connect.net_minor)
-    manual = Payout.objects.get(licensor__slug="minimax", currency="USD")
-    assert (manual.rail, manual.status) == ("manual", "paid")
-    assert verify_books().ok
