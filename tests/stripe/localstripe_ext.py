@@ -34,11 +34,12 @@ by patching the installed package at import-free install time:
    `GET /v1/transfers/{id}`, and `GET /v1/transfers` filtered by `transfer_group` or
    `destination`, and `POST /v1/transfers/{id}/reversals` (a reversal, partial or whole). Transfers
    move no balance: nothing here checks the platform's funds.
-9. Refunds of an invoice's payment, as small as billing/refunds.py needs: the `charge.refunded`
-   event whenever a refund is created (`POST /v1/refunds`, which localstripe has, emits none), and
-   `GET /v1/invoice_payments` filtered by `payment[payment_intent]` or `invoice` (today's Charge
-   object no longer names its invoice; its invoice payment does). An invoice localstripe paid
-   with the customer's card (`POST /v1/invoices/{id}/pay`) has one `paid` invoice payment.
+9. Refunds of an invoice's payment (localstripe_refunds.py), as small as billing/refunds.py
+   needs: the `charge.refunded` event whenever a refund is created (`POST /v1/refunds`, which
+   localstripe has, emits none), and `GET /v1/invoice_payments` filtered by
+   `payment[payment_intent]` or `invoice` (today's Charge object no longer names its invoice; its
+   invoice payment does). An invoice localstripe paid with the customer's card
+   (`POST /v1/invoices/{id}/pay`) has one `paid` invoice payment.
 
 And the server runs in-process: its aiohttp app on its own event loop in a background thread,
 bound to 127.0.0.1 on a free port, with the store's pickle-file write disabled (it rewrites
@@ -74,6 +75,9 @@ with warnings.catch_warnings():
     from localstripe import resources as R
     from localstripe import server, webhooks
     from localstripe.errors import UserError
+
+from tests.stripe.localstripe_refunds import install as refunds_install
+from tests.stripe.localstripe_refunds import invoice_payment_list
 
 PINNED_VERSION = "1.15.10"
 
@@ -362,54 +366,6 @@ async def _connect(request: web.Request) -> web.StreamResponse | None:
     return None
 
 
-# --- 9. refunds: charge.refunded, and invoice payments --------------------------------------------
-
-_original_refund_create = R.Refund._api_create
-
-
-def _refund_create(**data: Any) -> Any:
-    refund = _original_refund_create(**data)
-    R.schedule_webhook(R.Event("charge.refunded", R.Charge._api_retrieve(refund.charge)))
-    return refund
-
-
-def _invoice_payment(invoice: Any, payment_intent: Any) -> dict[str, Any]:
-    paid = payment_intent.status == "succeeded"
-    return {
-        "id": "inpay_" + invoice.id[len("in_") :],
-        "object": "invoice_payment",
-        "amount_paid": invoice.total if paid else None,
-        "amount_requested": invoice.total,
-        "created": invoice.created,
-        "currency": invoice.currency,
-        "invoice": invoice.id,
-        "is_default": True,
-        "livemode": False,
-        "payment": {"type": "payment_intent", "payment_intent": payment_intent.id},
-        "status": "paid" if paid else "open",
-        "status_transitions": {
-            "canceled_at": None,
-            "paid_at": invoice.status_transitions.get("paid_at"),
-        },
-    }
-
-
-def _invoice_payment_list(request: web.Request) -> web.StreamResponse:
-    wanted_pi = request.query.get("payment[payment_intent]")
-    wanted_invoice = request.query.get("invoice")
-    found = []
-    for key, obj in list(R.store.items()):
-        if not key.startswith("invoice:") or not getattr(obj, "payment_intent", None):
-            continue
-        payment_intent = R.PaymentIntent._api_retrieve(obj.payment_intent)
-        if wanted_pi not in (None, payment_intent.id) or wanted_invoice not in (None, obj.id):
-            continue
-        found.append(_invoice_payment(obj, payment_intent))
-    return server.json_response(
-        {"object": "list", "data": found, "has_more": False, "url": "/v1/invoice_payments"}
-    )
-
-
 # --- 7. Stripe's shape ----------------------------------------------------------------------
 
 
@@ -533,7 +489,7 @@ async def _dispatch(request: web.Request, handler: Handler) -> web.StreamRespons
     if connect is not None:
         return connect
     if request.method == "GET" and request.path == "/v1/invoice_payments":
-        return _invoice_payment_list(request)
+        return invoice_payment_list(request)
     for method, pattern, func in _ROUTES:
         match = pattern.match(request.path)
         if request.method == method and match:
@@ -565,7 +521,7 @@ def install() -> None:
     R.Invoice.status = property(_status)  # type: ignore[assignment,method-assign]
     R.Invoice._on_payment_success = _on_payment_success  # type: ignore[method-assign]
     R.Event._export = _event_export  # type: ignore[method-assign]
-    R.Refund._api_create = staticmethod(_refund_create)  # type: ignore[assignment]
+    refunds_install()
     server.app.middlewares.append(_extension_middleware)
     _installed = True
 
