@@ -11,4 +11,4 @@ class BillingConfig(AppConfig):
         # Webhook events carry the settlement and the payout as the API renders them
         # (billing/events.py).
         events.settlement_renderer = lambda s: dict(api.SettlementOutput(s).data)
-        events.payout_renderer = lambda p: dict(payouts_api.PayoutOutput(p).data)
+        events.payout_renderer = payouts_api.payout_render

@@ -29,6 +29,7 @@ from billing.events import settlement_event
 from billing.history import SYSTEM, settlement_event_record
 from billing.models import Settlement, SettlementLine, SettlementStatus, StripeEvent
 from billing.payouts import settlement_paid_post, transfer_reversed_post
+from billing.refunds import charge_refunded_post
 from core.money import quantize, to_minor_units
 
 logger = logging.getLogger(__name__)
@@ -172,14 +173,16 @@ def settlement_invoice(*, settlement: Settlement) -> Settlement:
 
 
 @transaction.atomic(durable=True)
-def stripe_event_process(*, event: dict[str, Any]) -> str | None:
+def stripe_event_process(*, event: dict[str, Any], charge_invoice: str | None = None) -> str | None:
     """Apply one verified Stripe event, once. Returns what it did, or None for an event already
     processed (a duplicate delivery: nothing is done again).
 
     The event's row is inserted first, ON CONFLICT DO NOTHING, in the same transaction as its
     effects: the unique event id is the idempotency. Two concurrent deliveries of one event wait
     on that index; the second finds the row and returns None. A failure rolls back the row too,
-    so Stripe's next delivery processes the event again."""
+    so Stripe's next delivery processes the event again. `charge_invoice`: for
+    `charge.refunded`, the invoice the charge paid (found on Stripe by the caller, outside this
+    transaction: stripe_gateway.invoice_of_charge)."""
     obj = (event.get("data") or {}).get("object") or {}
     event_type = str(event.get("type", ""))
     with connection.cursor() as cursor:
@@ -197,6 +200,8 @@ def stripe_event_process(*, event: dict[str, Any]) -> str | None:
     elif event_type == "transfer.reversed" and obj.get("object") == "transfer":
         outcome = transfer_reversed_post(transfer=obj)  # a payout's transfer (docs/payouts.md)
         StripeEvent.objects.filter(pk=row[0]).update(outcome=outcome[:200])
+    elif event_type == "charge.refunded" and obj.get("object") == "charge":
+        outcome = charge_refunded_post(event_id=row[0], charge=obj, invoice_id=charge_invoice)
     else:
         outcome = "ignored: not an event Tollgate acts on"
         StripeEvent.objects.filter(pk=row[0]).update(outcome=outcome)

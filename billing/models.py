@@ -566,7 +566,8 @@ class PayoutAdjustment(models.Model):
         return f"{self.source}: {self.amount_minor}"
 
 
-# Outbound webhooks and the reviewers' email notifications live in their own modules; imported
-# here so that Django registers them.
+# Outbound webhooks, the reviewers' email notifications and refunds live in their own modules;
+# imported here so that Django registers them.
 from billing.notification_models import Notification  # noqa: E402, F401
+from billing.refund_models import SettlementRefund  # noqa: E402, F401
 from billing.webhook_models import WebhookDelivery, WebhookEndpoint, WebhookEvent  # noqa: E402, F401

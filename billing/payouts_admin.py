@@ -20,6 +20,7 @@ from django.utils.html import format_html
 from billing.admin_scope import reviewer_licensor_id
 from billing.models import Payout, PayoutStatus
 from billing.payouts import PaymentError, money, payout_mark_paid
+from billing.payouts_api import statement_response
 
 
 class RecordPaymentForm(forms.Form):
@@ -141,9 +142,22 @@ class PayoutAdmin(admin.ModelAdmin):
                 "<uuid:object_id>/record/",
                 self.admin_site.admin_view(self.record_view),
                 name="billing_payout_record",
-            )
+            ),
+            path(
+                "<uuid:object_id>/statement.csv",
+                self.admin_site.admin_view(self.statement_view),
+                name="billing_payout_statement_csv",
+            ),
         ]
         return own + super().get_urls()
+
+    def statement_view(self, request: HttpRequest, object_id: Any) -> HttpResponse:
+        """The payout's CSV statement, the same bytes as the API's, for a logged-in user (a
+        reviewer has a session, no API key); another licensor's payout is 404."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        payout = get_object_or_404(self.get_queryset(request), pk=object_id)
+        return statement_response(payout)
 
     def record_view(self, request: HttpRequest, object_id: Any) -> HttpResponse:
         if not self.has_record_permission(request):

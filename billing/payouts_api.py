@@ -82,6 +82,11 @@ def _with_items(payouts: list[Payout]) -> list[Payout]:
     return payouts
 
 
+def payout_render(payout: Payout) -> dict[str, Any]:
+    """A payout as the API renders it, its settlements included (webhook events' `data`)."""
+    return dict(PayoutOutput(_with_items([payout])[0]).data)
+
+
 def _principal(request: Request) -> Principal:
     user = request.user
     assert isinstance(user, Principal)  # noqa: S101 - the permission classes guarantee it
@@ -169,10 +174,14 @@ class PayoutStatementApi(APIView):
 
     @extend_schema(responses={(200, "text/csv"): str})
     def get(self, request: Request, payout_id: str) -> HttpResponse:
-        payout = _get_or_404(request, payout_id)
-        response = HttpResponse(
-            payout_statement_csv(payout), content_type="text/csv; charset=utf-8"
-        )
-        filename = f"payout-{payout.licensor.slug}-{payout.currency}-{payout.day.isoformat()}.csv"
-        response["Content-Disposition"] = f'attachment; filename="{filename}"'
-        return response
+        return statement_response(_get_or_404(request, payout_id))
+
+
+def statement_response(payout: Payout) -> HttpResponse:
+    """The payout's statement as a CSV download (the API's, and the admin's for a session)."""
+    if not hasattr(payout, "ordered_items"):
+        (payout,) = _with_items([payout])
+    response = HttpResponse(payout_statement_csv(payout), content_type="text/csv; charset=utf-8")
+    filename = f"payout-{payout.licensor.slug}-{payout.currency}-{payout.day.isoformat()}.csv"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

@@ -9,12 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, URLResolver, path
 from django.utils import timezone
 
 from billing.workspace import licensor_of, reviewer_home, reviewer_models
+from billing.workspace_payouts import payouts_page
 
 
 class TollgateAdminSite(admin.AdminSite):
@@ -38,6 +41,36 @@ class TollgateAdminSite(admin.AdminSite):
         }
         request.current_app = self.name
         return TemplateResponse(request, "admin/tollgate/home.html", context)
+
+    def get_urls(self) -> list[URLResolver | URLPattern]:
+        own = [path("payouts/", self.admin_view(self.payouts_view), name="tollgate_payouts")]
+        return own + super().get_urls()
+
+    def payouts_view(self, request: HttpRequest) -> TemplateResponse:
+        """The payouts page (docs/workspace.md): a reviewer's own licensor's payouts, or every
+        licensor's for an operator who may view payouts."""
+        licensor_id = licensor_of(request.user)
+        if licensor_id is None and not request.user.has_perm("billing.view_payout"):
+            raise PermissionDenied
+        page = payouts_page(
+            licensor_id=licensor_id,
+            currency=request.GET.get("currency", "").strip().upper(),
+            status=request.GET.get("status", "").strip(),
+            page=request.GET.get("page", "1"),
+        )
+        if licensor_id is None:
+            title = "Payouts: every licensor"
+        else:
+            membership: Any = getattr(request.user, "licensor_membership", None)
+            title = f"{membership.licensor.name}: your payouts"
+        context = {
+            **self.each_context(request),
+            "title": title,
+            "subtitle": None,
+            "payouts": page,
+        }
+        request.current_app = self.name
+        return TemplateResponse(request, "admin/tollgate/payouts.html", context)
 
 
 class LineModelFilter(admin.SimpleListFilter):

@@ -305,6 +305,29 @@ def transfer_ensure(*, payout_id: str, account: str, amount_minor: int, currency
     return str(transfer.id)
 
 
+# --- refunds of a host's payment (billing/refunds.py) -------------------------------------------
+
+
+def invoice_of_charge(*, charge: dict[str, Any]) -> str | None:
+    """The invoice a charge paid, or None. Today's Charge object does not name its invoice: the
+    invoice's payments do (`GET /v1/invoice_payments?payment[payment_intent]=pi_...`). A charge
+    without a payment intent was not an invoice's payment."""
+    payment_intent = charge.get("payment_intent")
+    if isinstance(payment_intent, dict):  # an expanded payment intent
+        payment_intent = payment_intent.get("id")
+    if not payment_intent:
+        return None
+    payments = client().v1.invoice_payments.list(
+        {"payment": {"type": "payment_intent", "payment_intent": str(payment_intent)}}
+    )
+    for item in payments.auto_paging_iter():
+        payment = _plain(item)
+        if payment.get("status") == "paid":
+            invoice = payment.get("invoice")
+            return str(invoice["id"] if isinstance(invoice, dict) else invoice)
+    return None
+
+
 # --- webhooks --------------------------------------------------------------------------------
 
 

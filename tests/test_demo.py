@@ -42,7 +42,7 @@ def test_it_seeds_the_demo_world_idempotently() -> None:
     fp8 = LicensedModel.objects.get(slug="minimax-m2.7-fp8")
     assert fp8.effective_license().slug == "minimax-m27"
     assert Agreement.objects.filter(license__slug="minimax-m27").count() == 3
-    assert "total: 0 created, 0 updated, 25 unchanged" in second.getvalue()
+    assert "total: 0 created, 0 updated, 26 unchanged" in second.getvalue()
     # and the same keys are printed every run, stored once
     assert keys_in(first.getvalue()) == keys_in(second.getvalue())
     assert ApiKey.objects.count() == len(keys_in(first.getvalue())) == 7
@@ -80,8 +80,9 @@ def test_the_demo_posts_a_month_bills_it_and_prints_the_settlements() -> None:
     assert "minimum guarantee true-up" in text
     assert "minimax <- nebius  EUR" in text
     # and the approved one is on the books, which verify_ledger finds clean
+    # (then paid by its host by bank transfer: docs/payouts.md "In the demo")
     assert Settlement.objects.get(licensor__slug="minimax", host__slug="fireworks").status == (
-        "approved"
+        "paid"
     )
     assert "OK: every entry balances and the chain holds" in text
 
@@ -99,16 +100,16 @@ def test_the_demo_bills_months_of_history_for_the_charts() -> None:
     out = StringIO()
     call_command("seed_demo", "--usage", "--period", "2026-10", "--history", "2", stdout=out)
 
-    # then: August and September are billed and approved, October awaits review
+    # then: August and September are billed and approved (and paid), October awaits review
     from billing.models import Settlement
 
     assert "2026-08    1685 records  7 settlements billed, approved" in out.getvalue()
     periods = Settlement.objects.filter(licensor__slug="minimax").values_list("period", "status")
     assert sorted(set(periods)) == [
-        ("2026-08", "approved"),
-        ("2026-09", "approved"),
-        ("2026-10", "approved"),  # Fireworks', approved by the demo as before
+        ("2026-08", "paid"),  # approved, then paid by the host (docs/payouts.md "In the demo")
+        ("2026-09", "paid"),
         ("2026-10", "draft"),
+        ("2026-10", "paid"),  # Fireworks', approved by the demo as before, then paid
         ("2026-10", "superseded"),  # the demo's dispute, revised (billing/demo_disputes.py)
     ]
     assert "OK: every entry balances and the chain holds" in out.getvalue()
@@ -150,17 +151,20 @@ def test_the_demo_disputes_revises_tells_the_reviewer_and_delivers_webhooks(
     endpoint = WebhookEndpoint.objects.get(licensor__slug="minimax")
     deliveries = WebhookDelivery.objects.filter(endpoint=endpoint)
     assert sorted(deliveries.values_list("event__type", flat=True)) == [
+        "payout.created",  # MiniMax paid out by bank transfer (billing/demo_payouts.py)
+        "payout.paid",
         "settlement.approved",
         "settlement.created",
         "settlement.created",
         "settlement.created",
         "settlement.disputed",
+        "settlement.paid",  # Fireworks' paid by bank transfer
         "settlement.revised",
     ]
     assert set(deliveries.values_list("status", "last_status_code")) == {("succeeded", 200)}
     for delivery in deliveries:
         assert f"{delivery.event.type:<20} {delivery.event_id}" in text
-    assert text.count("signature verified") == 6 and "DOES NOT VERIFY" not in text
+    assert text.count("signature verified") == 9 and "DOES NOT VERIFY" not in text
     # and they are in the admin's delivery log
     admin = Client()
     assert admin.login(username="admin", password=DEMO_PASSWORD)
@@ -179,3 +183,42 @@ def test_the_demo_disputes_revises_tells_the_reviewer_and_delivers_webhooks(
     assert (
         f"total:      EUR {now:,} (was EUR {was:,}, change EUR {now - was:,})" in mailoutbox[1].body
     )
+
+
+def test_the_demo_pays_hosts_and_one_licensor_by_each_rail_without_stripe(settings: Any) -> None:
+    # given: no Stripe (the demo's default)
+    settings.STRIPE_API_KEY = ""
+
+    # when: the demo with a month of history, twice
+    out = StringIO()
+    call_command("seed_demo", "--usage", "--period", "2026-10", "--history", "1", stdout=out)
+    call_command("seed_demo", "--usage", "--period", "2026-10", "--history", "1", stdout=StringIO())
+
+    # then: every approved settlement of MiniMax and Moonshot paid by bank transfer; MiniMax paid
+    # out by hand with a bank reference, Moonshot's Connect payout waiting for Stripe, said so
+    from billing.models import Payout, Settlement
+    from ledger.selectors import party_balances
+    from licensing.models import Licensor
+
+    text = out.getvalue()
+    assert (
+        "minimax <- fireworks 2026-10: paid by bank transfer, reference "
+        "DEMO-IN-MINIMAX-FIREWORKS-2026-10" in text
+    )
+    assert "moonshot <- together 2026-10: paid by bank transfer" in text
+    paid = Settlement.objects.filter(status="paid")
+    assert set(paid.values_list("licensor__slug", flat=True)) == {"minimax", "moonshot"}
+    payouts = {(p.licensor.slug, p.currency): p for p in Payout.objects.select_related("licensor")}
+    assert sorted(payouts) == [("minimax", "EUR"), ("minimax", "USD"), ("moonshot", "USD")]
+    manual = payouts[("minimax", "USD")]
+    assert (manual.rail, manual.status) == ("manual", "paid")
+    assert manual.reference == "DEMO-OUT-MINIMAX-USD-2026-11-05"
+    connect = payouts[("moonshot", "USD")]
+    assert (connect.rail, connect.status, connect.reference) == ("stripe_connect", "pending", None)
+    assert "STRIPE_API_KEY is not set: the demo has no Stripe server" in text
+    minimax = Licensor.objects.get(slug="minimax")
+    # every approved settlement was paid and paid out; drafts are not on the books
+    assert party_balances(owner=minimax) == {"EUR": {"payable": 0}, "USD": {"payable": 0}}
+    moonshot = Licensor.objects.get(slug="moonshot")
+    assert party_balances(owner=moonshot) == {"USD": {"payable": -connect.net_minor}}
+    assert "OK: every entry balances and the chain holds" in text

@@ -407,6 +407,8 @@ ADMIN_TABLE: dict[str, tuple[str, int]] = {
     "billing_payout_history": ("GET", 302),
     "billing_payout_delete": ("GET", 403),
     "billing_payout_record": ("GET", 403),  # operators only, whoever's payout it is
+    "billing_payout_statement_csv": ("GET", 404),
+    "tollgate_payouts": ("GET", 200),  # the workspace's payouts page: Kimi's own, none of A's
 }
 
 

@@ -21,6 +21,8 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from billing.events import event_emit
+from billing.models import Payout
+from billing.payouts import payout_mark_paid
 from billing.review import settlement_approve, settlement_dispute
 from billing.tasks import deliver_due_webhooks
 from billing.webhook_delivery import RETRY_FOR
@@ -369,3 +371,43 @@ def test_the_beat_task_sends_what_is_due(
     assert deliver_due_webhooks.delay().get() == 1
 
     assert [e["type"] for e in receiver.events()] == ["settlement.created"]
+
+
+def test_payout_events_carry_the_payout_with_its_settlements(
+    world: tuple[APIClient, APIClient], receiver: Receiver
+) -> None:
+    # given: MiniMax subscribed to payout events, pays out by bank, its settlement paid by its host
+    hc, lc = world
+    endpoint = subscribe(lc, receiver.url, ["payout.created", "payout.paid"])
+    catalog_import(
+        {"licensors": [{"slug": "minimax", "name": "MiniMax", "payout": {"rail": "manual"}}]}
+    )
+    post_usage(hc, [record("c-1", revenue="1000.00")])
+    run_billing("2026-10")
+    s = settlement_approve(
+        settlement=settlement_of(licensor="minimax", host="fireworks", period="2026-10"),
+        actor="test",
+    )
+    call_command(
+        "record_host_payment",
+        "--settlement",
+        str(s.pk),
+        "--reference",
+        "IN-1",
+        stdout=io.StringIO(),
+    )
+
+    # when: the payout is made, recorded paid, and the due deliveries sent
+    call_command("run_payouts", "--as-of", "2026-11-05", stdout=io.StringIO())
+    payout = Payout.objects.get(licensor__slug="minimax")
+    payout_mark_paid(payout_id=str(payout.pk), reference="OUT-1")
+    assert deliver() == "webhooks: 2 delivered, 0 failed (to be retried)\n"
+
+    # then: both events carry the payout as the API renders it, its settlement listed
+    created, paid = receiver.events()
+    assert (created["type"], paid["type"]) == ("payout.created", "payout.paid")
+    api = lc.get(f"/api/v1/payouts/{payout.pk}").json()
+    assert paid["data"]["object"] == api
+    assert [item["id"] for item in created["data"]["object"]["settlements"]] == [str(s.pk)]
+    for headers, body in receiver.received:
+        assert verify_signature(endpoint["secret"], headers, body)

@@ -287,3 +287,53 @@ def test_it_transfers_to_a_connected_account_and_finds_it_by_transfer_group(
     responses = (account, transfer, listed, replayed, reversal, reversed_transfer)
     bodies = [json.loads(r.last_response.body) for r in responses]
     assert [undeclared(body) for body in bodies] == [[]] * len(bodies)
+
+
+def test_a_card_paid_invoice_is_found_by_its_payment_and_a_refund_emits_charge_refunded(
+    api: stripe.StripeClient, stripe_server: Any
+) -> None:
+    # given: an invoice of 700 paid with the customer's card
+    customer = api.v1.customers.create({"email": "a@example.com"})
+    card = api.v1.payment_methods.attach("pm_card_visa", {"customer": customer.id})
+    api.v1.customers.update(customer.id, {"invoice_settings": {"default_payment_method": card.id}})
+    invoice = _draft(api, customer.id)
+    api.v1.invoice_items.create(
+        {"customer": customer.id, "invoice": invoice.id, "currency": "usd", "amount": 700}
+    )
+    api.v1.invoices.finalize_invoice(invoice.id)
+    api.v1.invoices.pay(invoice.id)
+    paid = json.loads(stripe_server.wait_for_delivery("invoice.paid", object_id=invoice.id).body)[
+        "data"
+    ]["object"]
+
+    # when: the invoice's payments, and a partial refund of its charge
+    (payment,) = api.v1.invoice_payments.list({"invoice": invoice.id}).data
+    by_intent = api.v1.invoice_payments.list(
+        {"payment": {"type": "payment_intent", "payment_intent": payment.payment.payment_intent}}
+    )
+    charges = api.v1.charges.list({"customer": customer.id})
+    charge = charges.data[0]
+    refund = api.v1.refunds.create({"charge": charge.id, "amount": 300})
+    event = stripe_server.wait_for_delivery("charge.refunded", object_id=charge.id).event
+
+    # then: one paid payment of the invoice, found by its payment intent; the event carries the
+    # charge with its cumulative amount refunded and its payment intent, in Stripe's fields only
+    assert paid["status"] == "paid"
+    assert (payment.invoice, payment.status, payment.amount_paid) == (invoice.id, "paid", 700)
+    assert [p.invoice for p in by_intent.data] == [invoice.id]
+    assert (
+        api.v1.invoice_payments.list(
+            {"payment": {"type": "payment_intent", "payment_intent": "pi_other"}}
+        ).data
+        == []
+    )
+    refunded = event["data"]["object"]
+    assert (refund.amount, refund.charge) == (300, charge.id)
+    assert (refunded["amount"], refunded["amount_refunded"], refunded["refunded"]) == (
+        700,
+        300,
+        False,
+    )
+    assert refunded["payment_intent"] == payment.payment.payment_intent
+    bodies = [json.loads(r.last_response.body) for r in (by_intent, refund, charges)]
+    assert [undeclared(body) for body in [*bodies, event]] == [[]] * 4

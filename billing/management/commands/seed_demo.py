@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from billing.demo import DemoWorld, demo_approve, demo_history, demo_post_usage, demo_seed
 from billing.demo_disputes import demo_dispute_and_revision
+from billing.demo_payouts import demo_payouts
 from billing.demo_webhooks import (
     DEFAULT_PORT,
     DemoReceiver,
@@ -98,10 +99,6 @@ class Command(BaseCommand):
             call_command("run_billing", period=period, stdout=self.stdout, stderr=self.stderr)
             approved = demo_approve(period)
             self._dispute(world, period)
-            if receiver is not None:
-                self.stdout.write(heading("Webhook deliveries (python manage.py deliver_webhooks)"))
-                delivered, failed = deliveries_send(everything=True)
-                self.stdout.write(f"  {delivered} delivered, {failed} failed")
             self.stdout.write(heading(f"Settlements for {period}"))
             self._settlements_table(period)
             if approved is not None:
@@ -109,6 +106,13 @@ class Command(BaseCommand):
                     f"  (the demo approved {approved.licensor.slug} <- {approved.host.slug} and "
                     "posted its accrual; log in as minimax to review the others)"
                 )
+            self.stdout.write(heading(f"Host payments and payouts for {period}"))
+            for line in demo_payouts(period):
+                self.stdout.write(f"  {line}")
+            if receiver is not None:
+                self.stdout.write(heading("Webhook deliveries (python manage.py deliver_webhooks)"))
+                delivered, failed = deliveries_send(everything=True)
+                self.stdout.write(f"  {delivered} delivered, {failed} failed")
             self.stdout.write(heading("Ledger"))
             call_command("verify_ledger", stdout=self.stdout, stderr=self.stderr)
 
