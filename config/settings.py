@@ -182,6 +182,9 @@ CELERY_TIMEZONE = "UTC"
 # A running billing run with no pair finished for this long is taken for dead and marked failed
 # (billing/stale.py); above the visibility timeout, after which a lost pair task is redelivered.
 BILLING_RUN_STALE_SECONDS = envint("BILLING_RUN_STALE_SECONDS", "3600")
+# Pairs a billing run settles in one transaction (one Celery task, one durable commit): the
+# per-pair round trips and WAL flush shared by the batch (docs/billing.md, "Batches").
+BILLING_PAIRS_PER_BATCH = envint("BILLING_PAIRS_PER_BATCH", "100")
 CELERY_BEAT_SCHEDULE = {
     # The month's billing run: on the 1st at 02:00 UTC for the previous month.
     "monthly-billing": {
