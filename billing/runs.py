@@ -21,6 +21,7 @@ from django.db.models.functions import Concat, Left
 from django.utils import timezone
 
 from billing import aggregation
+from billing.bulk import pairs_in
 from billing.models import (
     BillingRun,
     BillingRunGroup,
@@ -33,7 +34,6 @@ from billing.settling import (
     Pair,
     PairOutcome,
     catalog_for_run,
-    pairs_q,
     pairs_rate,
     settlements_write,
 )
@@ -186,7 +186,7 @@ def billing_pairs_settle(*, run_id: int, pairs: list[Pair]) -> dict[Pair, PairOu
         BillingRunPair.objects.select_for_update(of=("self",))
         .select_related("run")
         .filter(run_id=run_id)
-        .filter(pairs_q(pairs))
+        .filter(pairs_in(BillingRunPair, pairs))
         .order_by("id")
     )
     missing = set(pairs) - {(r.host_id, r.licensor_id) for r in rows}

@@ -3,8 +3,9 @@ its adjustments, and write its settlements, their lines and history, in the call
 (billing/runs.py owns the transaction, the pair rows and the run's progress).
 
 The writes of a batch are few statements whatever its size: one read of the pairs' groups, one
-of their current settlements (FOR UPDATE), one multi-row INSERT each of new settlements, lines
-and history events, one UPDATE of the recomputed drafts, one lock of the terms used. A pair's
+of their current settlements (FOR UPDATE), one COPY each of new settlements and lines, one
+multi-row INSERT of history events, one UPDATE of the recomputed drafts, one lock of the terms
+used (billing/bulk.py). A pair's
 rating is the same function as ever (`rerating.pair_period_rate`); only the round trips are
 shared, so a batch writes exactly what its pairs would write one by one.
 """
@@ -15,8 +16,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from functools import reduce
-from operator import or_
 from typing import Any
 
 from django.db import transaction
@@ -24,6 +23,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing import aggregation
+from billing.bulk import pairs_in, rows_copy, settlements_recompute
 from billing.events import settlement_event, subscriptions
 from billing.history import SYSTEM, settlement_events_record
 from billing.models import (
@@ -69,11 +69,6 @@ def catalog_for_run(run_id: int) -> CatalogSnapshot:
         _catalogs.clear()  # one run at a time per process is the common case; keep memory flat
         _catalogs[run_id] = CatalogSnapshot.load()
     return _catalogs[run_id]
-
-
-def pairs_q(pairs: list[Pair]) -> Q:
-    """Exactly these (host, licensor) pairs: a batch must not lock another batch's rows."""
-    return reduce(or_, (Q(host_id=h, licensor_id=lic) for h, lic in pairs))
 
 
 def _settled_periods_to_rerate(
@@ -136,7 +131,7 @@ def pairs_rate(
     rows: dict[Pair, list[dict[str, Any]]] = defaultdict(list)
     for row in (
         BillingRunGroup.objects.filter(run_id=run.pk)
-        .filter(pairs_q(pairs))
+        .filter(pairs_in(BillingRunGroup, pairs))
         .order_by("id")
         .values(*aggregation.COLUMNS)
     ):
@@ -169,20 +164,6 @@ class _Writes:
     agreements: set[int] = field(default_factory=set)
 
 
-# Settlement fields a recomputation sets.
-_RECOMPUTED = (
-    "total",
-    "usage_digest",
-    "terms_digest",
-    "record_count",
-    "flags",
-    "computed_at",
-    "run",
-    "review_due_at",
-    "updated_at",
-)
-
-
 def settlements_write(
     *, run: BillingRun, rated: dict[Pair, dict[str, Bundle]], catalog: CatalogSnapshot
 ) -> dict[Pair, PairOutcome]:
@@ -196,7 +177,7 @@ def settlements_write(
     existing: dict[Pair, dict[str, Settlement]] = defaultdict(dict)
     for s in (
         Settlement.objects.select_for_update()
-        .filter(pairs_q(list(rated)), period=run.period)
+        .filter(pairs_in(Settlement, list(rated)), period=run.period)
         .exclude(status__in=NOT_CURRENT_STATUSES)
         .order_by("id")
     ):
@@ -304,9 +285,9 @@ def settlements_write(
 def _flush(w: _Writes, *, run: BillingRun, computed_at: datetime, catalog: CatalogSnapshot) -> None:
     if w.recomputed:
         SettlementLine.objects.filter(settlement__in=[s.pk for s in w.recomputed]).delete()
-        Settlement.objects.bulk_update(w.recomputed, _RECOMPUTED, batch_size=500)
-    Settlement.objects.bulk_create(w.created, batch_size=500)
-    SettlementLine.objects.bulk_create(w.lines, batch_size=2000)
+        settlements_recompute(w.recomputed)
+    rows_copy(Settlement, w.created)
+    rows_copy(SettlementLine, w.lines)
     settlement_events_record(
         [
             (s, SYSTEM, action, {"total": format(s.total, "f"), "run": run.pk})
@@ -347,4 +328,4 @@ def _line_order(line: Line) -> tuple[object, ...]:
     )
 
 
-__all__ = ["PairOutcome", "catalog_for_run", "pairs_q", "pairs_rate", "settlements_write"]
+__all__ = ["PairOutcome", "catalog_for_run", "pairs_rate", "settlements_write"]
