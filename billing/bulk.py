@@ -22,7 +22,8 @@ def rows_copy(model: type[models.Model], objs: Sequence[models.Model]) -> None:
     read back: the callers never need them)."""
     if not objs:
         return
-    fields = [f for f in model._meta.local_concrete_fields if not f.db_returning]
+    # Not the keys the database generates (AutoField: `db_returning`); a UUID key is ours.
+    fields = [f for f in model._meta.local_concrete_fields if not getattr(f, "db_returning", False)]
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     table = connection.ops.quote_name(model._meta.db_table)
     # Django's exceptions (DataError, OperationalError), as from any other query: the callers
