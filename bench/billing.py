@@ -49,7 +49,10 @@ ADMIN_URL = os.environ.get("BENCH_ADMIN_URL", "postgres://postgres@127.0.0.1:543
 DB = os.environ.get("BENCH_BILLING_DB", "tollgate_bench_billing")
 BROKER = os.environ.get("BENCH_CELERY_BROKER", "redis://127.0.0.1:6379/5")
 JIT = os.environ.get("BENCH_JIT", "off")
-PGOPTIONS = f"-c jit={JIT}"
+# The run's aggregation sets this work_mem for itself (config/settings.py); every session of the
+# bench, the baseline's included, gets the same.
+WORK_MEM = os.environ.get("BILLING_AGGREGATION_WORK_MEM", "64MB")
+PGOPTIONS = f"-c jit={JIT} -c work_mem={WORK_MEM}"
 PERIOD = "2026-10"
 REPEAT = int(os.environ.get("BENCH_BILLING_REPEAT", "3"))
 
@@ -240,13 +243,14 @@ def baseline_plan() -> str:
     """EXPLAIN (ANALYZE, BUFFERS) of the baseline; exits if it is not the plan it deserves."""
     with connect() as conn:
         jit = conn.execute("SHOW jit").fetchone()
+        work_mem = conn.execute("SHOW work_mem").fetchone()
         rows = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + BARE, prepare=False).fetchall()
     plan = "\n".join(r[0] for r in rows)
     if "HashAggregate" not in plan or "GroupAggregate" in plan:
         raise SystemExit(f"bench billing: the baseline is not hashed:\n{plan}")
     if "external" in plan:  # Sort Method: external merge / external sort
         raise SystemExit(f"bench billing: the baseline sorts to disk:\n{plan}")
-    return f"jit = {jit[0] if jit else '?'}\n{plan}"
+    return f"jit = {jit[0] if jit else '?'}, work_mem = {work_mem[0] if work_mem else '?'}\n{plan}"
 
 
 def bare_group_by() -> tuple[float, int]:
@@ -346,12 +350,16 @@ def child_explain() -> int:
     import django
 
     django.setup()
+    from django.conf import settings
     from django.db import connection
 
     from billing.aggregation import UsageFilter, groups_sql
 
     sql, params = groups_sql(PERIOD, UsageFilter())
     with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('work_mem', %s, false)", [settings.BILLING_AGGREGATION_WORK_MEM]
+        )
         cursor.execute("SHOW jit")
         jit = cursor.fetchone()[0]
         cursor.cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params, prepare=False)
@@ -509,7 +517,8 @@ def main(argv: list[str]) -> int:
         version = conn.execute("SHOW server_version").fetchone()
     print(
         f"billing: PostgreSQL {version[0] if version else '?'}, psycopg {psycopg.__version__}, "
-        f"{os.cpu_count()} CPUs; jit {JIT} in every session (PGOPTIONS); {REPEAT} interleaved "
+        f"{os.cpu_count()} CPUs; jit {JIT}, work_mem {WORK_MEM} in every session (PGOPTIONS); "
+        f"{REPEAT} interleaved "
         f"rounds, medians (min-max); database {DB}",
         flush=True,
     )

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 
 from core.periods import period_bounds
@@ -367,6 +368,11 @@ def stage_groups(*, run_id: int, period: str, received_until: datetime | None = 
     partition_analyze_if_stale(start.year, start.month)
     sql, params = groups_sql(period, UsageFilter(received_until=received_until))
     columns = ", ".join(COLUMNS)
+    with connection.cursor() as cursor:
+        # For this transaction only: room for the groups' hash table (config/settings.py).
+        cursor.execute(
+            "SELECT set_config('work_mem', %s, true)", [settings.BILLING_AGGREGATION_WORK_MEM]
+        )
     cursor = _execute(
         "CREATE TEMPORARY TABLE billing_stage ON COMMIT DROP AS "  # noqa: S608
         f"SELECT * FROM ({sql}) AS agg ({columns})",

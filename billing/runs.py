@@ -4,13 +4,15 @@ The flow (docs/billing.md):
 
 1. `billing_run_start` aggregates the month in PostgreSQL into `BillingRunGroup` rows and lists
    the (licensor, host) pairs to bill;
-2. `billing_pair_settle`, once per pair (a Celery task each, or a loop in `run_billing`), rates
-   the pair's groups (billing/rerating.py), re-rates settled months that received usage since,
-   and writes one draft settlement per currency; settled settlements are left as they are;
+2. `billing_pairs_settle`, once per batch of pairs (a `bill_pairs` Celery task each, or a loop
+   in `run_billing`), rates each pair's groups (billing/settling.py, billing/rerating.py),
+   re-rates settled months that received usage since, and writes one draft settlement per
+   currency, for the whole batch in one transaction; settled settlements are left as they are.
+   `billing_pairs_bill` settles a batch that raises again pair by pair, recording failures;
 3. the licensor approves or disputes (billing/review.py).
 
 Every step is idempotent: a pair already done in a run is skipped, and a re-run recomputes drafts
-from the same usage.
+from the same usage (docs/billing.md, "Batches").
 """
 
 from __future__ import annotations
