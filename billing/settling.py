@@ -42,7 +42,7 @@ from billing.rerating import (
     pair_period_rate,
     settled_month_rerate,
 )
-from billing.revisions import review_due_at, revision_needed, settlement_revise
+from billing.revisions import review_due_at, review_terms, revision_needed, settlement_revise
 from core.money import quantize
 from core.vocabulary import LINE_KINDS
 from licensing.models import Agreement, LicenseVersion
@@ -183,15 +183,17 @@ def settlements_write(
     ):
         existing[(s.host_id, s.licensor_id)][s.currency] = s
     computed_at = run.snapshot_at or timezone.now()
-    due: dict[tuple[frozenset[int], frozenset[int], datetime], datetime | None] = {}
+    # The review days of every term that rated the batch, read once (not twice a settlement).
+    bundles_all = [b for bundles in rated.values() for b in bundles.values()]
+    known = review_terms(
+        versions={v for b in bundles_all for v in b.locked_versions},
+        agreements={a for b in bundles_all for a in b.locked_agreements},
+    )
 
     def due_at(first: datetime, versions: set[int], agreements: set[int]) -> datetime | None:
-        key = (frozenset(versions), frozenset(agreements), first)
-        if key not in due:  # a batch's pairs share a few sets of terms
-            due[key] = review_due_at(
-                first_computed_at=first, versions=versions, agreements=agreements
-            )
-        return due[key]
+        return review_due_at(
+            first_computed_at=first, versions=versions, agreements=agreements, known=known
+        )
 
     w = _Writes()
     now = timezone.now()
