@@ -23,7 +23,7 @@ from django.db.models.functions import Concat, Left
 from django.utils import timezone
 
 from billing import aggregation
-from billing.bulk import pairs_in
+from billing.bulk import pairs_in, rows_copy
 from billing.models import (
     BillingRun,
     BillingRunGroup,
@@ -88,8 +88,10 @@ def billing_run_start(*, period: str, trigger: str = "task") -> BillingRun:
             period=period, status__in=[SettlementStatus.DRAFT, SettlementStatus.DISPUTED]
         ).values_list("host_id", "licensor_id")
     )
-    BillingRunPair.objects.bulk_create(
-        [BillingRunPair(run=run, host_id=h, licensor_id=lic) for h, lic in sorted(pairs)]
+    # COPY: a run has up to tens of thousands of pairs (billing/bulk.py).
+    rows_copy(
+        BillingRunPair,
+        [BillingRunPair(run=run, host_id=h, licensor_id=lic) for h, lic in sorted(pairs)],
     )
     now = timezone.now()
     BillingRun.objects.filter(pk=run.pk).update(

@@ -284,9 +284,13 @@ def test_it_finishes_after_the_worker_is_killed_mid_run(
 
 
 def batches_in_flight() -> int:
-    """Batches that hold their pairs' locks (an uncommitted batch transaction)."""
+    """Pair locks held by uncommitted batch transactions in this database (pg_locks spans every
+    database of the server)."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
         return int(cursor.fetchone()[0])
 
 
