@@ -48,6 +48,9 @@ def rows_copy(model: type[models.Model], objs: Sequence[models.Model]) -> None:
                         for name, is_json, prep in getters
                     ]
                 )
+    for obj in objs:  # saved, as after bulk_create: later saves UPDATE them, not INSERT
+        obj._state.adding = False
+        obj._state.db = connection.alias
 
 
 def pairs_in(model: type[models.Model], pairs: Sequence[tuple[int, int]]) -> RawSQL:
