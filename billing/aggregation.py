@@ -33,12 +33,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 
 from core.periods import period_bounds
 from licensing.models import Agreement, LicenseVersion
 from licensing.rating import Threshold, parse_rules, terms_in_force, threshold_points
 from licensing.rating.terms import Terms
+from usage.partitions import month_relation, partition_analyze_if_stale
 
 COLUMNS = (
     "host_id",
@@ -180,6 +182,9 @@ def groups_sql(period: str, f: UsageFilter) -> tuple[str, dict[str, Any]]:
         "year_start": datetime(start.year, 1, 1, tzinfo=UTC),
     }
     where = _where(f, params)
+    # The month's partition by name: its own extended statistics give the planner the real
+    # number of groups, so it hashes (usage/partitions.py); the parent's need a manual ANALYZE.
+    month = month_relation(start.year, start.month)
     bounds = _boundaries(start, end)
     if bounds:
         params["bounds"] = bounds
@@ -201,7 +206,7 @@ def groups_sql(period: str, f: UsageFilter) -> tuple[str, dict[str, Any]]:
                sum(u.output_tokens) AS ot, sum(u.requests) AS rq, sum(u.revenue) AS rev,
                count(*) FILTER (WHERE u.corrects = '') AS n,
                0::numeric AS rev_before, 0::numeric AS tok_before
-        FROM usage_record u
+        FROM {month} u
         WHERE {where} AND u.license_id <> ALL(%(tlicenses)s::bigint[])
         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
         """  # noqa: S608
@@ -236,7 +241,7 @@ def groups_sql(period: str, f: UsageFilter) -> tuple[str, dict[str, Any]]:
                    sum(u.input_tokens) AS it, sum(u.cached_input_tokens) AS ct,
                    sum(u.output_tokens) AS ot, sum(u.requests) AS rq, sum(u.revenue) AS rev,
                    count(*) FILTER (WHERE u.corrects = '') AS n
-            FROM usage_record u
+            FROM {month} u
             WHERE {where} AND u.license_id = ANY(%(tlicenses)s::bigint[])
             GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
         ),
@@ -353,17 +358,35 @@ def aggregate_groups(period: str, f: UsageFilter) -> list[dict[str, Any]]:
 
 def stage_groups(*, run_id: int, period: str, received_until: datetime | None = None) -> int:
     """Aggregate the whole month into `billing_billingrungroup` rows of `run_id`, inside
-    PostgreSQL; returns the number of groups."""
+    PostgreSQL; returns the number of groups.
+
+    Through a temporary table: PostgreSQL never runs an `INSERT ... SELECT` in parallel, but
+    does run `CREATE TABLE ... AS SELECT` in parallel, like the bare query; the groups (thousands
+    of rows, not the month's records) are then copied in one statement."""
+    start, _ = period_bounds(period)
+    # Its plan depends on the month's statistics (usage/partitions.py); autovacuum may be off.
+    partition_analyze_if_stale(start.year, start.month)
     sql, params = groups_sql(period, UsageFilter(received_until=received_until))
-    params["run_id"] = run_id
     columns = ", ".join(COLUMNS)
-    insert = (
-        f"INSERT INTO billing_billingrungroup (run_id, {columns}) "  # noqa: S608
-        f"SELECT %(run_id)s, agg.* FROM ({sql}) AS agg"
+    with connection.cursor() as cursor:
+        # For this transaction only: room for the groups' hash table (config/settings.py).
+        cursor.execute(
+            "SELECT set_config('work_mem', %s, true)", [settings.BILLING_AGGREGATION_WORK_MEM]
+        )
+    cursor = _execute(
+        "CREATE TEMPORARY TABLE billing_stage ON COMMIT DROP AS "  # noqa: S608
+        f"SELECT * FROM ({sql}) AS agg ({columns})",
+        params,
     )
-    cursor = _execute(insert, params)
     with cursor:
-        return int(cursor.rowcount)
+        cursor.execute(
+            f"INSERT INTO billing_billingrungroup (run_id, {columns}) "  # noqa: S608
+            f"SELECT %s, {columns} FROM billing_stage",
+            [run_id],
+        )
+        count = int(cursor.rowcount)
+        cursor.execute("DROP TABLE billing_stage")
+        return count
 
 
 def late_usage_periods(

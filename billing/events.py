@@ -46,11 +46,31 @@ settlement_renderer: Callable[[Any], dict[str, Any]] | None = None
 payout_renderer: Callable[[Any], dict[str, Any]] | None = None
 
 
-def _subscribed(type: str, licensor_id: int, host_id: int | None) -> list[WebhookEndpoint]:
-    owners = Q(licensor_id=licensor_id)
-    if host_id is not None:
-        owners |= Q(host_id=host_id)
-    return [e for e in WebhookEndpoint.objects.filter(owners) if type in e.events]
+def subscriptions(*, licensor_ids: set[int], host_ids: set[int]) -> list[WebhookEndpoint]:
+    """Every endpoint of these licensors and hosts, read once: what `event_emit` chooses from
+    for many events of one transaction (a billing run's batch)."""
+    return list(
+        WebhookEndpoint.objects.filter(Q(licensor_id__in=licensor_ids) | Q(host_id__in=host_ids))
+    )
+
+
+def _subscribed(
+    type: str,
+    licensor_id: int,
+    host_id: int | None,
+    endpoints: list[WebhookEndpoint] | None = None,
+) -> list[WebhookEndpoint]:
+    if endpoints is None:
+        owners = Q(licensor_id=licensor_id)
+        if host_id is not None:
+            owners |= Q(host_id=host_id)
+        endpoints = list(WebhookEndpoint.objects.filter(owners))
+    return [
+        e
+        for e in endpoints
+        if type in e.events
+        and (e.licensor_id == licensor_id or (host_id is not None and e.host_id == host_id))
+    ]
 
 
 def event_emit(
@@ -60,16 +80,18 @@ def event_emit(
     host: Host | int | None,
     object_id: str,
     data: dict[str, Any] | Callable[[], dict[str, Any]],
+    endpoints: list[WebhookEndpoint] | None = None,
 ) -> WebhookEvent | None:
     """Record an event and its deliveries in the current transaction; None when no endpoint is
     subscribed to it (nothing to deliver, so nothing is recorded). `host` None: a licensor's
     event (payouts), for the licensor's endpoints only. `data`: the object, or a function that
-    renders it (called only when someone is subscribed)."""
+    renders it (called only when someone is subscribed). `endpoints`: those read beforehand by
+    `subscriptions` (None: read them now)."""
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown webhook event type {type!r}")
     licensor_id = licensor if isinstance(licensor, int) else licensor.pk
     host_id = host if host is None or isinstance(host, int) else host.pk
-    endpoints = _subscribed(type, licensor_id, host_id)
+    endpoints = _subscribed(type, licensor_id, host_id, endpoints)
     if not endpoints:
         return None
     now = timezone.now()
@@ -102,9 +124,11 @@ def _queue(delivery_id: int) -> None:
     current_app.send_task("billing.tasks.deliver_webhook", args=[delivery_id])
 
 
-def settlement_event(settlement: Any, type: str) -> WebhookEvent | None:
-    """A settlement's event, for its licensor's and its host's endpoints, with the settlement
-    as the API renders it now."""
+def settlement_event(
+    settlement: Any, type: str, endpoints: list[WebhookEndpoint] | None = None
+) -> WebhookEvent | None:
+    """A settlement's event, for its licensor's and its host's endpoints (`endpoints`: read
+    beforehand by `subscriptions`), with the settlement as the API renders it now."""
     if type not in SETTLEMENT_EVENTS:
         raise ValueError(f"{type!r} is not a settlement event")
     renderer = settlement_renderer
@@ -116,7 +140,15 @@ def settlement_event(settlement: Any, type: str) -> WebhookEvent | None:
         host=settlement.host_id,
         object_id=str(settlement.pk),
         data=lambda: renderer(settlement),
+        endpoints=endpoints,
     )
 
 
-__all__ = ["EVENT_TYPES", "PAYOUT_EVENTS", "SETTLEMENT_EVENTS", "event_emit", "settlement_event"]
+__all__ = [
+    "EVENT_TYPES",
+    "PAYOUT_EVENTS",
+    "SETTLEMENT_EVENTS",
+    "event_emit",
+    "settlement_event",
+    "subscriptions",
+]

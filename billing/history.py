@@ -36,9 +36,28 @@ def settlement_event_record(
     )
 
 
+def settlement_events_record(events: list[tuple[Settlement, str, str, dict[str, Any]]]) -> None:
+    """`settlement_event_record` for many settlements at once (a billing run's batch): one
+    (settlement, actor, action, detail) per event, written in one statement, all at the same
+    instant. Call it inside the changes' transaction."""
+    at = timezone.now()
+    SettlementEvent.objects.bulk_create(
+        [
+            SettlementEvent(settlement=s, at=at, actor=actor, action=action, detail=detail)
+            for s, actor, action, detail in events
+        ],
+        batch_size=1000,
+    )
+
+
 def settlement_history(*, settlement: Settlement) -> QuerySet[SettlementEvent]:
     """The settlement's own events, in time order."""
     return SettlementEvent.objects.filter(settlement=settlement).order_by("at", "id")
 
 
-__all__ = ["SYSTEM", "settlement_event_record", "settlement_history"]
+__all__ = [
+    "SYSTEM",
+    "settlement_event_record",
+    "settlement_events_record",
+    "settlement_history",
+]

@@ -25,23 +25,46 @@ from billing.rerating import line_from_row
 from licensing.models import Agreement, LicenseVersion
 from licensing.rating import Line
 
+# ("version" | "agreement", row id) -> (effective_from, review_days) of terms that rated usage.
+ReviewTerms = dict[tuple[str, int], tuple[datetime, int | None]]
+
+
+def review_terms(*, versions: set[int], agreements: set[int]) -> ReviewTerms:
+    """What `review_due_at` needs of these terms, in two queries (a run's batch reads them once
+    for all its settlements)."""
+    known: ReviewTerms = {}
+    for pk, effective_from, days in LicenseVersion.objects.filter(pk__in=versions).values_list(
+        "pk", "effective_from", "review_days"
+    ):
+        known[("version", pk)] = (effective_from, days)
+    for pk, effective_from, days in Agreement.objects.filter(pk__in=agreements).values_list(
+        "pk", "effective_from", "review_days"
+    ):
+        known[("agreement", pk)] = (effective_from, days)
+    return known
+
 
 def review_due_at(
-    *, first_computed_at: datetime, versions: set[int], agreements: set[int]
+    *,
+    first_computed_at: datetime,
+    versions: set[int],
+    agreements: set[int],
+    known: ReviewTerms | None = None,
 ) -> datetime | None:
     """A settlement's deemed-acceptance instant: its first computation plus the `review_days` of
     the last terms (latest `effective_from`; an agreement before a version of the same instant,
-    since it replaces it) that rated its usage; None when those have none, or nothing rated."""
+    since it replaces it) that rated its usage; None when those have none, or nothing rated.
+    `known`: the terms as `review_terms` read them (None: read them now)."""
+    if known is None:
+        known = review_terms(versions=versions, agreements=agreements)
     candidates: list[tuple[datetime, int, int | None]] = [
-        (effective_from, 0, days)
-        for effective_from, days in LicenseVersion.objects.filter(pk__in=versions).values_list(
-            "effective_from", "review_days"
-        )
+        (known[("version", pk)][0], 0, known[("version", pk)][1])
+        for pk in versions
+        if ("version", pk) in known
     ] + [
-        (effective_from, 1, days)
-        for effective_from, days in Agreement.objects.filter(pk__in=agreements).values_list(
-            "effective_from", "review_days"
-        )
+        (known[("agreement", pk)][0], 1, known[("agreement", pk)][1])
+        for pk in agreements
+        if ("agreement", pk) in known
     ]
     if not candidates:
         return None
@@ -108,4 +131,10 @@ def settlement_revise(
     return revision
 
 
-__all__ = ["review_due_at", "revision_needed", "settlement_revise"]
+__all__ = [
+    "ReviewTerms",
+    "review_due_at",
+    "review_terms",
+    "revision_needed",
+    "settlement_revise",
+]

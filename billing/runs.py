@@ -4,20 +4,18 @@ The flow (docs/billing.md):
 
 1. `billing_run_start` aggregates the month in PostgreSQL into `BillingRunGroup` rows and lists
    the (licensor, host) pairs to bill;
-2. `billing_pair_settle`, once per pair (a Celery task each, or a loop in `run_billing`), rates
-   the pair's groups (billing/rerating.py), re-rates settled months that received usage since,
-   and writes one draft settlement per currency; settled settlements are left as they are;
+2. `billing_pairs_settle`, once per batch of pairs (a `bill_pairs` Celery task each, or a loop
+   in `run_billing`), rates each pair's groups (billing/settling.py, billing/rerating.py),
+   re-rates settled months that received usage since, and writes one draft settlement per
+   currency, for the whole batch in one transaction; settled settlements are left as they are.
+   `billing_pairs_bill` settles a batch that raises again pair by pair, recording failures;
 3. the licensor approves or disputes (billing/review.py).
 
 Every step is idempotent: a pair already done in a run is skipped, and a re-run recomputes drafts
-from the same usage.
+from the same usage (docs/billing.md, "Batches").
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal
 
 from django.db import connection, transaction
 from django.db.models import Case, F, Q, TextField, Value, When
@@ -25,36 +23,27 @@ from django.db.models.functions import Concat, Left
 from django.utils import timezone
 
 from billing import aggregation
-from billing.events import settlement_event
-from billing.history import SYSTEM, settlement_event_record
+from billing.bulk import pairs_in, rows_copy
 from billing.models import (
-    NOT_CURRENT_STATUSES,
-    SETTLED_STATUSES,
     BillingRun,
     BillingRunGroup,
     BillingRunPair,
     PendingRerate,
     Settlement,
-    SettlementLine,
     SettlementStatus,
 )
 from billing.notifications import review_ready_record
-from billing.rerating import (
-    Bundle,
-    CatalogSnapshot,
-    line_to_row,
-    pair_period_rate,
-    settled_month_rerate,
+from billing.settling import (
+    Pair,
+    PairOutcome,
+    catalog_for_run,
+    pairs_rate,
+    settlements_write,
 )
-from billing.revisions import review_due_at, revision_needed, settlement_revise
 from billing.stale import billing_runs_reap, run_owner
-from core.money import quantize
 from core.periods import period_bounds
-from core.vocabulary import LINE_KINDS
-from licensing.models import Agreement, LicenseVersion
-from licensing.rating import Line
 from usage.closing import period_complete, period_stragglers, period_swept, periods_unswept
-from usage.selectors import period_open_pairs, periods_closed_by_completion
+from usage.selectors import period_open_pairs
 
 
 @transaction.atomic(durable=True)
@@ -100,8 +89,10 @@ def billing_run_start(*, period: str, trigger: str = "task") -> BillingRun:
             period=period, status__in=[SettlementStatus.DRAFT, SettlementStatus.DISPUTED]
         ).values_list("host_id", "licensor_id")
     )
-    BillingRunPair.objects.bulk_create(
-        [BillingRunPair(run=run, host_id=h, licensor_id=lic) for h, lic in sorted(pairs)]
+    # COPY: a run has up to tens of thousands of pairs (billing/bulk.py).
+    rows_copy(
+        BillingRunPair,
+        [BillingRunPair(run=run, host_id=h, licensor_id=lic) for h, lic in sorted(pairs)],
     )
     now = timezone.now()
     BillingRun.objects.filter(pk=run.pk).update(
@@ -166,140 +157,68 @@ def _period_sweep(period: str) -> None:
 # --- end of months completed by their run
 
 
-def _last_pair() -> Q:
-    """The run is still running and the pair being counted is its last one."""
-    return Q(status=BillingRun.Status.RUNNING) & Q(pairs_done__gte=F("pairs_total") - 1)
+def _last_pairs(count: int) -> Q:
+    """The run is still running and the `count` pairs being counted are its last ones."""
+    return Q(status=BillingRun.Status.RUNNING) & Q(pairs_done__gte=F("pairs_total") - count)
 
 
-@dataclass
-class PairOutcome:
-    """What one pair task did: the settlements it wrote and those it found already settled."""
-
-    written: list[Settlement] = field(default_factory=list)
-    settled: list[Settlement] = field(default_factory=list)
-    skipped: bool = False  # already done in this run, or the run was superseded
-
-
-_catalogs: dict[int, CatalogSnapshot] = {}
-
-
-def _catalog_for_run(run_id: int) -> CatalogSnapshot:
-    if run_id not in _catalogs:
-        _catalogs.clear()  # one run at a time per process is the common case; keep memory flat
-        _catalogs[run_id] = CatalogSnapshot.load()
-    return _catalogs[run_id]
-
-
-def _settled_periods_to_rerate(
-    *, host_id: int, licensor_id: int, period: str, catalog: CatalogSnapshot
-) -> list[str]:
-    periods = catalog.periods_to_rerate(host_id=host_id, licensor_id=licensor_id, period=period)
-    if not periods:
-        return []
-    settled = Settlement.objects.filter(
-        host_id=host_id,
-        licensor_id=licensor_id,
-        period__in=periods,
-        status__in=SETTLED_STATUSES,
-    ).values_list("period", flat=True)
-    # Months the pair had no usage in when their run completed are settled without a settlement.
-    closed = periods_closed_by_completion(
-        host_id=host_id, licensor_id=licensor_id, periods=set(periods) - set(settled)
-    )
-    return sorted(set(settled) | closed)
-
-
-def _adjustments(
-    *,
-    host_id: int,
-    licensor_id: int,
-    period: str,
-    snapshot_at: datetime | None,
-    bundles: dict[str, Bundle],
-    catalog: CatalogSnapshot,
-) -> None:
-    """Add to `bundles` the adjustment lines of every settled month that received usage since:
-    re-rated with all its usage, minus everything already billed for it (its settlement and the
-    adjustments of other settlements; never the drafts of `period` being recomputed)."""
-    for settled_period in _settled_periods_to_rerate(
-        host_id=host_id, licensor_id=licensor_id, period=period, catalog=catalog
-    ):
-        adjustments = settled_month_rerate(
-            host_id=host_id,
-            licensor_id=licensor_id,
-            period=settled_period,
-            received_until=snapshot_at,
-            # The period's draft, or its disputed settlement that a revision may replace.
-            not_billed=Q(
-                settlement__period=period,
-                settlement__status__in=[SettlementStatus.DRAFT, SettlementStatus.DISPUTED],
-            ),
-            catalog=catalog,
-        )
-        for currency, lines in adjustments.items():
-            bundle = bundles.setdefault(currency, Bundle())
-            # The settlement's digests stay those of its own month's usage and terms: the
-            # adjustment lines are differences against other settlements, not a rating.
-            bundle.lines += [(license_id, line, []) for license_id, line in lines]
-
-
-def _pair_lock(host_id: int, licensor_id: int, period: str) -> None:
-    """Serialize all work on one pair's month: two runs of a period, or a task delivered twice,
-    must not write the same settlements concurrently (the loser would hit the unique key, or
-    worse, interleave its line inserts with the winner's)."""
+def _pair_locks(keys: list[str]) -> None:
+    """Serialize all work on each pair's month: two runs of a period, or a batch delivered
+    twice, must not write the same settlements concurrently (the loser would hit the unique
+    key, or worse, interleave its line inserts with the winner's). Taken in sorted order, so
+    two batches sharing pairs never deadlock."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-            [f"billing:{host_id}:{licensor_id}:{period}"],
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(%s::text[]) AS k",
+            [sorted(keys)],
         )
+        cursor.fetchall()
 
 
 @transaction.atomic(durable=True)
-def billing_pair_settle(*, run_id: int, host_id: int, licensor_id: int) -> PairOutcome:
-    """Write the settlements of one (licensor, host) pair for the run's period. Idempotent: a
-    pair already done in this run, or a run superseded by a newer one, changes nothing."""
+def billing_pairs_settle(*, run_id: int, pairs: list[Pair]) -> dict[Pair, PairOutcome]:
+    """Write the settlements of a batch of (licensor, host) pairs for the run's period, in one
+    transaction: each pair's settlements, lines and history, its row marked done, the run's
+    progress. Idempotent: a pair already done in this run is skipped, and a run superseded by a
+    newer one changes nothing. Anything raised rolls the whole batch back (`billing_pairs_bill`
+    then settles its pairs one by one)."""
     # The commit is durable (synchronous_commit as the server has it, on): a settlement that
     # run_billing prints or anything announces survives a database crash (docs/billing.md,
-    # "Durability").
-    # FOR UPDATE: a duplicate delivery of this task waits here, then sees done_at and stops.
-    pair = (
+    # "Durability"); one flush per batch.
+    # FOR UPDATE, in id order: a duplicate delivery of this batch (or of one of its pairs)
+    # waits here, then sees done_at and skips them.
+    rows = list(
         BillingRunPair.objects.select_for_update(of=("self",))
         .select_related("run")
-        .get(run_id=run_id, host_id=host_id, licensor_id=licensor_id)
-    )
-    run = pair.run
-    if pair.done_at is not None or run.status != BillingRun.Status.RUNNING:
-        return PairOutcome(skipped=True)
-    _pair_lock(host_id, licensor_id, run.period)
-
-    period = run.period
-    catalog = _catalog_for_run(run_id)
-    rows = list(
-        BillingRunGroup.objects.filter(run_id=run_id, host_id=host_id, licensor_id=licensor_id)
+        .filter(run_id=run_id)
+        .filter(pairs_in(BillingRunPair, pairs))
         .order_by("id")
-        .values(*aggregation.COLUMNS)
     )
-    bundles = pair_period_rate(period, rows, catalog)
-    _adjustments(
-        host_id=host_id,
-        licensor_id=licensor_id,
-        period=period,
-        snapshot_at=run.snapshot_at,
-        bundles=bundles,
-        catalog=catalog,
-    )
-    outcome = _write_settlements(
-        run=run, host_id=host_id, licensor_id=licensor_id, bundles=bundles, catalog=catalog
-    )
+    missing = set(pairs) - {(r.host_id, r.licensor_id) for r in rows}
+    if missing:
+        raise BillingRunPair.DoesNotExist(f"run {run_id} has no pair (host, licensor) {missing}")
+    outcomes = {pair: PairOutcome(skipped=True) for pair in pairs}
+    todo = [r for r in rows if r.done_at is None and r.run.status == BillingRun.Status.RUNNING]
+    if not todo:
+        return outcomes
+    run = todo[0].run
+    todo_pairs = [(r.host_id, r.licensor_id) for r in todo]
+    _pair_locks([f"billing:{h}:{lic}:{run.period}" for h, lic in todo_pairs])
+    catalog = catalog_for_run(run_id)
+    rated = pairs_rate(run=run, pairs=todo_pairs, catalog=catalog)
+    written = settlements_write(run=run, rated=rated, catalog=catalog)
+    outcomes.update(written)
 
     now = timezone.now()
-    BillingRunPair.objects.filter(pk=pair.pk).update(done_at=now)
-    # One statement: progress, and `done` for the pair that completes the run.
-    last = _last_pair()
+    BillingRunPair.objects.filter(pk__in=[r.pk for r in todo]).update(done_at=now)
+    # One statement: progress, and `done` for the batch that completes the run.
+    last = _last_pairs(len(todo))
     BillingRun.objects.filter(pk=run_id).update(
-        pairs_done=F("pairs_done") + 1,
-        settlements_written=F("settlements_written") + len(outcome.written),
-        settlements_settled=F("settlements_settled") + len(outcome.settled),
+        pairs_done=F("pairs_done") + len(todo),
+        settlements_written=F("settlements_written")
+        + sum(len(o.written) for o in written.values()),
+        settlements_settled=F("settlements_settled")
+        + sum(len(o.settled) for o in written.values()),
         heartbeat_at=now,
         status=Case(
             When(last & Q(pairs_failed=0), then=Value(BillingRun.Status.DONE)),
@@ -312,7 +231,54 @@ def billing_pair_settle(*, run_id: int, host_id: int, licensor_id: int) -> PairO
     _period_complete_if_finished(finished)
     # The reviewers hear of the run's drafts once it has ended, after this commit.
     review_ready_record(run=finished)
-    return outcome
+    return outcomes
+
+
+def billing_pair_settle(*, run_id: int, host_id: int, licensor_id: int) -> PairOutcome:
+    """Write the settlements of one (licensor, host) pair: a batch of one."""
+    return billing_pairs_settle(run_id=run_id, pairs=[(host_id, licensor_id)])[
+        (host_id, licensor_id)
+    ]
+
+
+def billing_pairs_bill(
+    *, run_id: int, pairs: list[Pair], transient: tuple[type[Exception], ...] = ()
+) -> int:
+    """Settle `pairs` as one batch; when the batch raises, settle them again one by one, and
+    record each pair that still raises as failed (`billing_pair_fail`): one pair that cannot be
+    settled never costs the others their settlements. Exceptions of the `transient` types
+    propagate instead (the caller runs the batch again: what committed is skipped). Returns how
+    many pairs failed."""
+    try:
+        billing_pairs_settle(run_id=run_id, pairs=pairs)
+        return 0
+    except transient:
+        raise
+    except Exception as exc:
+        if len(pairs) == 1:
+            host_id, licensor_id = pairs[0]
+            failed = billing_pair_fail(
+                run_id=run_id,
+                host_id=host_id,
+                licensor_id=licensor_id,
+                error=pair_failure_text(exc),
+            )
+            return int(failed)
+    failures = 0
+    for host_id, licensor_id in pairs:
+        try:
+            billing_pairs_settle(run_id=run_id, pairs=[(host_id, licensor_id)])
+        except transient:
+            raise
+        except Exception as exc:
+            # The pair rolled back whole; the others are still billed.
+            failures += billing_pair_fail(
+                run_id=run_id,
+                host_id=host_id,
+                licensor_id=licensor_id,
+                error=pair_failure_text(exc),
+            )
+    return failures
 
 
 # How much of one pair's error the run's summary keeps (characters); the pair keeps it all.
@@ -344,7 +310,7 @@ def billing_pair_fail(*, run_id: int, host_id: int, licensor_id: int, error: str
     BillingRunPair.objects.filter(pk=pair.pk).update(done_at=now, error=error)
     summary = f"licensor {pair.licensor.slug} / host {pair.host.slug}: "
     summary += error[:_RUN_ERROR_PER_PAIR] + "\n"
-    last = _last_pair()
+    last = _last_pairs(1)
     BillingRun.objects.filter(pk=run_id).update(
         pairs_done=F("pairs_done") + 1,
         pairs_failed=F("pairs_failed") + 1,
@@ -367,145 +333,12 @@ def billing_pair_fail(*, run_id: int, host_id: int, licensor_id: int, error: str
     return True
 
 
-def _write_settlements(
-    *,
-    run: BillingRun,
-    host_id: int,
-    licensor_id: int,
-    bundles: dict[str, Bundle],
-    catalog: CatalogSnapshot,
-) -> PairOutcome:
-    outcome = PairOutcome()
-    # FOR UPDATE: an approval of one of these drafts waits until this recompute commits, then
-    # approves what it wrote; an approval that committed first makes us leave it alone.
-    existing = {
-        s.currency: s
-        for s in Settlement.objects.select_for_update()
-        .filter(host_id=host_id, licensor_id=licensor_id, period=run.period)
-        .exclude(status__in=NOT_CURRENT_STATUSES)
-    }
-    computed_at = run.snapshot_at or timezone.now()
-    for currency, bundle in sorted(bundles.items()):
-        settlement = existing.get(currency)
-        lines = sorted(bundle.lines, key=lambda item: _line_order(item[1]))
-        total = sum((line.amount for _, line, _ in lines), Decimal(0))
-        usage_digest, terms_digest = bundle.digests()
-        fields = {
-            "total": quantize(total, currency),
-            "usage_digest": usage_digest,
-            "terms_digest": terms_digest,
-            "record_count": bundle.record_count,
-            "flags": bundle.flags,
-            "computed_at": computed_at,
-            "run": run,
-        }
-        previous_total = None if settlement is None else settlement.total
-        revised = False
-        rated = {"versions": bundle.locked_versions, "agreements": bundle.locked_agreements}
-        # -- disputes: a disputed settlement is revised when anything would change
-        # (billing/revisions.py); otherwise it stays as it is, like a settled one.
-        if settlement is not None and settlement.status == SettlementStatus.DISPUTED:
-            new_lines = [line for _, line, _ in lines]
-            if not revision_needed(disputed=settlement, lines=new_lines, usage_digest=usage_digest):
-                outcome.settled.append(settlement)
-                continue
-            settlement = settlement_revise(disputed=settlement, fields=fields, **rated)
-            revised = True
-        # -- end disputes
-        elif settlement is not None and settlement.status != SettlementStatus.DRAFT:
-            outcome.settled.append(settlement)
-            continue
-        elif settlement is None:
-            settlement = Settlement.objects.create(
-                host_id=host_id,
-                licensor_id=licensor_id,
-                period=run.period,
-                currency=currency,
-                first_computed_at=computed_at,
-                review_due_at=review_due_at(first_computed_at=computed_at, **rated),
-                **fields,
-            )
-            settlement_event_record(
-                settlement=settlement,
-                actor=SYSTEM,
-                action="computed",
-                detail={"total": format(settlement.total, "f"), "run": run.pk},
-            )
-        else:
-            before = (settlement.total, settlement.usage_digest, settlement.terms_digest)
-            settlement.lines.all().delete()
-            for name, value in fields.items():
-                setattr(settlement, name, value)
-            # The review window runs from the first computation; the terms that rated the
-            # usage last may have changed since.
-            settlement.review_due_at = review_due_at(
-                first_computed_at=settlement.first_computed_at or computed_at, **rated
-            )
-            settlement.save()
-            if before != (settlement.total, settlement.usage_digest, settlement.terms_digest):
-                settlement_event_record(
-                    settlement=settlement,
-                    actor=SYSTEM,
-                    action="recomputed",
-                    detail={"total": format(settlement.total, "f"), "run": run.pk},
-                )
-        SettlementLine.objects.bulk_create(
-            [
-                line_to_row(
-                    line,
-                    settlement=settlement,
-                    position=position,
-                    license_id=license_id,
-                    flags=flags,
-                )
-                for position, (license_id, line, flags) in enumerate(lines, start=1)
-            ]
-        )
-        if revised:  # webhooks: a revision, created, or re-computed to another total
-            settlement_event(settlement, "settlement.revised")
-        elif previous_total != settlement.total:
-            settlement_event(
-                settlement, "settlement.created" if previous_total is None else "settlement.updated"
-            )
-        # Terms that rated usage are locked: from now on the catalog cannot change them, so this
-        # settlement can be re-derived (--verify) from the same terms.
-        versions = {i for i in bundle.locked_versions if ("version", i) not in catalog.locked}
-        agreements = {i for i in bundle.locked_agreements if ("agreement", i) not in catalog.locked}
-        if versions:
-            LicenseVersion.objects.filter(pk__in=versions, locked_at__isnull=True).update(
-                locked_at=computed_at
-            )
-        if agreements:
-            Agreement.objects.filter(pk__in=agreements, locked_at__isnull=True).update(
-                locked_at=computed_at
-            )
-
-        # Noted only after commit: a rolled-back pair must not leave its terms "locked" here.
-        def remember(v: set[int] = versions, a: set[int] = agreements) -> None:
-            catalog.locked.update([("version", i) for i in v] + [("agreement", i) for i in a])
-
-        transaction.on_commit(remember)
-        outcome.written.append(settlement)
-    for currency, settlement in existing.items():
-        if currency not in bundles and settlement.status == SettlementStatus.DRAFT:
-            settlement.delete()  # a draft with no usage left
-    return outcome
-
-
-def _line_order(line: Line) -> tuple[object, ...]:
-    return (
-        LINE_KINDS.index(line.kind),
-        line.period,
-        line.license_version,
-        line.model,
-        line.customer_category,
-    )
-
-
 __all__ = [
     "PairOutcome",
     "billing_pair_fail",
     "billing_pair_settle",
+    "billing_pairs_bill",
+    "billing_pairs_settle",
     "billing_run_start",
     "pair_failure_text",
 ]

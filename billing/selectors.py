@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 
 from billing.models import Settlement
 from licensing.auth import Principal
@@ -42,6 +43,18 @@ def settlement_get(*, principal: Principal, settlement_id: str) -> Settlement | 
     except ValueError:
         return None
     return settlement_list(principal=principal).filter(pk=pk).first()
+
+
+def settlements_for_period_listing(*, period: str) -> Iterator[Settlement]:
+    """The period's settlements with `line_count` annotated, streamed in chunks: what
+    `run_billing` prints, in memory that does not grow with the number of pairs."""
+    return (
+        Settlement.objects.filter(period=period)
+        .select_related("host", "licensor")
+        .annotate(line_count=Count("lines"))
+        .order_by("licensor__slug", "host__slug", "currency")
+        .iterator(chunk_size=2000)
+    )
 
 
 def settlements_for_period(*, period: str) -> list[Settlement]:

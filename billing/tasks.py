@@ -5,8 +5,11 @@ Both are `acks_late`: a worker killed mid-task leaves the message unacknowledged
 delivers it again, and the services make the second delivery harmless (a pair already done is
 skipped; a run started twice supersedes the first).
 
-A pair that cannot be settled is recorded as failed on the run (`billing_pair_fail`) and its task
-ends there: the other pairs' tasks go on, and no retry repeats an error that is not transient.
+The monthly task queues one `bill_pairs` task per batch of BILLING_PAIRS_PER_BATCH pairs (one
+transaction each, billing/runs.py); `bill_pair` bills a single pair (a batch of one) and stays for
+redeliveries and operators. A pair that cannot be settled is recorded as failed on the run
+(`billing_pair_fail`): a batch that raises is settled again pair by pair, so the other pairs go
+on, and no retry repeats an error that is not transient.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import logging
 
 from celery import Task, shared_task
+from django.conf import settings
 from django.db import OperationalError
 from django.db.models import Q
 from django.utils import timezone
@@ -24,6 +28,7 @@ from billing.models import BillingRunPair, Settlement, SettlementStatus
 from billing.runs import (
     billing_pair_fail,
     billing_pair_settle,
+    billing_pairs_bill,
     billing_run_start,
     pair_failure_text,
 )
@@ -36,17 +41,42 @@ logger = logging.getLogger(__name__)
 @shared_task(name="billing.tasks.run_monthly_billing", acks_late=True)
 def run_monthly_billing(period: str | None = None) -> int:
     """Bill `period` ("YYYY-MM"; None: the previous UTC month, what beat runs on the 1st):
-    aggregate the month, then one `bill_pair` task per (licensor, host). Returns the run's id."""
+    aggregate the month, then one `bill_pairs` task per batch of (licensor, host) pairs.
+    Returns the run's id."""
     run = billing_run_start(period=period or previous_period(timezone.now()), trigger="task")
-    pairs = list(
-        BillingRunPair.objects.filter(run=run, done_at__isnull=True)
+    pairs = [
+        [h, lic]
+        for h, lic in BillingRunPair.objects.filter(run=run, done_at__isnull=True)
         .order_by("id")
         .values_list("host_id", "licensor_id")
-    )
-    for host_id, licensor_id in pairs:
+    ]
+    size = settings.BILLING_PAIRS_PER_BATCH
+    for first in range(0, len(pairs), size):
         # billing_run_start committed (durable), so the rows these tasks read are visible.
-        bill_pair.delay(run.pk, host_id, licensor_id)
+        bill_pairs.delay(run.pk, pairs[first : first + size])
     return run.pk
+
+
+@shared_task(
+    bind=True,
+    name="billing.tasks.bill_pairs",
+    acks_late=True,
+    # A lost connection or a deadlock victim: the batch's transaction rolled back whole, so the
+    # task is simply run again (pairs it had already committed are skipped).
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def bill_pairs(self: Task, run_id: int, pairs: list[list[int]]) -> int:
+    """Write the settlements of a batch of [host_id, licensor_id] pairs for the run's period;
+    returns how many of them failed (the run records each)."""
+    retries_left = self.request.retries < (self.max_retries or 0)
+    return billing_pairs_bill(
+        run_id=run_id,
+        pairs=[(int(h), int(lic)) for h, lic in pairs],
+        # Once the retries are spent, a transient error is recorded like any other.
+        transient=(OperationalError,) if retries_left else (),
+    )
 
 
 @shared_task(

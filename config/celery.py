@@ -28,6 +28,9 @@ def _logging(**kwargs: Any) -> None:
     logging.config.dictConfig(settings.LOGGING)
 
 
+# The billing run's pair tasks: one pair, or a batch of pairs.
+PAIR_TASKS = ("billing.tasks.bill_pair", "billing.tasks.bill_pairs")
+
 # When each running billing task started, by task id (this process's tasks only).
 _started: dict[str, datetime] = {}
 
@@ -37,7 +40,7 @@ def _bind_task(task_id: str | None = None, task: Any = None, **kwargs: Any) -> N
     # Bound next to what is there: a task run eagerly inside a request keeps its request id.
     name = getattr(task, "name", None)
     structlog.contextvars.bind_contextvars(task_id=task_id, task=name)
-    if task_id and name == "billing.tasks.bill_pair":
+    if task_id and name in PAIR_TASKS:
         _started[task_id] = timezone.now()
 
 
@@ -53,7 +56,7 @@ def _task_end(
     """The billing tasks' end: the run's duration once it completed (config/metrics.py)."""
     name = getattr(task, "name", "")
     if name.startswith("billing.tasks."):
-        if name == "billing.tasks.bill_pair" and state == "FAILURE":
+        if name in PAIR_TASKS and state == "FAILURE":
             BILLING_PAIR_FAILURES.labels("error").inc()
         observe_billing_task(
             task=name,
@@ -67,7 +70,7 @@ def _task_end(
 
 @task_retry.connect
 def _task_retry(sender: Any = None, **kwargs: Any) -> None:
-    if getattr(sender, "name", "") == "billing.tasks.bill_pair":
+    if getattr(sender, "name", "") in PAIR_TASKS:
         BILLING_PAIR_FAILURES.labels("retry").inc()
 
 

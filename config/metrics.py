@@ -13,9 +13,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from datetime import datetime
+from functools import reduce
+from operator import or_
 from typing import Any
 
-from django.db.models import Count, F
+from django.db.models import Count, F, Q
 from django.utils import timezone
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -111,25 +113,36 @@ def observe_billing_task(
     observe the run's duration. (billing.models is imported here, not at the top: config.celery
     imports this module before Django's apps are loaded.)
 
-    Exactly one pair task completes a run: the one whose transaction moved the run to `done`,
-    which stamps the pair's `done_at` and the run's `finished_at` with the same instant, after
-    the task started. A later delivery of the same pair finds it done and writes nothing; it
-    started after that instant, so it is not counted again."""
+    Exactly one pair task (`bill_pair`, or `bill_pairs` for a batch) completes a run: the one
+    whose transaction moved the run to `done`, which stamps its pairs' `done_at` and the run's
+    `finished_at` with the same instant, after the task started. A later delivery of the same
+    pair finds it done and writes nothing; it started after that instant, so it is not counted
+    again."""
     from billing.models import BillingRun
 
     if state != "SUCCESS":
         return
-    if task == "billing.tasks.bill_pair" and len(args) == 3 and started_at is not None:
-        run_id, host_id, licensor_id = args
-        # One query per pair task: the run's times, only if this pair's done_at is its end.
+    pairs: list[tuple[int, int]] = []
+    if task == "billing.tasks.bill_pair" and len(args) == 3:
+        pairs = [(args[1], args[2])]
+    elif task == "billing.tasks.bill_pairs" and len(args) == 2:
+        pairs = [(h, lic) for h, lic in args[1]]
+    if pairs and started_at is not None:
+        # One query per pair task: the run's times, only if one of its pairs' done_at is its end.
         completed = (
             BillingRun.objects.filter(
-                pk=run_id,
+                pk=args[0],
                 status=BillingRun.Status.DONE,
-                pairs__host_id=host_id,
-                pairs__licensor_id=licensor_id,
-                pairs__done_at=F("finished_at"),
                 finished_at__gte=started_at,
+            )
+            .filter(
+                reduce(
+                    or_,
+                    (
+                        Q(pairs__host_id=h, pairs__licensor_id=lic, pairs__done_at=F("finished_at"))
+                        for h, lic in pairs
+                    ),
+                )
             )
             .values_list("started_at", "finished_at")
             .first()

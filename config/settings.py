@@ -183,6 +183,13 @@ CELERY_TIMEZONE = "UTC"
 # A running billing run with no pair finished for this long is taken for dead and marked failed
 # (billing/stale.py); above the visibility timeout, after which a lost pair task is redelivered.
 BILLING_RUN_STALE_SECONDS = envint("BILLING_RUN_STALE_SECONDS", "3600")
+# Pairs a billing run settles in one transaction (one Celery task, one durable commit): the
+# per-pair round trips and WAL flush shared by the batch (docs/billing.md, "Batches").
+BILLING_PAIRS_PER_BATCH = envint("BILLING_PAIRS_PER_BATCH", "100")
+# work_mem of the month's aggregation (its transaction only): enough for its hash table to fit
+# (~300 bytes a group, per parallel process), so the planner hashes rather than sorts the month
+# to disk; the server's default 4MB fits ~8,000 groups (docs/performance.md, "Billing").
+BILLING_AGGREGATION_WORK_MEM = env("BILLING_AGGREGATION_WORK_MEM", "64MB")
 CELERY_BEAT_SCHEDULE = {
     # The month's billing run: on the 1st at 02:00 UTC for the previous month.
     "monthly-billing": {

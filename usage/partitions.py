@@ -8,6 +8,16 @@ ingest service calls
 transaction that writes. There is deliberately no DEFAULT partition: rows in it would make the
 later CREATE of that month's partition fail, and moving them would mean deleting from an
 append-only table.
+
+Each partition is created with extended statistics on the columns a month's aggregation groups by
+that depend on each other (a model has one license, a license one licensor): without them the
+planner multiplies their distinct counts, expects ~100x the groups there are, and sorts the month
+to disk instead of hashing it (docs/performance.md, "Billing"). The parent `usage_record` has the
+same object (migration 0005) for queries that go through it; PostgreSQL fills a partitioned
+parent's statistics only on an explicit `ANALYZE usage_record` (autovacuum never analyzes a
+parent), which is why the billing run reads its month's partition by name
+(`month_relation`) and analyzes it first when its statistics are missing or stale
+(`partition_analyze_if_stale`).
 """
 
 from __future__ import annotations
@@ -37,8 +47,64 @@ def partitions_forget() -> None:
     _known.clear()
 
 
+# The grouping columns that determine each other: model -> license -> licensor.
+STATISTICS_COLUMNS = ("licensor_id", "license_id", "model_id")
+# Re-analyze a partition before a billing run once this share of its rows changed since its last
+# ANALYZE (autovacuum's default analyze scale factor).
+STALE_SHARE = 0.1
+
+
 def partition_name(year: int, month: int) -> str:
     return f"usage_record_p{year:04d}_{month:02d}"
+
+
+def statistics_name(table: str) -> str:
+    """The extended statistics object of `table` (a partition, or the parent)."""
+    return f"{table}_model_stats"
+
+
+def statistics_sql(table: str) -> str:
+    """CREATE STATISTICS for `table`: distinct counts and functional dependencies of
+    STATISTICS_COLUMNS, so a GROUP BY of them is estimated at its real number of groups."""
+    columns = ", ".join(STATISTICS_COLUMNS)
+    return (
+        f"CREATE STATISTICS IF NOT EXISTS {statistics_name(table)} (ndistinct, dependencies)"
+        f" ON {columns} FROM {table}"
+    )
+
+
+def month_relation(year: int, month: int) -> str:
+    """What a query of one month reads: its partition when it exists (whose own statistics the
+    planner then uses), else the parent (which holds no row of that month)."""
+    name = partition_name(year, month)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [name])
+        row = cursor.fetchone()
+    return name if row and row[0] else "usage_record"
+
+
+def partition_analyze_if_stale(year: int, month: int) -> bool:
+    """ANALYZE the month's partition when it never was, or when more than STALE_SHARE of its
+    rows changed since: the billing run's plan depends on it, and autovacuum may be off or not
+    have come round yet. Samples a bounded number of rows whatever the partition's size (a few
+    hundred ms on 10M rows). Returns whether it analyzed."""
+    name = partition_name(year, month)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT s.last_analyze IS NULL AND s.last_autoanalyze IS NULL,"
+            " s.n_mod_since_analyze, c.reltuples"
+            " FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"
+            " WHERE s.relname = %s",
+            [name],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            return False
+        never, changed, tuples = row
+        if not never and changed <= STALE_SHARE * max(float(tuples), 0.0):
+            return False
+        cursor.execute(f"ANALYZE {name}")
+    return True
 
 
 def partitions_window() -> tuple[tuple[int, int], tuple[int, int]]:
@@ -95,6 +161,7 @@ def partitions_ensure(months: Iterable[tuple[int, int]]) -> list[str]:
                             f"CREATE TABLE {name} PARTITION OF usage_record"
                             f" FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
                         )
+                        cursor.execute(statistics_sql(name))
                         created.append(name)
             # Inside an outer transaction (a test's) the CREATE may still be rolled back.
             if not connection.in_atomic_block:

@@ -9,7 +9,7 @@ import os
 import time
 from typing import Any
 
-from celery.signals import task_prerun
+from celery.signals import task_prerun, worker_process_init
 
 from config.celery import app
 
@@ -38,12 +38,36 @@ RETRY_BASE = os.environ.get("TEST_NOTIFICATION_RETRY_BASE")
 
 @task_prerun.connect
 def _pause_pairs(sender: Any = None, **kwargs: Any) -> None:
-    if PAUSE and getattr(sender, "name", "") == "billing.tasks.bill_pair":
+    if PAUSE and getattr(sender, "name", "") in (
+        "billing.tasks.bill_pair",
+        "billing.tasks.bill_pairs",
+    ):
         time.sleep(PAUSE)
     if RETRY_BASE and getattr(sender, "name", "") == "billing.notifications.send_notification":
         from billing import notifications  # the apps are loaded by now
 
         notifications.RETRY_BASE_SECONDS = float(RETRY_BASE)
+
+
+# For the test that kills a worker inside a batch's transaction: each batch, once it has written
+# its settlements, holds its transaction (and its pairs' locks) open this many seconds.
+HOLD = float(os.environ.get("TEST_BATCH_HOLD", "0"))
+
+
+@worker_process_init.connect
+def _hold_batches(**kwargs: Any) -> None:
+    if not HOLD:
+        return
+    from billing import runs
+
+    write = runs.settlements_write
+
+    def held(**kw: Any) -> Any:
+        outcome = write(**kw)
+        time.sleep(HOLD)
+        return outcome
+
+    runs.settlements_write = held  # type: ignore[assignment]
 
 
 __all__ = ["app"]

@@ -20,7 +20,13 @@ from celery import Celery
 from django.db import connection
 from rest_framework.test import APIClient
 
-from billing.models import BillingRun, BillingRunPair, Settlement
+from billing.models import (
+    BillingRun,
+    BillingRunPair,
+    Settlement,
+    SettlementEvent,
+    SettlementLine,
+)
 from billing.review import settlement_approve
 from ledger.selectors import trial_balance
 from ledger.verify import verify_books
@@ -66,13 +72,16 @@ class Worker:
     (docker-compose.yml), in its own process group: `kill()` is SIGKILL to the main process and
     its pool children at once, no goodbye (a machine or container dying)."""
 
-    def __init__(self, broker: str, log: Path, pause: float) -> None:
+    def __init__(self, broker: str, log: Path, pause: float, hold: float = 0.0) -> None:
         self.env = {
             **os.environ,
             "CELERY_BROKER_URL": broker,
             "DATABASE_URL": _test_database_url(),
             "DJANGO_SETTINGS_MODULE": "config.settings",
             "TEST_PAIR_PAUSE": str(pause),
+            # Batches of 2 of the 16 pairs: a kill lands between batches that committed.
+            "BILLING_PAIRS_PER_BATCH": "2",
+            "TEST_BATCH_HOLD": str(hold),
         }
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
@@ -134,8 +143,8 @@ def broker() -> str:
 def worker_factory(broker: str, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     workers: list[Worker] = []
 
-    def make(pause: float = 0.0) -> Worker:
-        w = Worker(broker, tmp_path / "worker.log", pause)
+    def make(pause: float = 0.0, hold: float = 0.0) -> Worker:
+        w = Worker(broker, tmp_path / "worker.log", pause, hold)
         workers.append(w)
         return w
 
@@ -272,6 +281,47 @@ def test_it_finishes_after_the_worker_is_killed_mid_run(
     report = verify_books()
     assert report.problems == []
     assert report.entries == 16
+
+
+def batches_in_flight() -> int:
+    """Pair locks held by uncommitted batch transactions in this database (pg_locks spans every
+    database of the server)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+        return int(cursor.fetchone()[0])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_recovers_a_batch_killed_inside_its_transaction(
+    month_of_usage: dict[tuple[str, str], Decimal],
+    worker_factory: Callable[..., Worker],
+    producer: Celery,
+    tmp_path: Path,
+) -> None:
+    # given: a worker whose batches (2 pairs each) hold their transaction open after writing
+    # their settlements
+    log = tmp_path / "worker.log"
+    first = worker_factory(hold=60.0)
+    first.start()
+    producer.send_task("billing.tasks.run_monthly_billing", args=[PERIOD])
+    wait_for(batches_in_flight, timeout=60, what="a batch inside its transaction", log=log)
+
+    # when: SIGKILL while batches have written but not committed, then a new worker
+    first.kill()
+    assert BillingRunPair.objects.filter(done_at__isnull=False).count() == 0
+    assert not Settlement.objects.exists()
+    worker_factory().start()
+
+    # then: the batches come back and the run completes, every pair settled exactly once
+    run = wait_for(run_done, timeout=90, what="the run after restart", log=log)
+    assert (run.pairs_done, run.pairs_total, run.pairs_failed) == (16, 16, 0)
+    assert run.settlements_written == 16
+    assert settlement_totals() == month_of_usage
+    assert SettlementEvent.objects.filter(action="computed").count() == 16
+    assert SettlementLine.objects.count() == Settlement.objects.count()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -15,8 +15,10 @@ from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -127,21 +129,22 @@ def test_it_fails_a_run_that_stopped_advancing(client_for: Callable[..., APIClie
 def test_pair_transactions_commit_durably(
     client_for: Callable[..., APIClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # given: a spy on what the pair's transaction would commit with
+    # given: a spy on what each batch's transaction would commit with, 2 pairs a batch
     from billing import runs
 
     seen: list[str] = []
-    write = runs._write_settlements
+    write = runs.settlements_write
 
-    def spy(**kwargs: object) -> runs.PairOutcome:
+    def spy(**kwargs: Any) -> Any:
         with connection.cursor() as cursor:
             cursor.execute("SHOW synchronous_commit")
             seen.append(cursor.fetchone()[0])
-        return write(**kwargs)  # type: ignore[arg-type]
+        return write(**kwargs)
 
-    monkeypatch.setattr(runs, "_write_settlements", spy)
+    monkeypatch.setattr(runs, "settlements_write", spy)
+    monkeypatch.setattr(settings, "BILLING_PAIRS_PER_BATCH", 2)
     _usage(client_for)
     # when
     run_billing("2026-10")
-    # then: every pair's settlements are on disk when its commit returns
-    assert seen == ["on"] * 4
+    # then: every batch's settlements are on disk when its commit returns
+    assert seen == ["on"] * 2

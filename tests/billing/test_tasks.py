@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
+from unittest.mock import patch
 
 from celery.schedules import crontab
 from django.conf import settings
 from rest_framework.test import APIClient
 
 from billing.models import BillingRun, Settlement
-from billing.tasks import bill_pair, run_monthly_billing
+from billing.tasks import bill_pair, bill_pairs, run_monthly_billing
 from config.celery import app
 from core.periods import previous_period
+from licensing.catalog import catalog_import
 from licensing.models import Host, Licensor
-from tests.billing.conftest import post_usage, record
+from tests.billing.conftest import minimax_catalog, post_usage, record
 
 
 def test_it_schedules_the_monthly_run_on_the_first_at_two() -> None:
@@ -29,7 +32,7 @@ def test_it_schedules_the_monthly_run_on_the_first_at_two() -> None:
     # celery-types does not declare crontab's parsed fields
     fields = (schedule.day_of_month, schedule.hour, schedule.minute)  # type: ignore[attr-defined]
     assert fields == ({1}, {2}, {0})
-    assert run_monthly_billing.acks_late and bill_pair.acks_late
+    assert run_monthly_billing.acks_late and bill_pair.acks_late and bill_pairs.acks_late
 
 
 def test_it_bills_the_previous_utc_month_by_default(
@@ -54,3 +57,33 @@ def test_it_bills_the_previous_utc_month_by_default(
 def test_it_knows_the_previous_month_across_a_year() -> None:
     assert previous_period(datetime(2027, 1, 1, 2, tzinfo=UTC)) == "2026-12"
     assert previous_period(datetime(2026, 11, 30, 23, 59, tzinfo=UTC)) == "2026-10"
+
+
+def test_it_queues_one_task_per_batch_of_pairs(
+    minimax_world: tuple[Host, Licensor],
+    client_for: Callable[..., APIClient],
+    settings: Any,
+) -> None:
+    # given: three hosts with usage, batches of two pairs
+    settings.BILLING_PAIRS_PER_BATCH = 2
+    catalog_import(minimax_catalog(hosts=("fireworks", "h-2", "h-3")))
+    for slug in ("fireworks", "h-2", "h-3"):
+        post_usage(
+            client_for(host=Host.objects.get(slug=slug)), [record(f"{slug}-1", revenue="100")]
+        )
+    sent: list[list[list[int]]] = []
+    real = bill_pairs.delay
+
+    def spy(run_id: int, pairs: list[list[int]]) -> Any:
+        sent.append(pairs)
+        return real(run_id, pairs)
+
+    # when: the monthly task, in-process
+    with patch.object(bill_pairs, "delay", spy):
+        run_id = run_monthly_billing.delay("2026-10").get()
+
+    # then: two tasks (2 pairs, then 1), and every pair settled once
+    assert [len(batch) for batch in sent] == [2, 1]
+    run = BillingRun.objects.get(pk=run_id)
+    assert (run.status, run.pairs_done, run.settlements_written) == ("done", 3, 3)
+    assert Settlement.objects.filter(period="2026-10").count() == 3

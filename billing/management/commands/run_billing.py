@@ -13,17 +13,13 @@ import sys
 import time
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from billing.models import BillingRunPair
-from billing.runs import (
-    billing_pair_fail,
-    billing_pair_settle,
-    billing_run_start,
-    pair_failure_text,
-)
-from billing.selectors import settlements_for_period
+from billing.runs import billing_pairs_bill, billing_run_start
+from billing.selectors import settlements_for_period_listing
 from billing.verify import settlements_verify
 from core.periods import period_bounds, previous_period
 
@@ -69,17 +65,12 @@ class Command(BaseCommand):
             .order_by("id")
             .values_list("host_id", "licensor_id")
         )
-        for done, (host_id, licensor_id) in enumerate(pairs, start=1):
-            try:
-                billing_pair_settle(run_id=run.pk, host_id=host_id, licensor_id=licensor_id)
-            except Exception as exc:
-                # The pair rolled back whole; the others are still billed, and it is named below.
-                billing_pair_fail(
-                    run_id=run.pk,
-                    host_id=host_id,
-                    licensor_id=licensor_id,
-                    error=pair_failure_text(exc),
-                )
+        size = settings.BILLING_PAIRS_PER_BATCH
+        for first in range(0, len(pairs), size):
+            # A batch per transaction; a pair that fails is recorded and named below, and the
+            # others of its batch are still billed (billing_pairs_bill).
+            billing_pairs_bill(run_id=run.pk, pairs=pairs[first : first + size])
+            done = min(first + size, len(pairs))
             if tty:
                 elapsed = time.monotonic() - started
                 self.stdout.write(
@@ -89,11 +80,10 @@ class Command(BaseCommand):
                 self.stdout.flush()
         if tty and pairs:
             self.stdout.write("")
-        for s in settlements_for_period(period=period):
-            lines = list(s.lines.all())
+        for s in settlements_for_period_listing(period=period):
             self.stdout.write(
                 f"{s.licensor.slug:<12} {s.host.slug:<12} {s.period} {s.currency} "
-                f"{s.status:<9} {s.total_display:>14}  {len(lines)} line(s)  {s.pk}"
+                f"{s.status:<9} {s.total_display:>14}  {s.line_count} line(s)  {s.pk}"  # type: ignore[attr-defined]
             )
         run.refresh_from_db()
         failed = list(

@@ -1,0 +1,333 @@
+"""What a billing run writes for a batch of (licensor, host) pairs: rate each pair's groups, add
+its adjustments, and write its settlements, their lines and history, in the caller's transaction
+(billing/runs.py owns the transaction, the pair rows and the run's progress).
+
+The writes of a batch are few statements whatever its size: one read of the pairs' groups, one
+of their current settlements (FOR UPDATE), one COPY each of new settlements and lines, one
+multi-row INSERT of history events, one UPDATE of the recomputed drafts, one lock of the terms
+used (billing/bulk.py). A pair's
+rating is the same function as ever (`rerating.pair_period_rate`); only the round trips are
+shared, so a batch writes exactly what its pairs would write one by one.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from billing import aggregation
+from billing.bulk import pairs_in, rows_copy, settlements_recompute
+from billing.events import settlement_event, subscriptions
+from billing.history import SYSTEM, settlement_events_record
+from billing.models import (
+    NOT_CURRENT_STATUSES,
+    SETTLED_STATUSES,
+    BillingRun,
+    BillingRunGroup,
+    Settlement,
+    SettlementLine,
+    SettlementStatus,
+)
+from billing.rerating import (
+    Bundle,
+    CatalogSnapshot,
+    line_to_row,
+    pair_period_rate,
+    settled_month_rerate,
+)
+from billing.revisions import review_due_at, review_terms, revision_needed, settlement_revise
+from core.money import quantize
+from core.vocabulary import LINE_KINDS
+from licensing.models import Agreement, LicenseVersion
+from licensing.rating import Line
+from usage.selectors import periods_closed_by_completion
+
+Pair = tuple[int, int]  # (host_id, licensor_id)
+
+
+@dataclass
+class PairOutcome:
+    """What one pair's settling did: the settlements it wrote and those it found already settled."""
+
+    written: list[Settlement] = field(default_factory=list)
+    settled: list[Settlement] = field(default_factory=list)
+    skipped: bool = False  # already done in this run, or the run was superseded
+
+
+_catalogs: dict[int, CatalogSnapshot] = {}
+
+
+def catalog_for_run(run_id: int) -> CatalogSnapshot:
+    if run_id not in _catalogs:
+        _catalogs.clear()  # one run at a time per process is the common case; keep memory flat
+        _catalogs[run_id] = CatalogSnapshot.load()
+    return _catalogs[run_id]
+
+
+def _settled_periods_to_rerate(
+    *, host_id: int, licensor_id: int, period: str, catalog: CatalogSnapshot
+) -> list[str]:
+    periods = catalog.periods_to_rerate(host_id=host_id, licensor_id=licensor_id, period=period)
+    if not periods:
+        return []
+    settled = Settlement.objects.filter(
+        host_id=host_id,
+        licensor_id=licensor_id,
+        period__in=periods,
+        status__in=SETTLED_STATUSES,
+    ).values_list("period", flat=True)
+    # Months the pair had no usage in when their run completed are settled without a settlement.
+    closed = periods_closed_by_completion(
+        host_id=host_id, licensor_id=licensor_id, periods=set(periods) - set(settled)
+    )
+    return sorted(set(settled) | closed)
+
+
+def _adjustments(
+    *,
+    host_id: int,
+    licensor_id: int,
+    period: str,
+    snapshot_at: datetime | None,
+    bundles: dict[str, Bundle],
+    catalog: CatalogSnapshot,
+) -> None:
+    """Add to `bundles` the adjustment lines of every settled month that received usage since:
+    re-rated with all its usage, minus everything already billed for it (its settlement and the
+    adjustments of other settlements; never the drafts of `period` being recomputed)."""
+    for settled_period in _settled_periods_to_rerate(
+        host_id=host_id, licensor_id=licensor_id, period=period, catalog=catalog
+    ):
+        adjustments = settled_month_rerate(
+            host_id=host_id,
+            licensor_id=licensor_id,
+            period=settled_period,
+            received_until=snapshot_at,
+            # The period's draft, or its disputed settlement that a revision may replace.
+            not_billed=Q(
+                settlement__period=period,
+                settlement__status__in=[SettlementStatus.DRAFT, SettlementStatus.DISPUTED],
+            ),
+            catalog=catalog,
+        )
+        for currency, lines in adjustments.items():
+            bundle = bundles.setdefault(currency, Bundle())
+            # The settlement's digests stay those of its own month's usage and terms: the
+            # adjustment lines are differences against other settlements, not a rating.
+            bundle.lines += [(license_id, line, []) for license_id, line in lines]
+
+
+def pairs_rate(
+    *, run: BillingRun, pairs: list[Pair], catalog: CatalogSnapshot
+) -> dict[Pair, dict[str, Bundle]]:
+    """Each pair's bundles (one per currency): its groups of the run rated, plus adjustments."""
+    rows: dict[Pair, list[dict[str, Any]]] = defaultdict(list)
+    for row in (
+        BillingRunGroup.objects.filter(run_id=run.pk)
+        .filter(pairs_in(BillingRunGroup, pairs))
+        .order_by("id")
+        .values(*aggregation.COLUMNS)
+    ):
+        rows[(row["host_id"], row["licensor_id"])].append(row)
+    rated: dict[Pair, dict[str, Bundle]] = {}
+    for host_id, licensor_id in pairs:
+        bundles = pair_period_rate(run.period, rows.get((host_id, licensor_id), []), catalog)
+        _adjustments(
+            host_id=host_id,
+            licensor_id=licensor_id,
+            period=run.period,
+            snapshot_at=run.snapshot_at,
+            bundles=bundles,
+            catalog=catalog,
+        )
+        rated[(host_id, licensor_id)] = bundles
+    return rated
+
+
+@dataclass
+class _Writes:
+    """A batch's rows, written together at its end."""
+
+    created: list[Settlement] = field(default_factory=list)
+    recomputed: list[Settlement] = field(default_factory=list)
+    lines: list[SettlementLine] = field(default_factory=list)
+    history: list[tuple[Settlement, str]] = field(default_factory=list)  # (settlement, action)
+    webhooks: list[tuple[Settlement, str]] = field(default_factory=list)  # (settlement, type)
+    versions: set[int] = field(default_factory=set)
+    agreements: set[int] = field(default_factory=set)
+
+
+def settlements_write(
+    *, run: BillingRun, rated: dict[Pair, dict[str, Bundle]], catalog: CatalogSnapshot
+) -> dict[Pair, PairOutcome]:
+    """Write the settlements of every pair in `rated`, in the caller's transaction."""
+    outcomes = {pair: PairOutcome() for pair in rated}
+    if not rated:
+        return outcomes
+    # FOR UPDATE, in a fixed order: an approval of one of these drafts waits until this
+    # recompute commits, then approves what it wrote; an approval that committed first makes us
+    # leave it alone.
+    existing: dict[Pair, dict[str, Settlement]] = defaultdict(dict)
+    for s in (
+        Settlement.objects.select_for_update()
+        .filter(pairs_in(Settlement, list(rated)), period=run.period)
+        .exclude(status__in=NOT_CURRENT_STATUSES)
+        .order_by("id")
+    ):
+        existing[(s.host_id, s.licensor_id)][s.currency] = s
+    computed_at = run.snapshot_at or timezone.now()
+    # The review days of every term that rated the batch, read once (not twice a settlement).
+    bundles_all = [b for bundles in rated.values() for b in bundles.values()]
+    known = review_terms(
+        versions={v for b in bundles_all for v in b.locked_versions},
+        agreements={a for b in bundles_all for a in b.locked_agreements},
+    )
+
+    def due_at(first: datetime, versions: set[int], agreements: set[int]) -> datetime | None:
+        return review_due_at(
+            first_computed_at=first, versions=versions, agreements=agreements, known=known
+        )
+
+    w = _Writes()
+    now = timezone.now()
+    for (host_id, licensor_id), bundles in rated.items():
+        outcome = outcomes[(host_id, licensor_id)]
+        current = existing.get((host_id, licensor_id), {})
+        for currency, bundle in sorted(bundles.items()):
+            settlement = current.get(currency)
+            lines = sorted(bundle.lines, key=lambda item: _line_order(item[1]))
+            total = sum((line.amount for _, line, _ in lines), Decimal(0))
+            usage_digest, terms_digest = bundle.digests()
+            fields = {
+                "total": quantize(total, currency),
+                "usage_digest": usage_digest,
+                "terms_digest": terms_digest,
+                "record_count": bundle.record_count,
+                "flags": bundle.flags,
+                "computed_at": computed_at,
+                "run": run,
+            }
+            rated_by = {"versions": bundle.locked_versions, "agreements": bundle.locked_agreements}
+            # -- disputes: a disputed settlement is revised when anything would change
+            # (billing/revisions.py); otherwise it stays as it is, like a settled one.
+            if settlement is not None and settlement.status == SettlementStatus.DISPUTED:
+                new_lines = [line for _, line, _ in lines]
+                if not revision_needed(
+                    disputed=settlement, lines=new_lines, usage_digest=usage_digest
+                ):
+                    outcome.settled.append(settlement)
+                    continue
+                settlement = settlement_revise(disputed=settlement, fields=fields, **rated_by)
+                w.webhooks.append((settlement, "settlement.revised"))
+            # -- end disputes
+            elif settlement is not None and settlement.status != SettlementStatus.DRAFT:
+                outcome.settled.append(settlement)
+                continue
+            elif settlement is None:
+                settlement = Settlement(
+                    host_id=host_id,
+                    licensor_id=licensor_id,
+                    period=run.period,
+                    currency=currency,
+                    first_computed_at=computed_at,
+                    review_due_at=due_at(computed_at, **rated_by),
+                    **fields,
+                )
+                w.created.append(settlement)
+                w.history.append((settlement, "computed"))
+                w.webhooks.append((settlement, "settlement.created"))
+            else:
+                before = (settlement.total, settlement.usage_digest, settlement.terms_digest)
+                for name, value in fields.items():
+                    setattr(settlement, name, value)
+                # The review window runs from the first computation; the terms that rated the
+                # usage last may have changed since.
+                settlement.review_due_at = due_at(
+                    settlement.first_computed_at or computed_at, **rated_by
+                )
+                settlement.updated_at = now
+                w.recomputed.append(settlement)
+                if before != (settlement.total, settlement.usage_digest, settlement.terms_digest):
+                    w.history.append((settlement, "recomputed"))
+                if before[0] != settlement.total:  # webhooks: re-computed to another total
+                    w.webhooks.append((settlement, "settlement.updated"))
+            w.lines += [
+                line_to_row(
+                    line,
+                    settlement=settlement,
+                    position=position,
+                    license_id=license_id,
+                    flags=flags,
+                )
+                for position, (license_id, line, flags) in enumerate(lines, start=1)
+            ]
+            # Terms that rated usage are locked: from now on the catalog cannot change them, so
+            # this settlement can be re-derived (--verify) from the same terms.
+            w.versions |= {
+                i for i in bundle.locked_versions if ("version", i) not in catalog.locked
+            }
+            w.agreements |= {
+                i for i in bundle.locked_agreements if ("agreement", i) not in catalog.locked
+            }
+            outcome.written.append(settlement)
+        for currency, settlement in current.items():
+            if currency not in bundles and settlement.status == SettlementStatus.DRAFT:
+                settlement.delete()  # a draft with no usage left
+    _flush(w, run=run, computed_at=computed_at, catalog=catalog)
+    return outcomes
+
+
+def _flush(w: _Writes, *, run: BillingRun, computed_at: datetime, catalog: CatalogSnapshot) -> None:
+    if w.recomputed:
+        SettlementLine.objects.filter(settlement__in=[s.pk for s in w.recomputed]).delete()
+        settlements_recompute(w.recomputed)
+    rows_copy(Settlement, w.created)
+    rows_copy(SettlementLine, w.lines)
+    settlement_events_record(
+        [
+            (s, SYSTEM, action, {"total": format(s.total, "f"), "run": run.pk})
+            for s, action in w.history
+        ]
+    )
+    if w.webhooks:
+        # One read of the endpoints for the batch, not one per settlement.
+        endpoints = subscriptions(
+            licensor_ids={s.licensor_id for s, _ in w.webhooks},
+            host_ids={s.host_id for s, _ in w.webhooks},
+        )
+        for settlement, type in w.webhooks:
+            settlement_event(settlement, type, endpoints=endpoints)
+    if w.versions:
+        LicenseVersion.objects.filter(pk__in=w.versions, locked_at__isnull=True).update(
+            locked_at=computed_at
+        )
+    if w.agreements:
+        Agreement.objects.filter(pk__in=w.agreements, locked_at__isnull=True).update(
+            locked_at=computed_at
+        )
+
+    # Noted only after commit: a rolled-back batch must not leave its terms "locked" here.
+    def remember(v: set[int] = w.versions, a: set[int] = w.agreements) -> None:
+        catalog.locked.update([("version", i) for i in v] + [("agreement", i) for i in a])
+
+    transaction.on_commit(remember)
+
+
+def _line_order(line: Line) -> tuple[object, ...]:
+    return (
+        LINE_KINDS.index(line.kind),
+        line.period,
+        line.license_version,
+        line.model,
+        line.customer_category,
+    )
+
+
+__all__ = ["PairOutcome", "catalog_for_run", "pairs_rate", "settlements_write"]
