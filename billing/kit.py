@@ -298,15 +298,32 @@ def _json(value: Any) -> bytes:
 
 
 def kit_stream(plan: KitPlan, settlement_json: Any, readme: str) -> Iterable[bytes]:
-    """The zip, in chunks."""
+    """The zip, in chunks. Every entry is dated by the settlement's computation, not by the
+    download, so two downloads of an unchanged settlement are the same bytes."""
+    stamp = plan.settlement.computed_at.astimezone(UTC)
+    date_time = (
+        max(stamp.year, 1980),
+        stamp.month,
+        stamp.day,
+        stamp.hour,
+        stamp.minute,
+        stamp.second,
+    )
+
+    def entry(name: str) -> zipfile.ZipInfo:
+        info = zipfile.ZipInfo(name, date_time=date_time)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        info.external_attr = 0o644 << 16
+        return info
+
     pipe = _Pipe()
     with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_DEFLATED) as zf:  # type: ignore[call-overload]
-        zf.writestr("README.md", readme)
-        zf.writestr("settlement.json", _json(settlement_json))
-        zf.writestr("terms.json", _json(plan.terms))
-        zf.writestr("rating.json", _json(plan.rating))
+        zf.writestr(entry("README.md"), readme)
+        zf.writestr(entry("settlement.json"), _json(settlement_json))
+        zf.writestr(entry("terms.json"), _json(plan.terms))
+        zf.writestr(entry("rating.json"), _json(plan.rating))
         yield pipe.drain()
-        with zf.open("usage.ndjson", "w", force_zip64=True) as out:
+        with zf.open(entry("usage.ndjson"), "w", force_zip64=True) as out:
             for month in plan.months:
                 for n, rec in enumerate(_records(plan.settlement, month), start=1):
                     out.write(json.dumps(rec, ensure_ascii=False).encode() + b"\n")
