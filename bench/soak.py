@@ -153,6 +153,7 @@ class Soak:
         self.runs: Counter[str] = Counter()
         self.stop_faults = threading.Event()
         self.stop_billing = threading.Event()
+        self.clients: list[Any] = []
 
     def say(self, message: str) -> None:
         print(f"[soak {time.strftime('%H:%M:%S')}] {message}", flush=True)
@@ -302,6 +303,13 @@ class Soak:
         try:
             return self._soak()
         finally:
+            # Also after an error or ^C: nothing of the soak outlives it.
+            self.stop_faults.set()
+            self.stop_billing.set()
+            for c in self.clients:
+                if c.is_alive():
+                    c.kill()
+                    c.join()
             for p in (self.worker, self.web):
                 p.stop()
             self.redis.stop()
@@ -316,7 +324,7 @@ class Soak:
         stop_file = self.base / "stop"
         hard_deadline = time.monotonic() + self.duration + 120
         ctx = mp.get_context("spawn")
-        clients = [
+        self.clients = clients = [
             ctx.Process(
                 target=client_main,
                 args=(
@@ -339,8 +347,8 @@ class Soak:
         self._wait_every_host_acked(timeout=60)
         started = time.monotonic()
         threads = [
-            threading.Thread(target=self.fault_loop),
-            threading.Thread(target=self.billing_loop),
+            threading.Thread(target=self.fault_loop, daemon=True),
+            threading.Thread(target=self.billing_loop, daemon=True),
         ]
         for t in threads:
             t.start()
@@ -380,6 +388,8 @@ class Soak:
 
     def _heal(self) -> None:
         """After the faults: every process up (a fault may have been cut short)."""
+        if not self.pg.running():
+            self.pg.start()
         if self.redis.proc is None or self.redis.proc.poll() is not None:
             self.redis.start()
         if self.worker.proc is None or self.worker.proc.poll() is not None:

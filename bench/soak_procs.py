@@ -109,6 +109,9 @@ class ScratchPostgres:
             "start",
         )
 
+    def running(self) -> bool:
+        return self._run("pg_ctl", "-D", str(self.data), "status", check=False).returncode == 0
+
     def crash(self) -> None:
         """`pg_ctl stop -m immediate`: every server process quits at once without a checkpoint,
         as on a crash; the next start replays the WAL."""
