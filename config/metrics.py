@@ -261,7 +261,7 @@ class QueueDepthCollector(Collector):
         }
         try:
             with Connection(url, connect_timeout=BROKER_TIMEOUT, transport_options=options) as conn:
-                conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT)
+                conn.ensure_connection(max_retries=0, timeout=BROKER_TIMEOUT)
                 # Not passive: an empty queue has no key in Redis. Declaring writes nothing.
                 channel: Any = conn.default_channel  # kombu's stubs type it without queues
                 depth = channel.queue_declare(queue=queue).message_count

@@ -315,14 +315,20 @@ def test_queue_depth_is_read_from_the_broker(db: None, broker: str) -> None:
     redis.Redis.from_url(broker).flushdb()
 
 
-def test_a_scrape_answers_without_the_broker(db: None, settings: Any) -> None:
-    # given: a broker address where nothing listens
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{port}/0"
+@pytest.mark.parametrize("broker_state", ["refuses", "never answers"])
+def test_a_scrape_answers_without_the_broker(db: None, settings: Any, broker_state: str) -> None:
+    # given: a broker address where nothing listens, or where a socket accepts connections (the
+    # kernel completes them) and never answers
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        if broker_state == "never answers":
+            silent.listen(8)
+        else:
+            silent.close()
+        settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{port}/0"
 
-    # when / then: the scrape answers, with the database's gauges and without the queue's
-    body = scrape()
+        # when / then: the scrape answers, with the database's gauges and without the queue's
+        body = scrape()
     assert "tollgate_celery_queue_depth" not in body
     assert scraped(body, "tollgate_billing_runs", status="done") == 0
