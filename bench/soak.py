@@ -69,6 +69,14 @@ FAULTS = ("web_worker", "postgres", "celery", "redis")
 CLIENTS = 3
 DB, CLEAN_DB = "tollgate_soak", "tollgate_soak_clean"
 TERMINAL = ("done", "partial", "failed", "superseded")
+INHERITED_NOT = {
+    "PROMETHEUS_MULTIPROC_DIR",
+    "CACHE_URL",
+    "CELERY_RESULT_BACKEND",
+    "STRIPE_API_KEY",
+    "STRIPE_API_BASE",
+    "STRIPE_WEBHOOK_SECRET",
+}
 
 
 def catalog() -> dict[str, Any]:
@@ -112,15 +120,59 @@ def catalog() -> dict[str, Any]:
     }
 
 
-APPROVE = """
+# Run in one `manage.py shell` per step (a Django start costs seconds on a loaded machine): the
+# step's last line of output is its result, in JSON.
+SETUP = """
+import json
+from licensing.catalog import catalog_import
+from licensing.models import Host
+from licensing.services import api_key_create
+catalog_import(json.loads(%(catalog)r))
+hosts = Host.objects.filter(slug__startswith="soak-host-").order_by("slug")
+print(json.dumps([api_key_create(host=h).key for h in hosts]))
+"""
+STEPS = """
+import io, json
+from django.core.management import call_command
 from billing.models import Settlement
 from billing.review import settlement_approve
-n = 0
-for s in Settlement.objects.filter(period=%r, status="draft").order_by("id"):
-    settlement_approve(settlement=s, actor="soak")
-    n += 1
-print(n)
+
+def command(*args):
+    out = io.StringIO()
+    try:
+        call_command(*args, stdout=out, stderr=out)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except Exception as exc:
+        out.write(repr(exc))
+        code = 1
+    return {"code": code, "out": out.getvalue()}
+
+def approve(period):
+    n = 0
+    for s in Settlement.objects.filter(period=period, status="draft").order_by("id"):
+        settlement_approve(settlement=s, actor="soak")
+        n += 1
+    return n
 """
+# The soak's books: approve what the last run wrote, then verify the ledger and the settlements.
+VERIFY = (
+    STEPS
+    + """
+approved = approve(%(period)r)
+print(json.dumps({"approved": approved, "verify_ledger": command("verify_ledger"),
+                  "verify": command("run_billing", "--verify", "--period", %(period)r)}))
+"""
+)
+# The clean run: `run_billing` over the copied records, then the same approvals.
+CLEAN = (
+    STEPS
+    + """
+run = command("run_billing", "--period", %(period)r)
+print(json.dumps({"run": run, "approved": approve(%(period)r)}))
+"""
+)
 
 
 class Soak:
@@ -135,8 +187,10 @@ class Soak:
         self.redis = ScratchRedis(base)
         self.port = free_port()
         self.env = {
-            **{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
+            # Nothing of the caller's services: no shared cache, result backend or Stripe.
+            **{k: v for k, v in os.environ.items() if k not in INHERITED_NOT},
             **PRODUCTION_ENV,
+            "DJANGO_SETTINGS_MODULE": "config.settings",  # not pytest's test settings
             "DATABASE_URL": self.pg.url(DB),
             "CELERY_BROKER_URL": self.redis.url,
             # A pair task takes well under a second here: a killed worker's task comes back
@@ -170,6 +224,12 @@ class Soak:
             text=True,
         )
 
+    def django(self, script: str, database: str = DB) -> Any:
+        """Run `script` in `manage.py shell`; its last line of output, read as JSON."""
+        return json.loads(
+            self.manage("shell", "-c", script, database=database).stdout.split("\n")[-2]
+        )
+
     # --- setup -----------------------------------------------------------------------------
 
     def prepare(self) -> list[str]:
@@ -178,13 +238,7 @@ class Soak:
         with psycopg.connect(self.pg.admin_url, autocommit=True) as admin:
             admin.execute(f"CREATE DATABASE {DB}")
         self.manage("migrate", "--noinput")
-        path = self.base / "catalog.json"
-        path.write_text(json.dumps(catalog()))
-        self.manage("import_catalog", str(path))
-        keys = [
-            self.manage("create_api_key", "--host", f"soak-host-{i}").stdout.split()[-1]
-            for i in range(CLIENTS)
-        ]
+        keys = self.django(SETUP % {"catalog": json.dumps(catalog())})
         with psycopg.connect(self.pg.admin_url, autocommit=True) as admin:
             admin.execute(f"CREATE DATABASE {CLEAN_DB} TEMPLATE {DB}")
         return keys
@@ -377,12 +431,10 @@ class Soak:
         deadline = time.monotonic() + timeout
         acked = self.out / "acked.jsonl"
         while time.monotonic() < deadline:
-            if acked.exists():
-                hosts = {
-                    json.loads(line)["host"] for line in acked.read_text().splitlines() if line
-                }
-                if len(hosts) == CLIENTS:
-                    return
+            # Whole lines only: a client may be writing the last one.
+            lines = acked.read_text().split("\n")[:-1] if acked.exists() else []
+            if len({json.loads(line)["host"] for line in lines}) == CLIENTS:
+                return
             time.sleep(0.2)
         raise RuntimeError("the clients got no answer within a minute: see web.log")
 
@@ -401,8 +453,12 @@ class Soak:
         problems: list[str] = []
         if final != "done":
             problems.append(f"the last billing run ended {final}, not done")
+        for i, c in enumerate(self.clients):
+            if c.exitcode != 0:
+                problems.append(f"client {i} ended with exit code {c.exitcode}")
         stats: Counter[str] = Counter()
-        for line in (self.out / "stats.jsonl").read_text().splitlines():
+        path = self.out / "stats.jsonl"
+        for line in path.read_text().splitlines() if path.exists() else ():
             stats.update({k: v for k, v in json.loads(line).items() if k != "host"})
         hosts = {i: f"soak-host-{i}" for i in range(CLIENTS)}
         figures, found = check_acknowledged(self.pg.url(DB), self.out, hosts)
@@ -412,30 +468,21 @@ class Soak:
             problems.append(f"{len(errors)} record(s) or batch(es) refused, e.g. {errors[:2]}")
         rows, found = check_keys(self.pg.url(DB))
         problems += found
-        approved = self.manage("shell", "-c", APPROVE % self.period).stdout.split()[-1]
-        ledger = self.manage("verify_ledger", check=False)
-        verify = self.manage("run_billing", "--verify", "--period", self.period, check=False)
-        for name, done in (("verify_ledger", ledger), ("run_billing --verify", verify)):
-            if done.returncode != 0:
-                problems.append(
-                    f"{name} exited {done.returncode}: {(done.stdout + done.stderr)[-1500:]}"
-                )
+        books = self.django(VERIFY % {"period": self.period})
+        for name, key in (("verify_ledger", "verify_ledger"), ("run_billing --verify", "verify")):
+            if books[key]["code"] != 0:
+                problems.append(f"{name} exited {books[key]['code']}: {books[key]['out'][-1500:]}")
         # The clean run: a fresh database, the same catalog, the stored records, no faults.
         self.say("checks of the records and the ledger done; the clean run")
         problems += same_catalog(self.pg.url(DB), self.pg.url(CLEAN_DB))
         copied = copy_usage(self.pg.url(DB), self.pg.url(CLEAN_DB))
-        clean_run = self.manage(
-            "run_billing", "--period", self.period, database=CLEAN_DB, check=False
-        )
-        if clean_run.returncode != 0:
-            problems.append(f"the clean run failed: {clean_run.stderr[-1500:]}")
-        self.manage("shell", "-c", APPROVE % self.period, database=CLEAN_DB)
+        clean = self.django(CLEAN % {"period": self.period}, database=CLEAN_DB)
+        if clean["run"]["code"] != 0:
+            problems.append(f"the clean run failed: {clean['run']['out'][-1500:]}")
         compared, found = check_settlements(self.pg.url(DB), self.pg.url(CLEAN_DB), self.period)
         problems += found
         total = sum(Decimal(r[5]) for r in settlements(self.pg.url(DB), self.period))
-        self._report(
-            stats, figures, rows, approved, compared, copied, total, ledger, verify, problems
-        )
+        self._report(stats, figures, rows, books, compared, copied, total, problems)
         return 1 if problems else 0
 
     def _report(
@@ -443,12 +490,10 @@ class Soak:
         stats: Counter[str],
         figures: dict[str, int],
         rows: int,
-        approved: str,
+        books: dict[str, Any],
         compared: int,
         copied: int,
         total: Any,
-        ledger: subprocess.CompletedProcess[str],
-        verify: subprocess.CompletedProcess[str],
         problems: list[str],
     ) -> None:
         print("\n== soak summary ==")
@@ -491,9 +536,9 @@ class Soak:
             f"{figures['unacknowledged_batches_not_stored']} not stored"
         )
         print(
-            f"checked: {approved} settlements approved; verify_ledger: "
-            f"{'ok' if ledger.returncode == 0 else 'FAILED'}; run_billing --verify: "
-            f"{(verify.stdout.strip().splitlines() or ['FAILED'])[-1]}"
+            f"checked: {books['approved']} settlements approved; verify_ledger: "
+            f"{'ok' if books['verify_ledger']['code'] == 0 else 'FAILED'}; run_billing --verify: "
+            f"{(books['verify']['out'].strip().splitlines() or ['FAILED'])[-1]}"
         )
         print(
             f"checked: {compared} settlements (total {total}) equal line for line to a clean "
