@@ -481,8 +481,9 @@ class Soak:
             problems.append(f"the clean run failed: {clean['run']['out'][-1500:]}")
         compared, found = check_settlements(self.pg.url(DB), self.pg.url(CLEAN_DB), self.period)
         problems += found
-        total = sum(Decimal(r[5]) for r in settlements(self.pg.url(DB), self.period))
-        self._report(stats, figures, rows, books, compared, copied, total, problems)
+        total = sum((Decimal(r[5]) for r in settlements(self.pg.url(DB), self.period)), Decimal(0))
+        verdict = "DIFFER from" if found else "equal line for line to"
+        self._report(stats, figures, rows, books, (compared, verdict, copied, total), problems)
         return 1 if problems else 0
 
     def _report(
@@ -491,9 +492,7 @@ class Soak:
         figures: dict[str, int],
         rows: int,
         books: dict[str, Any],
-        compared: int,
-        copied: int,
-        total: Any,
+        clean: tuple[int, str, int, Decimal],
         problems: list[str],
     ) -> None:
         print("\n== soak summary ==")
@@ -541,8 +540,8 @@ class Soak:
             f"{(books['verify']['out'].strip().splitlines() or ['FAILED'])[-1]}"
         )
         print(
-            f"checked: {compared} settlements (total {total}) equal line for line to a clean "
-            f"run over the same {copied} rows (claims + records)"
+            f"checked: {clean[0]} settlements (total {clean[3]}) {clean[1]} a clean run over the"
+            f" same {clean[2]} rows (claims + records)"
         )
         if problems:
             print(f"FAILED: {len(problems)} problem(s)")
