@@ -30,6 +30,7 @@ import multiprocessing as mp
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -257,7 +258,7 @@ class Soak:
             if not busy:
                 self.notes["web_worker_idle_skipped"] += 1
                 return
-            os.kill(random.choice(busy), 9)
+            os.kill(random.choice(busy), signal.SIGKILL)
         elif kind == "postgres":
             self.pg.crash()
             time.sleep(1.0)
