@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-SLUGS = {"host": "licensing_host", "licensor": "licensing_licensor"}
+FIELDS = ("input_tokens", "output_tokens", "revenue", "corrects")  # compared with what was sent
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
@@ -90,7 +90,7 @@ def check_acknowledged(
         if len(found) != 1:
             problems.append(f"acknowledged {key} is stored {len(found)} times")
             continue
-        want = {k: row[k] for k in ("input_tokens", "output_tokens", "revenue", "corrects")}
+        want = {k: row[k] for k in FIELDS}
         got = {k: found[0][k] for k in want}
         if got != want:
             problems.append(f"acknowledged {key} is stored as {got}, was sent as {want}")
@@ -100,6 +100,12 @@ def check_acknowledged(
     for batch in _jsonl(out / "sent.jsonl"):
         keys = [(hosts[batch["host"]], r["event_id"]) for r in batch["records"]]
         sent_keys.update(keys)
+        for key, sent in zip(keys, batch["records"], strict=True):
+            # Whole: every stored record, acknowledged or not, holds what was sent.
+            if key in stored and any(
+                {k: row[k] for k in FIELDS} != {k: sent[k] for k in FIELDS} for row in stored[key]
+            ):
+                problems.append(f"stored {key} differs from what was sent: {sent}")
         present = sum(1 for k in keys if k in stored)
         if present not in (0, len(keys)):
             partial += 1
