@@ -223,11 +223,11 @@ class Soak:
         try:
             before = self._last_run()
         except psycopg.Error:
-            return "db_down"
+            return "not_sent_database_down"
         try:
             app.send_task("billing.tasks.run_monthly_billing", args=[self.period])
         except Exception:
-            return "broker_down"
+            return "not_sent_broker_down"
         finally:
             app.close()
         deadline = time.monotonic() + timeout
