@@ -216,7 +216,8 @@ class Soak:
 
     def billing_run(self, timeout: float) -> str:
         """Send one run of the period to the worker and wait for it to end: its status, or
-        'lost' (no run started or ended within `timeout`: the next one supersedes it)."""
+        'lost' (no run started or ended within `timeout`: the next one supersedes it), or
+        'not_sent_...' (the database or the broker was down at that moment: tried again)."""
         from celery import Celery
 
         app = Celery(broker=self.redis.url)
