@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast test-browser lint bench venv clean
+.PHONY: demo test test-fast test-browser lint bench soak venv clean
 
 # The virtualenv is rebuilt whenever pyproject.toml is newer than the last install.
 $(STAMP): pyproject.toml
@@ -39,6 +39,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	DEBUG=$${DEBUG:-true} $(PY) -m bench $(BENCH_ARGS)
+
+# The fault soak (docs/reliability.md): minutes, on loopback, with its own PostgreSQL cluster,
+# Redis, gunicorn and Celery worker. SOAK_ARGS, e.g. --duration 1800.
+soak: $(STAMP)
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.utils import timezone
 
+from billing.signals import webhook_attempted
 from billing.webhook_models import WebhookDelivery
 
 TIMEOUT = 10.0  # seconds for the whole answer
@@ -133,11 +134,16 @@ def delivery_attempt(*, delivery_id: int, force: bool = False) -> bool | None:
     }
     if ok:
         fields.update(status=WebhookDelivery.Status.SUCCEEDED, delivered_at=done)
+        outcome = "delivered" if d.attempts == 0 else "retried"
     elif done - d.event.created_at >= RETRY_FOR:
         fields.update(status=WebhookDelivery.Status.FAILED)
+        outcome = "gave_up"
     else:
         fields.update(next_attempt_at=done + backoff(d.attempts + 1))
+        outcome = "failed"
     WebhookDelivery.objects.filter(pk=d.pk).update(**fields)
+    # After the attempt is recorded: what observers count is what the delivery log says.
+    webhook_attempted.send(sender=WebhookDelivery, outcome=outcome, delivery_id=d.pk)
     return ok
 
 

@@ -2,10 +2,12 @@
 
 Hooks sit where the numbers are final, outside the code that produces them: ingestion is counted
 from the usage endpoints' answers (config/middleware.py), billing from Celery's task signals at
-the end of each billing task (config/celery.py), and the runs' states are read from the database
-at scrape time. With `PROMETHEUS_MULTIPROC_DIR` set (the Procfile runner and the image set it),
-every process of the machine writes its samples there and `/metrics` sums them, so the figures do
-not depend on which gunicorn worker answers the scrape.
+the end of each billing task (config/celery.py), webhook deliveries from billing's signal once an
+attempt is recorded (billing/signals.py); the runs' and payouts' states are read from the
+database and the queue's depth from the broker at scrape time. With `PROMETHEUS_MULTIPROC_DIR`
+set (the Procfile runner and the image set it), every process of the machine writes its samples
+there and `/metrics` sums them, so the figures do not depend on which gunicorn worker answers
+the scrape.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, s
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+
+from billing.signals import WEBHOOK_OUTCOMES, webhook_attempted
 
 # The usage endpoints whose answers are counted, by path, and their label.
 INGEST_ENDPOINTS = {"/api/v1/usage": "usage", "/api/v1/events": "events"}
@@ -64,6 +68,21 @@ BILLING_PAIR_FAILURES = Counter(
     " or a deadlock retried by the task.",
     ["kind"],
 )
+WEBHOOK_DELIVERIES = Counter(
+    "tollgate_webhook_deliveries",
+    "Webhook delivery attempts by outcome: delivered (2xx at the first attempt), retried (2xx"
+    " after failed attempts), failed (no 2xx, retried later), gave_up (no 2xx, event too old).",
+    ["outcome"],
+)
+for _outcome in WEBHOOK_OUTCOMES:  # every outcome at 0 from the start: rate() sees the first one
+    WEBHOOK_DELIVERIES.labels(_outcome)
+
+
+def _count_webhook(sender: Any, outcome: str, **kwargs: Any) -> None:
+    WEBHOOK_DELIVERIES.labels(outcome).inc()
+
+
+webhook_attempted.connect(_count_webhook, dispatch_uid="tollgate-metrics-webhooks")
 
 
 def _error_code(message: str) -> str:
@@ -195,6 +214,77 @@ class BillingRunsCollector(Collector):
         oldest.add_metric([], (timezone.now() - first).total_seconds() if first else 0)
         yield by_status
         yield oldest
+
+
+class PayoutsCollector(Collector):
+    """Payouts by status and rail, read from the database at scrape time (a row per licensor,
+    currency and day): a pending payout that stays pending, or any failed one, needs an operator
+    (docs/payouts.md)."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from billing.models import Payout, PayoutStatus
+
+        gauge = GaugeMetricFamily(
+            "tollgate_payouts", "Payouts by status and rail (every day).", labels=["status", "rail"]
+        )
+        try:
+            counts = {
+                (status, rail): n
+                for status, rail, n in Payout.objects.order_by()
+                .values_list("status", "rail")
+                .annotate(n=Count("id"))
+                .values_list("status", "rail", "n")
+            }
+        except Exception:  # a scrape must not fail with the database: the gauge is left out
+            return
+        for rail in sorted(PAYOUT_RAILS | {rail for _, rail in counts}):
+            for status in PayoutStatus.values:
+                gauge.add_metric([status, rail], counts.get((status, rail), 0))
+        yield gauge
+
+
+# The rails always shown (at 0 when no payout went by them); licensing's Licensor.payout_rail.
+PAYOUT_RAILS = frozenset({"manual", "stripe_connect"})
+# Seconds a scrape waits for the broker, to connect and to answer: a scrape must not hang when
+# the broker is down (Prometheus's own scrape timeout is 10 s by default).
+BROKER_TIMEOUT = 1
+
+
+class QueueDepthCollector(Collector):
+    """Messages waiting in the Celery queue, read from the broker at scrape time. A growing
+    depth means the workers are down or too few; a task taken by a worker and not yet
+    acknowledged is not counted. Left out of the scrape when there is no broker or it does not
+    answer within BROKER_TIMEOUT."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from django.conf import settings
+
+        url = settings.CELERY_BROKER_URL
+        if not url:
+            return  # eager: no queue
+        from celery import current_app
+        from kombu import Connection
+
+        queue = current_app.conf.task_default_queue
+        options = {
+            **(settings.CELERY_BROKER_TRANSPORT_OPTIONS or {}),
+            "socket_timeout": BROKER_TIMEOUT,
+            "socket_connect_timeout": BROKER_TIMEOUT,
+            "max_retries": 0,
+        }
+        try:
+            with Connection(url, connect_timeout=BROKER_TIMEOUT, transport_options=options) as conn:
+                conn.ensure_connection(max_retries=0, timeout=BROKER_TIMEOUT)
+                # Not passive: an empty queue has no key in Redis. Declaring writes nothing.
+                channel: Any = conn.default_channel  # kombu's stubs type it without queues
+                depth = channel.queue_declare(queue=queue).message_count
+        except Exception:  # a scrape must not fail with the broker: the gauge is left out
+            return
+        gauge = GaugeMetricFamily(
+            "tollgate_celery_queue_depth", "Tasks waiting in the Celery queue.", labels=["queue"]
+        )
+        gauge.add_metric([queue], depth)
+        yield gauge
 
 
 def multiprocess_dir() -> str | None:

@@ -7,7 +7,12 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from config.metrics import BillingRunsCollector, samples_registry
+from config.metrics import (
+    BillingRunsCollector,
+    PayoutsCollector,
+    QueueDepthCollector,
+    samples_registry,
+)
 
 
 def _database_state() -> str:
@@ -40,10 +45,12 @@ def healthz(request: HttpRequest) -> JsonResponse:
     )
 
 
-# Read from the database at each scrape (config/metrics.py); a registry of its own, so that it is
-# never summed across processes.
+# Read from the database and the broker at each scrape (config/metrics.py); a registry of its
+# own, so that it is never summed across processes.
 _DATABASE_METRICS = CollectorRegistry(auto_describe=False)
 _DATABASE_METRICS.register(BillingRunsCollector())
+_DATABASE_METRICS.register(PayoutsCollector())
+_DATABASE_METRICS.register(QueueDepthCollector())
 
 
 def metrics(request: HttpRequest) -> HttpResponse:

@@ -1,22 +1,46 @@
 """/metrics moves with real traffic: ingestion counts by outcome and rejection code, batch
-latency, billing run durations and pair failures, and the runs' states read from the database."""
+latency, billing run durations and pair failures, webhook delivery outcomes after real deliveries
+to a real receiver, and the runs' and payouts' states read from the database and the queue's
+depth from a real Redis."""
 
 from __future__ import annotations
 
+import io
+import os
 import re
-from collections.abc import Callable
+import socket
+import warnings
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
+import redis
+from django.core.management import call_command
 from django.utils import timezone
+from kombu import Connection
 from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
-from billing.models import BillingRun, BillingRunPair
+from billing.models import BillingRun, BillingRunPair, Payout
+from billing.payouts import payout_mark_paid
+from billing.review import settlement_approve
 from billing.tasks import bill_pair, run_monthly_billing
+from billing.webhook_delivery import RETRY_FOR, delivery_attempt
+from billing.webhook_models import WebhookDelivery, WebhookEvent
+from config.celery import app as celery_app
 from licensing.catalog import catalog_import
-from licensing.models import Host
-from tests.billing.conftest import minimax_catalog, record
+from licensing.models import Host, Licensor
+from tests.billing.conftest import (
+    minimax_catalog,
+    post_usage,
+    record,
+    run_billing,
+    settlement_of,
+)
+from tests.billing.test_webhooks import Receiver, deliver, subscribe
+from tests.conftest import skip_or_fail
 
 PERIOD = "2026-10"
 
@@ -156,3 +180,155 @@ def test_a_running_run_shows_its_age(client: APIClient) -> None:
     age = re.search(r"^tollgate_billing_run_running_seconds (\S+)$", body, re.MULTILINE)
     assert age is not None
     assert 7200 <= float(age.group(1)) < 7300
+
+
+# --- webhook deliveries, payouts and the queue ---------------------------------------------
+
+
+def scrape() -> str:
+    response = APIClient().get("/metrics")
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def scraped(body: str, name: str, **labels: str) -> float | None:
+    """The value of one sample of a scrape's text, or None when it is not there."""
+    for family in text_string_to_metric_families(body):
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return float(s.value)
+    return None
+
+
+@pytest.fixture
+def receiver(settings: Any) -> Iterator[Receiver]:
+    settings.TOLLGATE_WEBHOOKS_ALLOW_PRIVATE = True
+    r = Receiver()
+    r.thread.start()
+    yield r
+    r.server.shutdown()
+    r.server.server_close()
+
+
+def test_webhook_outcomes_are_counted_after_real_deliveries(
+    db: None, client_for: Callable[..., APIClient], receiver: Receiver
+) -> None:
+    # given: a licensor subscribed to created settlements, three settlements (three hosts) whose
+    # events are waiting, and a receiver that answers 500 twice
+    hosts = ("fireworks", "together", "deepinfra")
+    catalog_import(minimax_catalog(hosts=hosts))
+    licensor = client_for(licensor=Licensor.objects.get(slug="minimax"))
+    subscribe(licensor, receiver.url, ["settlement.created"])
+    for slug in hosts:
+        client = client_for(host=Host.objects.get(slug=slug))
+        post_usage(client, [record(f"{slug}-1", revenue="10")])
+    run_billing(PERIOD)
+    receiver.answers = [500, 500]
+    outcomes = ("delivered", "retried", "failed", "gave_up")
+    body = scrape()
+    before = {o: scraped(body, "tollgate_webhook_deliveries_total", outcome=o) for o in outcomes}
+
+    # when: the due deliveries are sent (one 200, two 500s)
+    assert deliver() == "webhooks: 1 delivered, 2 failed (to be retried)\n"
+    # and one failed delivery's event is three days old when its receiver answers 503 again,
+    # while the other's receiver answers 200
+    old, other = WebhookDelivery.objects.filter(status="pending").order_by("id")
+    WebhookEvent.objects.filter(pk=old.event_id).update(created_at=timezone.now() - RETRY_FOR)
+    receiver.answers = [503]
+    assert delivery_attempt(delivery_id=old.pk, force=True) is False
+    assert delivery_attempt(delivery_id=other.pk, force=True) is True
+
+    # then: each attempt counted once, by its outcome, as the delivery log has it
+    body = scrape()
+    after = {o: scraped(body, "tollgate_webhook_deliveries_total", outcome=o) for o in outcomes}
+    assert None not in after.values()
+    assert {o: (after[o] or 0) - (before[o] or 0) for o in outcomes} == {
+        "delivered": 1,
+        "retried": 1,
+        "failed": 2,
+        "gave_up": 1,
+    }
+    assert sorted(WebhookDelivery.objects.values_list("status", "attempts")) == [
+        ("failed", 2),
+        ("succeeded", 1),
+        ("succeeded", 2),
+    ]
+
+
+def test_payouts_are_shown_by_status_and_rail(
+    db: None, client_for: Callable[..., APIClient]
+) -> None:
+    # given: October approved and paid by the host, and the run of the day
+    catalog_import(minimax_catalog())
+    post_usage(client_for(host=Host.objects.get(slug="fireworks")), [record("p-1", revenue="100")])
+    run_billing(PERIOD)
+    settlement = settlement_of(licensor="minimax", host="fireworks", period=PERIOD)
+    settlement_approve(settlement=settlement, actor="test")
+    call_command(
+        "record_host_payment", "--settlement", str(settlement.pk), "--reference", "BANK-1",
+        stdout=io.StringIO(),
+    )
+    call_command("run_payouts", "--as-of", "2026-11-05", stdout=io.StringIO())
+    payout = Payout.objects.get()
+
+    # then: one pending manual payout, every other state at 0
+    body = scrape()
+    assert scraped(body, "tollgate_payouts", status="pending", rail="manual") == 1
+    assert scraped(body, "tollgate_payouts", status="paid", rail="manual") == 0
+    assert scraped(body, "tollgate_payouts", status="pending", rail="stripe_connect") == 0
+
+    # when: the operator records it paid
+    payout_mark_paid(payout_id=str(payout.pk), reference="OUT-1")
+
+    # then
+    body = scrape()
+    assert scraped(body, "tollgate_payouts", status="pending", rail="manual") == 0
+    assert scraped(body, "tollgate_payouts", status="paid", rail="manual") == 1
+
+
+@pytest.fixture
+def broker(settings: Any) -> str:
+    """Redis db 9 of the machine's server (CELERY_TEST_BROKER_URL), flushed: the test owns it."""
+    url = os.environ.get("CELERY_TEST_BROKER_URL", "redis://127.0.0.1:6379/9")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).flushdb()
+    except redis.RedisError as exc:
+        skip_or_fail(f"no Redis at {url} ({exc!r})")
+    settings.CELERY_BROKER_URL = url
+    return url
+
+
+@pytest.mark.services
+def test_queue_depth_is_read_from_the_broker(db: None, broker: str) -> None:
+    # given: an empty queue
+    assert scraped(scrape(), "tollgate_celery_queue_depth", queue="celery") == 0
+
+    # when: three tasks sent to the broker with no worker to take them
+    with Connection(broker) as conn, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the test process is eager; send_task sends anyway
+        producer = conn.Producer()
+        for _ in range(3):
+            celery_app.send_task("billing.tasks.deliver_due_webhooks", producer=producer)
+
+    # then
+    assert scraped(scrape(), "tollgate_celery_queue_depth", queue="celery") == 3
+    redis.Redis.from_url(broker).flushdb()
+
+
+@pytest.mark.parametrize("broker_state", ["refuses", "never answers"])
+def test_a_scrape_answers_without_the_broker(db: None, settings: Any, broker_state: str) -> None:
+    # given: a broker address where nothing listens, or where a socket accepts connections (the
+    # kernel completes them) and never answers
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        if broker_state == "never answers":
+            silent.listen(8)
+        else:
+            silent.close()
+        settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{port}/0"
+
+        # when / then: the scrape answers, with the database's gauges and without the queue's
+        body = scrape()
+    assert "tollgate_celery_queue_depth" not in body
+    assert scraped(body, "tollgate_billing_runs", status="done") == 0
