@@ -368,14 +368,14 @@ def measure_state(
         )
     )
     if events:
-        ev = [x["events"] for x in rounds]
-        pairs = zip(ev, rounds, strict=True)
+        evs = [x["events"] for x in rounds]
+        pairs = zip(evs, rounds, strict=True)
         summary += (
             f"POST /api/v1/events (the same records as CloudEvents), stored:"
-            f" {spread([e['stored_per_s'] for e in ev])} records/s"
-            f" (with resends {spread([e['records_per_s'] for e in ev])})\n"
-            f"  per batch: p50 {spread([e['p50_ms'] for e in ev])} ms,"
-            f" p99 {spread([e['p99_ms'] for e in ev])} ms\n"
+            f" {spread([e['stored_per_s'] for e in evs])} records/s"
+            f" (with resends {spread([e['records_per_s'] for e in evs])})\n"
+            f"  per batch: p50 {spread([e['p50_ms'] for e in evs])} ms,"
+            f" p99 {spread([e['p99_ms'] for e in evs])} ms\n"
             f"  ratio stored/s events / usage per round:"
             f" {spread([e['stored_per_s'] / x['stored_per_s'] for e, x in pairs], '.2f')}\n"
         )
