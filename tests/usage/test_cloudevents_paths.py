@@ -53,11 +53,10 @@ def test_typed_and_generic_decoding_map_the_same(mapping: dict[str, str]) -> Non
 
     typed = mapper.map(typed_events, now=NOW, host_currency="USD")
     generic = mapper.map(generic_events, now=NOW, host_currency="USD")
-    assert (typed.records, typed.positions, typed.refused, typed.plain) == (
+    assert (typed.records, typed.positions, typed.refused) == (
         generic.records,
         generic.positions,
         generic.refused,
-        generic.plain,
     )
     assert typed.records[0]["revenue"] == "0.1"
 

@@ -5,46 +5,78 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('licensing', '0002_licensor_membership'),
-        ('usage', '0003_distributable_keys'),
+        ("licensing", "0002_licensor_membership"),
+        ("usage", "0003_distributable_keys"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='PeriodComplete',
+            name="PeriodComplete",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('period', models.CharField(max_length=7, unique=True)),
-                ('completed_at', models.DateTimeField()),
-                ('snapshot_at', models.DateTimeField(blank=True, null=True)),
-                ('swept_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("period", models.CharField(max_length=7, unique=True)),
+                ("completed_at", models.DateTimeField()),
+                ("snapshot_at", models.DateTimeField(blank=True, null=True)),
+                ("swept_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'db_table': 'usage_periodcomplete',
-                'constraints': [models.CheckConstraint(condition=models.Q(('period__regex', '^[0-9]{4}-(0[1-9]|1[0-2])$')), name='usage_periodcomplete_period_format')],
+                "db_table": "usage_periodcomplete",
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("period__regex", "^[0-9]{4}-(0[1-9]|1[0-2])$")),
+                        name="usage_periodcomplete_period_format",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='PeriodOpen',
+            name="PeriodOpen",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('period', models.CharField(max_length=7)),
-                ('host', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='licensing.host')),
-                ('licensor', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='licensing.licensor')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("period", models.CharField(max_length=7)),
+                (
+                    "host",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="licensing.host",
+                    ),
+                ),
+                (
+                    "licensor",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="licensing.licensor",
+                    ),
+                ),
             ],
             options={
-                'db_table': 'usage_periodopen',
-                'constraints': [models.UniqueConstraint(fields=('host', 'licensor', 'period'), name='usage_periodopen_unique')],
+                "db_table": "usage_periodopen",
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("host", "licensor", "period"), name="usage_periodopen_unique"
+                    )
+                ],
             },
         ),
         # Like every usage table's (0003_distributable_keys), PeriodOpen's primary key includes
-    # host_id, so the table can be distributed by host.
-    migrations.RunSQL(
-        "ALTER TABLE usage_periodopen DROP CONSTRAINT usage_periodopen_pkey;"
-        " ALTER TABLE usage_periodopen ADD CONSTRAINT usage_periodopen_pkey PRIMARY KEY (id, host_id);",
-        "ALTER TABLE usage_periodopen DROP CONSTRAINT usage_periodopen_pkey;"
-        " ALTER TABLE usage_periodopen ADD CONSTRAINT usage_periodopen_pkey PRIMARY KEY (id);",
-    ),
+        # host_id, so the table can be distributed by host.
+        migrations.RunSQL(
+            "ALTER TABLE usage_periodopen DROP CONSTRAINT usage_periodopen_pkey;"
+            " ALTER TABLE usage_periodopen ADD CONSTRAINT usage_periodopen_pkey PRIMARY KEY (id, host_id);",
+            "ALTER TABLE usage_periodopen DROP CONSTRAINT usage_periodopen_pkey;"
+            " ALTER TABLE usage_periodopen ADD CONSTRAINT usage_periodopen_pkey PRIMARY KEY (id);",
+        ),
     ]
