@@ -33,7 +33,11 @@ def _slow(records: list[Any]) -> list[wire.Record | wire.Rejection]:
 
 def _assert_same_as_slow_path(records: list[Any], batch: columns.ValidBatch) -> None:
     """Every record valid on the slow path, with the values and hash the fast path would store."""
-    slow_records = _slow(records)
+    assert_batch_holds(_slow(records), batch)
+
+
+def assert_batch_holds(slow_records: list[Any], batch: columns.ValidBatch) -> None:
+    """`batch` holds, column by column, the per-record path's valid records `slow_records`."""
     assert len(batch) == len(slow_records)
     for i, slow in enumerate(slow_records):
         assert isinstance(slow, wire.Record), slow
@@ -57,9 +61,7 @@ def _assert_same_as_slow_path(records: list[Any], batch: columns.ValidBatch) -> 
             slow.requests,
         )
         assert batch.customer_category[i] == slow.customer_category
-        assert columns.normalized_revenue(batch.revenue[i]) == format(
-            slow.revenue.normalize(), "f"
-        )
+        assert columns.normalized_revenue(batch.revenue[i]) == format(slow.revenue.normalize(), "f")
         assert (
             batch.currency[i] or "USD",
             batch.region[i] or "",
@@ -257,7 +259,7 @@ def test_it_takes_a_record_only_when_the_per_record_path_takes_it_the_same(
         ), raw
 
 
-def _stored(host: Any) -> list[tuple[Any, ...]]:
+def stored_rows(host: Any) -> list[tuple[Any, ...]]:
     return sorted(
         UsageRecord.objects.filter(host=host).values_list(
             "event_id",
@@ -302,7 +304,7 @@ def test_it_answers_and_stores_like_the_per_record_path(catalog: Any, host: Any,
     assert BATCHES_BY_PATH - served == Counter(fast=1)
     assert fast == slow
     assert fast["accepted"] == 3 and fast["duplicates"] == 6 and fast["rejected"] == 1
-    assert _stored(host) == _stored(twin)
+    assert stored_rows(host) == stored_rows(twin)
     assert UsageKey.objects.filter(host=host).count() == 23
     assert UsageRecord.objects.get(host=host, event_id="escapes").customer_ref == (
         "tab\tbackslash\\newline\nreturn\rseparator\x1f."

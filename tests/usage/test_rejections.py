@@ -34,9 +34,7 @@ def test_a_rejected_record_is_logged_with_its_errors(catalog: Any, post: Any) ->
     # then only the rejected one is logged, with the errors it was answered with
     row = UsageRejection.objects.get()
     assert (row.endpoint, row.event_id, row.index) == ("usage", "bad-1", 2)
-    assert row.errors == {
-        "input_tokens": ["invalid: must be an integer from 0 to 1000000000000"]
-    }
+    assert row.errors == {"input_tokens": ["invalid: must be an integer from 0 to 1000000000000"]}
 
 
 def test_a_malformed_request_is_logged_whole(catalog: Any, host_client: APIClient) -> None:
