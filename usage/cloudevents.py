@@ -277,10 +277,17 @@ class EventMapper:
             batch = valid_batch(event_id=[event_id_of(i) if i else i for i in event_ids], **columns)
         return batch
 
-    def answer_valid(self, count: int, answer: dict[str, Any]) -> dict[str, Any]:
-        """The ingest answer of a batch from `decode_valid` (one record per event, in order),
-        with its errors under the events' fields."""
-        return Mapped(positions=list(range(count)), sources=self.sources).response(answer)
+    def answer_valid(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """The ingest answer of a batch from `decode_valid` (one record per event, in order, so
+        the indexes stand), with its errors under the events' fields (`Mapped.response`)."""
+        sources = self.sources
+        answer["results"] = [
+            {**r, "errors": {sources.get(k, k): v for k, v in r["errors"].items()}}
+            if r["errors"]
+            else r
+            for r in answer["results"]
+        ]
+        return answer
 
     def map(self, events: list[Any], *, now: datetime, host_currency: str) -> Mapped:
         mapped = Mapped(sources=self.sources)

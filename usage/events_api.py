@@ -147,7 +147,7 @@ class EventsApi(APIView):
             else None
         )
         if result is not None and valid is not None:
-            answer = mapper.answer_valid(len(valid), result.as_response())
+            answer = mapper.answer_valid(result.as_response())
         else:
             try:
                 events = mapper.decode(bytes(body), body.media_type)

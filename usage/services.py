@@ -23,7 +23,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
@@ -246,14 +246,17 @@ def usage_batch_ingest_valid(
     if len(ids) < len(names) or len(set(event_ids)) < len(event_ids):
         return None
     host_currency = host.currency
-    currencies: list[str] = [c or host_currency for c in batch.currency]
+    currencies = cast(list[str], batch.currency)
+    if None in currencies:
+        currencies = [c or host_currency for c in currencies]
     # Currency of the terms in force: one check per (model, currency) when no terms of the
     # batch's licenses take effect within its time span (the usual case), else one per
     # (model, currency, span of steady terms); each key maps to an instant that stands for it.
     start, end = min(batch.occurred_at), max(batch.occurred_at)
     checks: dict[tuple[str, str, int], datetime]
     if all(catalog.terms_steady(ids[name][1], start, end) for name in names):
-        checks = {(m, c, 0): start for m, c in zip(batch.model, currencies, strict=True)}
+        pairs = set(zip(batch.model, currencies, strict=True))
+        checks = {(model, currency, 0): start for model, currency in pairs}
     else:
         checks = {
             (model, currency, catalog.terms_span(ids[model][1], at)): at
@@ -273,8 +276,9 @@ def usage_batch_ingest_valid(
     # paths equal. Every value but customer_ref is from a closed alphabet (checked), so the
     # line is the hash text with tabs for separators, unless some customer_ref needs COPY's
     # escapes (or holds the separator).
-    refs = {ref for ref in batch.customer_ref if ref}
-    special = any(ch in ref for ref in refs for ch in "\\\t\n\r\x1f")
+    refs = set(batch.customer_ref)
+    refs.discard(None)
+    special = any(ch in ref for ref in cast(set[str], refs) for ch in "\\\t\n\r\x1f")
     blake2b = hashlib.blake2b
     lines: list[str] = []
     hashes: list[str] = []
