@@ -1,15 +1,20 @@
-"""Ingestion benchmark: `python -m bench ingest [--quick] [--duration=S] [--rows=N] [--repeats=K]`.
+"""Ingestion benchmark: `python -m bench ingest [--quick] [--duration=S] [--rows=N] [--repeats=K]
+[--clients=C] [--workers=W] [--no-events]`.
 
 For each table state (empty, then holding `--rows` records, default 10M, spread over 10 earlier
-months, with their claims), `--repeats` rounds (default 3), each of:
+months, with their claims; `--rows=0`: the empty state only), `--repeats` rounds (default 3),
+each of:
 
-1. the endpoint phase: the real app under gunicorn (`--workers` sync workers, default 2; API-key
-   authentication, throttle, DEBUG off) against the scratch database `tollgate_bench_ingest`,
-   loaded by `--clients` processes (default 4) with httpx, each posting 10,000-record batches
-   (9,000 fresh + 1,000 resent from its previous batch; event ids are random-looking UUIDs, like
-   the baselines' and the preload's) for `--duration` seconds;
+1. the endpoint phases: the real app under gunicorn (`--workers` sync workers, default 2; API-key
+   authentication, throttle, DEBUG off) against the scratch database `tollgate_bench_ingest`
+   (or $BENCH_INGEST_DB), loaded by `--clients` processes (default 4) with httpx, each posting
+   10,000-record batches (9,000 fresh + 1,000 resent from its previous batch; event ids are
+   random-looking UUIDs, like the baselines' and the preload's) for `--duration` seconds: once to
+   POST /api/v1/usage, and once (unless `--no-events`) the same records as CloudEvents batches
+   to POST /api/v1/events (LiteLLM's shape: `bench/ingest_load.py`), in alternating order from
+   round to round, on the same server, clients and connections;
 2. raw psycopg COPY, into `usage_record` alone (the target's literal baseline,
-   docs/performance.md), of as many records as the endpoint stored in step 1;
+   docs/performance.md), of as many records as /api/v1/usage stored in step 1;
 3. the same count into `usage_key` + `usage_record`, the two tables the endpoint writes (the
    storage cost of exactly-once itself, without HTTP, JSON or validation);
 4. the same count into `bench_plain`, one plain (unpartitioned) table with the same columns and
@@ -21,14 +26,18 @@ records it accepted, not the resent duplicates, which it also printed before as 
 COPY baseline runs on as many connections as the endpoint has gunicorn workers (each worker holds
 one), each connection copying its share in one transaction; and the baselines' rows are encoded
 into COPY text before the clock starts (the endpoint's request bodies are also built before its
-clock starts; decoding them is the endpoint's work).
+clock starts; decoding them is the endpoint's work). /api/v1/events is compared with
+/api/v1/usage in the same round: the same records, the same table state (give or take the
+other phase's rows), stored rows against stored rows.
 
 Each round starts with an untimed ANALYZE of both tables (what autovacuum, off on this server,
 would do). Every timed phase starts right after a CHECKPOINT, and the phases interleave, so
 checkpoints, machine noise and table growth fall on the endpoint and the baselines alike.
 Printed per round and as medians (min-max): stored records/s (and all records/s, resends included),
-rows/s of each baseline, the per-round ratios stored records/s / COPY rows/s against each baseline,
-p50/p99 per batch, the load average at the round's start, and the peak RSS of a worker.
+rows/s of each baseline, the per-round ratios stored records/s / COPY rows/s against each baseline
+and events / usage, p50/p99 per batch, the gunicorn workers' CPU time per stored record (what the
+server's Python costs, whatever else the machine does), the load average at the round's start,
+and the peak RSS of a worker.
 
 Everything runs on this machine (the load generator competes with the server and PostgreSQL for
 the same cores, as in docs/performance.md). Record the output in docs/performance.md, "Ingestion".
@@ -310,7 +319,9 @@ def measure_state(
             if r % 2:
                 order.reverse()
             phases = {
-                name: http_run(conn, url, key, f"{run}{name[0]}", clients, duration, name)
+                name: http_run(
+                    conn, url, key, f"{run}{name[0]}", clients, duration, name, server.pid
+                )
                 for name in order
             }
             endpoint = phases["usage"]
@@ -321,14 +332,16 @@ def measure_state(
             line = (
                 f"round {r + 1}: load {load:.1f}; POST /usage {stored:,.0f} stored rec/s"
                 f" ({endpoint['records_per_s']:,.0f} with resends; {n:,} stored, p50"
-                f" {endpoint['p50_ms']:.0f} ms, p99 {endpoint['p99_ms']:.0f} ms)"
+                f" {endpoint['p50_ms']:.0f} ms, p99 {endpoint['p99_ms']:.0f} ms, worker CPU"
+                f" {endpoint['cpu_us']:.1f} µs/stored)"
             )
             if events:
                 ev = phases["events"]
                 line += (
                     f"; POST /events {ev['stored_per_s']:,.0f} stored rec/s ({ev['stored']:,}"
-                    f" stored, p50 {ev['p50_ms']:.0f} ms, p99 {ev['p99_ms']:.0f} ms), events /"
-                    f" usage {ev['stored_per_s'] / stored:.2f} (order: {', '.join(order)})"
+                    f" stored, p50 {ev['p50_ms']:.0f} ms, p99 {ev['p99_ms']:.0f} ms, worker CPU"
+                    f" {ev['cpu_us']:.1f} µs/stored), events / usage"
+                    f" {ev['stored_per_s'] / stored:.2f} (order: {', '.join(order)})"
                 )
             print(
                 line
@@ -360,7 +373,8 @@ def measure_state(
         f" (with resends {spread([x['records_per_s'] for x in rounds])})\n"
         f"  per batch: p50 {spread([x['p50_ms'] for x in rounds])} ms,"
         f" p99 {spread([x['p99_ms'] for x in rounds])} ms,"
-        f" {sum(x['batches'] for x in rounds)} batches\n"
+        f" {sum(x['batches'] for x in rounds)} batches;"
+        f" worker CPU {spread([x['cpu_us'] for x in rounds], '.1f')} µs per stored record\n"
         + "".join(
             f"  ratio stored/s vs COPY into {BASELINES[into]:<31} per round: "
             f"{spread([x['stored_per_s'] / x[into] for x in rounds], '.2f')}\n"
@@ -375,7 +389,8 @@ def measure_state(
             f" {spread([e['stored_per_s'] for e in evs])} records/s"
             f" (with resends {spread([e['records_per_s'] for e in evs])})\n"
             f"  per batch: p50 {spread([e['p50_ms'] for e in evs])} ms,"
-            f" p99 {spread([e['p99_ms'] for e in evs])} ms\n"
+            f" p99 {spread([e['p99_ms'] for e in evs])} ms;"
+            f" worker CPU {spread([e['cpu_us'] for e in evs], '.1f')} µs per stored record\n"
             f"  ratio stored/s events / usage per round:"
             f" {spread([e['stored_per_s'] / x['stored_per_s'] for e, x in pairs], '.2f')}\n"
         )
@@ -415,7 +430,7 @@ def main(argv: list[str]) -> int:
         f" batches of {BATCH:,} ({DUPLICATES:,} resent); {duration:g}s x {repeats}",
         flush=True,
     )
-    for state in (0, rows):
+    for state in (0, rows) if rows else (0,):  # --rows=0: the empty state only
         with psycopg.connect(DB_URL, autocommit=True) as conn:
             if state:
                 seconds = preload(conn, ids, state)

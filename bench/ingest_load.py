@@ -130,9 +130,9 @@ def client_main(args: tuple[int, str, str, str, str, int, float, Any, Any]) -> N
     out.put((records, stored, latencies))
 
 
-def worker_peak_rss(master: int) -> int:
-    """Peak RSS (VmHWM, KiB) of the largest gunicorn worker (children of the master)."""
-    peak = 0
+def _workers(master: int) -> list[dict[str, str]]:
+    """/proc/<pid>/status of each gunicorn worker (the children of the master)."""
+    found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -141,9 +141,28 @@ def worker_peak_rss(master: int) -> int:
         except OSError:
             continue
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if fields.get("PPid", "").strip() == str(master) and "VmHWM" in fields:
-            peak = max(peak, int(fields["VmHWM"].split()[0]))
-    return peak
+        if fields.get("PPid", "").strip() == str(master):
+            found.append({"Pid": pid, **fields})
+    return found
+
+
+def worker_peak_rss(master: int) -> int:
+    """Peak RSS (VmHWM, KiB) of the largest gunicorn worker (children of the master)."""
+    return max((int(w["VmHWM"].split()[0]) for w in _workers(master) if "VmHWM" in w), default=0)
+
+
+def workers_cpu(master: int) -> float:
+    """CPU seconds (user + system) the gunicorn workers have used so far: what a phase costs the
+    server's Python, whatever else the machine is doing."""
+    ticks = 0
+    for worker in _workers(master):
+        try:
+            stat = Path(f"/proc/{worker['Pid']}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def serve(
@@ -188,9 +207,11 @@ def http_run(
     clients: int,
     duration: float,
     endpoint: str = "usage",
+    server: int | None = None,
 ) -> dict[str, Any]:
     """One timed phase: `clients` processes post to `endpoint` for `duration` seconds, after a
-    CHECKPOINT. Returns records/s (resends included), stored records and stored/s, latencies."""
+    CHECKPOINT. Returns records/s (resends included), stored records and stored/s, latencies,
+    and (given the gunicorn master's pid, `server`) the workers' CPU µs per stored record."""
     # Enough batches for 40k records/s per client (measured: up to ~23k); one that runs out
     # stops early.
     count = max(3, int(duration * 4))
@@ -207,10 +228,12 @@ def http_run(
         p.start()
     time.sleep(3 + count * 0.15)  # let every client build its bodies and send its warm-up
     checkpoint(conn)
+    cpu0 = workers_cpu(server) if server else 0.0
     t0 = time.perf_counter()
     start.set()
     results = [out.get(timeout=duration + 600) for _ in procs]
     elapsed = time.perf_counter() - t0
+    cpu = workers_cpu(server) - cpu0 if server else float("nan")
     for p in procs:
         p.join()
     latencies = sorted(x for r in results for x in r[2])
@@ -221,4 +244,5 @@ def http_run(
         "batches": len(latencies),
         "p50_ms": 1000 * latencies[len(latencies) // 2],
         "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "cpu_us": 1e6 * cpu / max(1, sum(r[1] for r in results)),
     }
