@@ -104,8 +104,8 @@ def make_batches(client: int, run: str, count: int, endpoint: str = "usage") -> 
     return bodies
 
 
-def client_main(args: tuple[int, str, str, str, str, int, float, Any, Any]) -> None:
-    client, url, key, endpoint, run, count, duration, start, out = args
+def client_main(args: tuple[int, str, str, str, str, int, float, Any, Any, Any]) -> None:
+    client, url, key, endpoint, run, count, duration, ready, start, out = args
     path, content_type, ok = ENDPOINTS[endpoint]
     bodies = make_batches(client, run, count, endpoint)
     headers = {"Authorization": f"Bearer {key}", "Content-Type": content_type}
@@ -113,6 +113,7 @@ def client_main(args: tuple[int, str, str, str, str, int, float, Any, Any]) -> N
     records = stored = 0
     with httpx.Client(base_url=url, headers=headers, timeout=300) as http:
         http.post(path, content=bodies[0]).raise_for_status()
+        ready.put(client)
         start.wait()
         deadline = time.perf_counter() + duration
         for body in bodies[1:]:
@@ -142,7 +143,7 @@ def _workers(master: int) -> list[dict[str, str]]:
             continue
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
         if fields.get("PPid", "").strip() == str(master):
-            found.append({"Pid": pid, **fields})
+            found.append({**fields, "pid": pid})
     return found
 
 
@@ -157,7 +158,7 @@ def workers_cpu(master: int) -> float:
     ticks = 0
     for worker in _workers(master):
         try:
-            stat = Path(f"/proc/{worker['Pid']}/stat").read_text()
+            stat = Path(f"/proc/{worker['pid']}/stat").read_text()
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
@@ -216,17 +217,20 @@ def http_run(
     # stops early.
     count = max(3, int(duration * 4))
     ctx = mp.get_context("fork")
-    start, out = ctx.Event(), ctx.Queue()
+    ready, start, out = ctx.Queue(), ctx.Event(), ctx.Queue()
     procs = [
         ctx.Process(
             target=client_main,
-            args=((c, url, key, endpoint, run, count, duration, start, out),),
+            args=((c, url, key, endpoint, run, count, duration, ready, start, out),),
         )
         for c in range(clients)
     ]
     for p in procs:
         p.start()
-    time.sleep(3 + count * 0.15)  # let every client build its bodies and send its warm-up
+    # The clock starts once every client has built its bodies and sent its warm-up (a fixed
+    # sleep was too short on a loaded machine: the build then fell inside the timed phase).
+    for _ in procs:
+        ready.get(timeout=600)
     checkpoint(conn)
     cpu0 = workers_cpu(server) if server else 0.0
     t0 = time.perf_counter()
