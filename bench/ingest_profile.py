@@ -1,5 +1,5 @@
 """Where a worker's time goes per batch:
-`python -m bench.ingest_profile [--batches=N] [--endpoint=usage|events] [--cprofile]`.
+`python -m bench.ingest_profile [--batches=N] [--endpoint=usage|events] [--cprofile[=cumulative]]`.
 
 In-process (Django's test client, no gunicorn, no HTTP), against the scratch database
 `tollgate_bench_profile` (or $BENCH_PROFILE_DB), with the same bodies as `bench.ingest` (10,000
@@ -75,7 +75,8 @@ def main(argv: list[str]) -> int:
 
     post(bodies[0])  # warm-up: connection, catalog, partitions
     walls, cpus = [], []
-    profiler = cProfile.Profile() if "--cprofile" in argv else None
+    sort = next((a.split("=", 1)[1] for a in argv if a.startswith("--cprofile=")), "tottime")
+    profiler = cProfile.Profile() if any(a.startswith("--cprofile") for a in argv) else None
     for body in bodies[1:]:
         if profiler:
             profiler.enable()
@@ -94,7 +95,7 @@ def main(argv: list[str]) -> int:
         f" ({(wall - cpu) * per:.1f} µs/record)"
     )
     if profiler:
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        pstats.Stats(profiler).sort_stats(sort).print_stats(40)
     from django.db import connection
 
     connection.close()

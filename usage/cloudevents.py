@@ -19,7 +19,9 @@ the reference for every answer (tests/usage/test_events_fast_path.py holds them 
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import operator
 import re
 from dataclasses import dataclass, field
@@ -359,6 +361,20 @@ class EventMapper:
         if "customer_category" not in record and self.default_category:
             record["customer_category"] = self.default_category
         return record, problems
+
+
+def mapper_for(event_mapping: dict[str, str] | None, default_customer_category: str) -> EventMapper:
+    """The `EventMapper` of a host's settings, built once per distinct settings in this process
+    (building its four decoders takes ~0.2 ms, more than mapping one event)."""
+    return _mapper(json.dumps(event_mapping or {}, sort_keys=True), default_customer_category or "")
+
+
+@functools.lru_cache(maxsize=1024)
+def _mapper(event_mapping: str, default_customer_category: str) -> EventMapper:
+    return EventMapper(
+        event_mapping=json.loads(event_mapping),
+        default_customer_category=default_customer_category,
+    )
 
 
 def _column(getter: Any, datas: list[Any]) -> list[Any]:

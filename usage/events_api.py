@@ -29,7 +29,7 @@ from usage.api import (
     JsonBodyParser,
     RawBody,
 )
-from usage.cloudevents import BATCH, MEDIA_TYPES, SINGLE, EventMapper
+from usage.cloudevents import BATCH, MEDIA_TYPES, SINGLE, mapper_for
 from usage.rejections import rejections_logged
 from usage.wire import EnvelopeError
 
@@ -133,10 +133,7 @@ class EventsApi(APIView):
             body.media_type = media_type
         host = request.user.host  # type: ignore[union-attr]
         now = timezone.now()
-        mapper = EventMapper(
-            event_mapping=host.event_mapping,
-            default_customer_category=host.default_customer_category,
-        )
+        mapper = mapper_for(host.event_mapping, host.default_customer_category)
         # The fast path takes a batch of plainly valid events, mapped column by column into what
         # POST /api/v1/usage's fast path decodes; any other batch is mapped event by event and
         # goes the per-record way, which names each event's problems.
