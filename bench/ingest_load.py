@@ -210,8 +210,8 @@ def http_run(
     endpoint: str = "usage",
     server: int | None = None,
 ) -> dict[str, Any]:
-    """One timed phase: `clients` processes post to `endpoint` for `duration` seconds, after a
-    CHECKPOINT. Returns records/s (resends included), stored records and stored/s, latencies,
+    """One timed phase: `clients` processes post to `endpoint` for `duration` seconds, after an
+    ANALYZE of the usage tables and a CHECKPOINT (both untimed). Returns records/s (resends included), stored records and stored/s, latencies,
     and (given the gunicorn master's pid, `server`) the workers' CPU µs per stored record."""
     # Enough batches for 40k records/s per client (measured: up to ~23k); one that runs out
     # stops early.
@@ -231,6 +231,10 @@ def http_run(
     # sleep was too short on a loaded machine: the build then fell inside the timed phase).
     for _ in procs:
         ready.get(timeout=600)
+    # Autovacuum is off on this server: without fresh statistics, the phase after one that added
+    # ~300k rows to a nearly empty usage_key planned its duplicate lookup for an empty table
+    # (events after usage measured 0.59-0.72 of it in round 1, 1.05-1.33 the other way round).
+    conn.execute("ANALYZE usage_key, usage_record")
     checkpoint(conn)
     cpu0 = workers_cpu(server) if server else 0.0
     t0 = time.perf_counter()
