@@ -32,8 +32,9 @@ other phase's rows), stored rows against stored rows.
 
 Each round starts with an untimed ANALYZE of the tables, and each endpoint phase with one of
 usage_key and usage_record (what autovacuum, off on this server, would do; without it the phase
-after another planned for the table as it was before the other's rows). Every timed phase starts right after a CHECKPOINT, and the phases interleave, so
-checkpoints, machine noise and table growth fall on the endpoint and the baselines alike.
+after another planned for the table as it was before the other's rows). Every timed phase
+starts right after a CHECKPOINT, and the phases interleave, so checkpoints, machine noise and
+table growth fall on the endpoint and the baselines alike.
 Printed per round and as medians (min-max): stored records/s (and all records/s, resends included),
 rows/s of each baseline, the per-round ratios stored records/s / COPY rows/s against each baseline
 and events / usage, p50/p99 per batch, the gunicorn workers' CPU time per stored record (what the

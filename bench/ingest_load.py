@@ -211,8 +211,9 @@ def http_run(
     server: int | None = None,
 ) -> dict[str, Any]:
     """One timed phase: `clients` processes post to `endpoint` for `duration` seconds, after an
-    ANALYZE of the usage tables and a CHECKPOINT (both untimed). Returns records/s (resends included), stored records and stored/s, latencies,
-    and (given the gunicorn master's pid, `server`) the workers' CPU µs per stored record."""
+    ANALYZE of the usage tables and a CHECKPOINT (both untimed). Returns records/s (resends
+    included), stored records and stored/s, latencies, and (given the gunicorn master's pid,
+    `server`) the workers' CPU µs per stored record."""
     # Enough batches for 40k records/s per client (measured: up to ~23k); one that runs out
     # stops early.
     count = max(3, int(duration * 4))

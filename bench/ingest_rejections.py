@@ -7,11 +7,12 @@ both ingest views unwrapped from `usage.rejections.rejections_logged`, so nothin
 Each round, for POST /api/v1/usage and then POST /api/v1/events, the same clients post the same
 kind of all-accepted batches (`bench.ingest_load`: 9,000 fresh records + 1,000 resent, which
 are duplicates, successes that the log does not keep) to one server and then the other, in
-alternating order from round to round, each phase after an ANALYZE and a CHECKPOINT. Printed: stored records/s
-and the workers' CPU µs per stored record of each, the per-round ratios log on / log off, and
-the rows the log holds and PostgreSQL's count of rows ever inserted into it at the end (both
-must be 0: an all-accepted batch writes nothing to the log; tests/usage/test_rejections.py
-asserts it statement by statement). Record the output in docs/performance.md, "Ingestion".
+alternating order from round to round, each phase after an ANALYZE and a CHECKPOINT. Printed:
+stored records/s and the workers' CPU µs per stored record of each, the per-round ratios log on
+/ log off, and the rows the log holds and PostgreSQL's count of rows ever inserted into it at
+the end (both must be 0: an all-accepted batch writes nothing to the log;
+tests/usage/test_rejections.py asserts it statement by statement). Record the output in
+docs/performance.md, "Ingestion".
 """
 
 from __future__ import annotations
