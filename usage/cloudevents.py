@@ -83,6 +83,8 @@ def decode_events(body: bytes, media_type: str) -> list[Any]:
         value = _decoder.decode(body)
     except (msgspec.DecodeError, ValueError) as exc:  # ValueError: UnicodeDecodeError
         raise EnvelopeError(f"malformed JSON: {exc}") from None
+    except RecursionError:  # msgspec decodes recursively (docs/security.md, finding 8)
+        raise EnvelopeError("the body is nested too deeply to be CloudEvents") from None
     if isinstance(value, dict) and media_type != BATCH:
         return [value]
     if isinstance(value, list) and media_type != SINGLE:
@@ -211,7 +213,7 @@ class EventMapper:
                     events: list[Any] = [single.decode(body)]
                 else:
                     events = batch.decode(body)
-            except (msgspec.DecodeError, ValueError):
+            except (msgspec.DecodeError, ValueError, RecursionError):
                 pass
             else:
                 return events
