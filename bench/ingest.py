@@ -1,15 +1,20 @@
-"""Ingestion benchmark: `python -m bench ingest [--quick] [--duration=S] [--rows=N] [--repeats=K]`.
+"""Ingestion benchmark: `python -m bench ingest [--quick] [--duration=S] [--rows=N] [--repeats=K]
+[--clients=C] [--workers=W] [--no-events]`.
 
 For each table state (empty, then holding `--rows` records, default 10M, spread over 10 earlier
-months, with their claims), `--repeats` rounds (default 3), each of:
+months, with their claims; `--rows=0`: the empty state only), `--repeats` rounds (default 3),
+each of:
 
-1. the endpoint phase: the real app under gunicorn (`--workers` sync workers, default 2; API-key
-   authentication, throttle, DEBUG off) against the scratch database `tollgate_bench_ingest`,
-   loaded by `--clients` processes (default 4) with httpx, each posting 10,000-record batches
-   (9,000 fresh + 1,000 resent from its previous batch; event ids are random-looking UUIDs, like
-   the baselines' and the preload's) for `--duration` seconds;
+1. the endpoint phases: the real app under gunicorn (`--workers` sync workers, default 2; API-key
+   authentication, throttle, DEBUG off) against the scratch database `tollgate_bench_ingest`
+   (or $BENCH_INGEST_DB), loaded by `--clients` processes (default 4) with httpx, each posting
+   10,000-record batches (9,000 fresh + 1,000 resent from its previous batch; event ids are
+   random-looking UUIDs, like the baselines' and the preload's) for `--duration` seconds: once to
+   POST /api/v1/usage, and once (unless `--no-events`) the same records as CloudEvents batches
+   to POST /api/v1/events (LiteLLM's shape: `bench/ingest_load.py`), in alternating order from
+   round to round, on the same server, clients and connections;
 2. raw psycopg COPY, into `usage_record` alone (the target's literal baseline,
-   docs/performance.md), of as many records as the endpoint stored in step 1;
+   docs/performance.md), of as many records as /api/v1/usage stored in step 1;
 3. the same count into `usage_key` + `usage_record`, the two tables the endpoint writes (the
    storage cost of exactly-once itself, without HTTP, JSON or validation);
 4. the same count into `bench_plain`, one plain (unpartitioned) table with the same columns and
@@ -21,14 +26,20 @@ records it accepted, not the resent duplicates, which it also printed before as 
 COPY baseline runs on as many connections as the endpoint has gunicorn workers (each worker holds
 one), each connection copying its share in one transaction; and the baselines' rows are encoded
 into COPY text before the clock starts (the endpoint's request bodies are also built before its
-clock starts; decoding them is the endpoint's work).
+clock starts; decoding them is the endpoint's work). /api/v1/events is compared with
+/api/v1/usage in the same round: the same records, the same table state (give or take the
+other phase's rows), stored rows against stored rows.
 
-Each round starts with an untimed ANALYZE of both tables (what autovacuum, off on this server,
-would do). Every timed phase starts right after a CHECKPOINT, and the phases interleave, so
-checkpoints, machine noise and table growth fall on the endpoint and the baselines alike.
+Each round starts with an untimed ANALYZE of the tables, and each endpoint phase with one of
+usage_key and usage_record (what autovacuum, off on this server, would do; without it the phase
+after another planned for the table as it was before the other's rows). Every timed phase
+starts right after a CHECKPOINT, and the phases interleave, so checkpoints, machine noise and
+table growth fall on the endpoint and the baselines alike.
 Printed per round and as medians (min-max): stored records/s (and all records/s, resends included),
-rows/s of each baseline, the per-round ratios stored records/s / COPY rows/s against each baseline,
-p50/p99 per batch, the load average at the round's start, and the peak RSS of a worker.
+rows/s of each baseline, the per-round ratios stored records/s / COPY rows/s against each baseline
+and events / usage, p50/p99 per batch, the gunicorn workers' CPU time per stored record (what the
+server's Python costs, whatever else the machine does), the load average at the round's start,
+and the peak RSS of a worker.
 
 Everything runs on this machine (the load generator competes with the server and PostgreSQL for
 the same cores, as in docs/performance.md). Record the output in docs/performance.md, "Ingestion".
@@ -36,10 +47,8 @@ the same cores, as in docs/performance.md). Record the output in docs/performanc
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,29 +56,38 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import httpx
-import orjson
 import psycopg
 
 from bench import PRODUCTION_ENV
+from bench.ingest_load import (
+    BATCH,
+    DEFAULT_CATEGORY,
+    DUPLICATES,
+    EVENT_MAPPING,
+    PYTHON,
+    ROOT,
+    checkpoint,
+    http_run,
+    serve,
+    worker_peak_rss,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
 ADMIN_URL = os.environ.get("BENCH_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 # Another name when several benches share a server.
 DB = os.environ.get("BENCH_INGEST_DB", "tollgate_bench_ingest")
 DB_URL = ADMIN_URL.rsplit("/", 1)[0] + "/" + DB
-BATCH = 10_000
-DUPLICATES = 1_000  # 10% of each batch is a resend of the previous batch's records
+__all__ = ["BATCH", "DUPLICATES", "PYTHON", "ROOT"]
 
 SETUP = """
 from licensing.models import *
 from licensing.services import api_key_create
 licensor, _ = Licensor.objects.get_or_create(slug="bench-licensor", defaults={"name": "B"})
 host, _ = Host.objects.get_or_create(slug="bench-host", defaults={"name": "B", "currency": "USD"})
+host.event_mapping = @MAPPING@
+host.default_customer_category = @CATEGORY@
+host.save()
 lic, _ = License.objects.get_or_create(
     slug="bench-license", licensor=licensor, defaults={"name": "B"})
 LicenseVersion.objects.get_or_create(license=lic, label="v1", defaults={
@@ -79,7 +97,7 @@ LicensedModel.objects.get_or_create(
     slug="bench-model", defaults={"licensor": licensor, "license": lic})
 print(host.pk, LicensedModel.objects.get(slug="bench-model").pk, lic.pk, licensor.pk)
 print(api_key_create(host=host).key)
-"""
+""".replace("@MAPPING@", repr(EVENT_MAPPING)).replace("@CATEGORY@", repr(DEFAULT_CATEGORY))
 
 
 def _env() -> dict[str, str]:
@@ -191,12 +209,6 @@ def level_plain(conn: psycopg.Connection, ids: list[int]) -> None:
         )
 
 
-def checkpoint(conn: psycopg.Connection) -> None:
-    """Start every timed phase from the same WAL position: no checkpoint pending, so full-page
-    writes after the next one fall on whichever phase runs, not on whichever ran first."""
-    conn.execute("CHECKPOINT")
-
-
 def encode_rows(ids: list[int], n: int) -> tuple[list[bytes], list[bytes]]:
     """n records of this month as lines of COPY text, for usage_record (and bench_plain), and
     their claims for usage_key. Built before any clock starts."""
@@ -269,139 +281,6 @@ def raw_copy(conns: list[psycopg.Connection], ids: list[int], n: int, *, into: s
     return n / elapsed
 
 
-def make_batches(client: int, run: str, count: int) -> list[bytes]:
-    at = (datetime.now(UTC) - timedelta(minutes=30)).isoformat()
-
-    def rec(n: int) -> dict[str, Any]:
-        return {
-            # Random-looking UUIDs, as in the preload and the COPY baselines (uuid4), so that
-            # both write the unique index at random places (docs/performance.md's trap); a resend
-            # repeats it.
-            "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{run}-c{client}-{n}")),
-            "model": "bench-model",
-            "occurred_at": at,
-            "customer_category": "commercial",
-            "input_tokens": 1000 + n % 977,
-            "output_tokens": 200,
-            "revenue": f"{n % 1000}.125",
-            "region": "US",
-        }
-
-    fresh = BATCH - DUPLICATES
-    bodies = []
-    for b in range(count + 1):  # batch 0 is the warm-up whose records batch 1 resends
-        records = [rec(b * fresh + i) for i in range(fresh)]
-        if b:
-            records += [rec((b - 1) * fresh + i) for i in range(DUPLICATES)]
-        bodies.append(orjson.dumps({"records": records}))
-    return bodies
-
-
-def client_main(args: tuple[int, str, str, str, int, float, Any, Any]) -> None:
-    client, url, key, run, count, duration, start, out = args
-    bodies = make_batches(client, run, count)
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    latencies: list[float] = []
-    records = stored = 0
-    with httpx.Client(base_url=url, headers=headers, timeout=300) as http:
-        http.post("/api/v1/usage", content=bodies[0]).raise_for_status()
-        start.wait()
-        deadline = time.perf_counter() + duration
-        for body in bodies[1:]:
-            if time.perf_counter() >= deadline:
-                break
-            t0 = time.perf_counter()
-            response = http.post("/api/v1/usage", content=body)
-            latencies.append(time.perf_counter() - t0)
-            response.raise_for_status()
-            result = response.json()
-            records += result["accepted"] + result["duplicates"] + result["rejected"]
-            stored += result["accepted"]
-            assert result["rejected"] == 0, result["results"][:3]
-            assert result["duplicates"] == DUPLICATES, result["duplicates"]
-    out.put((records, stored, latencies))
-
-
-def worker_peak_rss(master: int) -> int:
-    """Peak RSS (VmHWM, KiB) of the largest gunicorn worker (children of the master)."""
-    peak = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if fields.get("PPid", "").strip() == str(master) and "VmHWM" in fields:
-            peak = max(peak, int(fields["VmHWM"].split()[0]))
-    return peak
-
-
-def serve(workers: int) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    process = subprocess.Popen(
-        [
-            str(Path(PYTHON).parent / "gunicorn"),
-            "config.wsgi",
-            "-w",
-            str(workers),
-            "-b",
-            f"127.0.0.1:{port}",
-            "--timeout",
-            "300",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=_env(),
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(url + "/healthz", timeout=2)
-            return process, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("gunicorn did not start")
-
-
-def http_run(
-    conn: psycopg.Connection, url: str, key: str, run: str, clients: int, duration: float
-) -> dict[str, Any]:
-    # Enough batches for 40k records/s per client (measured: up to ~23k); one that runs out
-    # stops early.
-    count = max(3, int(duration * 4))
-    ctx = mp.get_context("fork")
-    start, out = ctx.Event(), ctx.Queue()
-    procs = [
-        ctx.Process(target=client_main, args=((c, url, key, run, count, duration, start, out),))
-        for c in range(clients)
-    ]
-    for p in procs:
-        p.start()
-    time.sleep(3 + count * 0.15)  # let every client build its bodies and send its warm-up
-    checkpoint(conn)
-    t0 = time.perf_counter()
-    start.set()
-    results = [out.get(timeout=duration + 600) for _ in procs]
-    elapsed = time.perf_counter() - t0
-    for p in procs:
-        p.join()
-    latencies = sorted(x for r in results for x in r[2])
-    return {
-        "records_per_s": sum(r[0] for r in results) / elapsed,
-        "stored": sum(r[1] for r in results),
-        "stored_per_s": sum(r[1] for r in results) / elapsed,
-        "batches": len(latencies),
-        "p50_ms": 1000 * latencies[len(latencies) // 2],
-        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-    }
-
-
 def spread(values: list[float], fmt: str = ",.0f") -> str:
     """`median (min-max)`."""
     return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
@@ -417,16 +296,18 @@ def measure_state(
     clients: int,
     duration: float,
     repeats: int,
+    events: bool = True,
 ) -> None:
-    """`repeats` rounds of: endpoint phase, then COPY into usage_record alone, into usage_key +
-    usage_record, and into bench_plain, each of as many records as the endpoint stored in that
-    round's phase, on `workers` connections, each after a CHECKPOINT. Rounds interleave, so
-    noise and table growth fall on all of them."""
+    """`repeats` rounds of: the endpoint phase of POST /api/v1/usage and (with `events`) that of
+    POST /api/v1/events with the same records, in alternating order, then COPY into
+    usage_record alone, into usage_key + usage_record, and into bench_plain, each of as many
+    records as /api/v1/usage stored in that round, on `workers` connections, each phase after a
+    CHECKPOINT. Rounds interleave, so noise and table growth fall on all of them."""
     held = conn.execute("SELECT count(*) FROM usage_key").fetchone()[0]  # type: ignore[index]
     print(f"\n== tables holding {held:,} records ==", flush=True)
     rounds: list[dict[str, Any]] = []
     copiers = [psycopg.connect(DB_URL, autocommit=True) for _ in range(workers)]
-    server, url = serve(workers)
+    server, url = serve(workers, _env())
     try:
         for r in range(repeats):
             # This server runs with autovacuum off: without it, usage_key would keep the stats of
@@ -436,16 +317,37 @@ def measure_state(
             conn.execute("ANALYZE usage_key, usage_record, bench_plain")
             load = os.getloadavg()[0]
             run = f"s{state}r{r}{uuid.uuid4().hex[:6]}"
-            endpoint = http_run(conn, url, key, run, clients, duration)
+            order = ["usage", "events"] if events else ["usage"]
+            if r % 2:
+                order.reverse()
+            phases = {
+                name: http_run(
+                    conn, url, key, f"{run}{name[0]}", clients, duration, name, server.pid
+                )
+                for name in order
+            }
+            endpoint = phases["usage"]
             n = endpoint["stored"]
             copies = {into: raw_copy(copiers, ids, n, into=into) for into in BASELINES}
-            rounds.append({**endpoint, **copies})
+            rounds.append({**endpoint, **copies, "events": phases.get("events")})
             stored = endpoint["stored_per_s"]
-            print(
-                f"round {r + 1}: load {load:.1f}; POST {stored:,.0f} stored rec/s"
+            line = (
+                f"round {r + 1}: load {load:.1f}; POST /usage {stored:,.0f} stored rec/s"
                 f" ({endpoint['records_per_s']:,.0f} with resends; {n:,} stored, p50"
-                f" {endpoint['p50_ms']:.0f} ms, p99 {endpoint['p99_ms']:.0f} ms); COPY of {n:,}"
-                f" on {workers} connections: "
+                f" {endpoint['p50_ms']:.0f} ms, p99 {endpoint['p99_ms']:.0f} ms, worker CPU"
+                f" {endpoint['cpu_us']:.1f} µs/stored)"
+            )
+            if events:
+                ev = phases["events"]
+                line += (
+                    f"; POST /events {ev['stored_per_s']:,.0f} stored rec/s ({ev['stored']:,}"
+                    f" stored, p50 {ev['p50_ms']:.0f} ms, p99 {ev['p99_ms']:.0f} ms, worker CPU"
+                    f" {ev['cpu_us']:.1f} µs/stored), events / usage"
+                    f" {ev['stored_per_s'] / stored:.2f} (order: {', '.join(order)})"
+                )
+            print(
+                line
+                + f"; COPY of {n:,} on {workers} connections: "
                 + ", ".join(f"{into} {copies[into]:,.0f} rows/s" for into in BASELINES)
                 + "; ratios "
                 + " / ".join(f"{stored / copies[into]:.2f}" for into in BASELINES),
@@ -460,7 +362,7 @@ def measure_state(
     claims = conn.execute("SELECT count(*) FROM usage_key").fetchone()[0]  # type: ignore[index]
     records = conn.execute("SELECT count(*) FROM usage_record").fetchone()[0]  # type: ignore[index]
     plain = conn.execute("SELECT count(*) FROM bench_plain").fetchone()[0]  # type: ignore[index]
-    print(
+    summary = (
         f"-- median (min-max) of {repeats} rounds; at the end usage_record held {records:,}"
         f" records, usage_key {claims:,} claims, bench_plain {plain:,} rows\n"
         + "".join(
@@ -473,15 +375,28 @@ def measure_state(
         f" (with resends {spread([x['records_per_s'] for x in rounds])})\n"
         f"  per batch: p50 {spread([x['p50_ms'] for x in rounds])} ms,"
         f" p99 {spread([x['p99_ms'] for x in rounds])} ms,"
-        f" {sum(x['batches'] for x in rounds)} batches\n"
+        f" {sum(x['batches'] for x in rounds)} batches;"
+        f" worker CPU {spread([x['cpu_us'] for x in rounds], '.1f')} µs per stored record\n"
         + "".join(
             f"  ratio stored/s vs COPY into {BASELINES[into]:<31} per round: "
             f"{spread([x['stored_per_s'] / x[into] for x in rounds], '.2f')}\n"
             for into in BASELINES
         )
-        + f"  peak RSS of a gunicorn worker: {rss / 1024:.0f} MiB",
-        flush=True,
     )
+    if events:
+        evs = [x["events"] for x in rounds]
+        pairs = zip(evs, rounds, strict=True)
+        summary += (
+            f"POST /api/v1/events (the same records as CloudEvents), stored:"
+            f" {spread([e['stored_per_s'] for e in evs])} records/s"
+            f" (with resends {spread([e['records_per_s'] for e in evs])})\n"
+            f"  per batch: p50 {spread([e['p50_ms'] for e in evs])} ms,"
+            f" p99 {spread([e['p99_ms'] for e in evs])} ms;"
+            f" worker CPU {spread([e['cpu_us'] for e in evs], '.1f')} µs per stored record\n"
+            f"  ratio stored/s events / usage per round:"
+            f" {spread([e['stored_per_s'] / x['stored_per_s'] for e, x in pairs], '.2f')}\n"
+        )
+    print(summary + f"  peak RSS of a gunicorn worker: {rss / 1024:.0f} MiB", flush=True)
 
 
 BASELINES = {
@@ -506,6 +421,7 @@ def main(argv: list[str]) -> int:
     repeats = int(option("--repeats", 1 if quick else 3))
     clients = int(option("--clients", 4))
     workers = int(option("--workers", 2))
+    events = "--no-events" not in argv
 
     ids, key = prepare_database()
     with psycopg.connect(DB_URL, autocommit=True) as conn:
@@ -516,7 +432,7 @@ def main(argv: list[str]) -> int:
         f" batches of {BATCH:,} ({DUPLICATES:,} resent); {duration:g}s x {repeats}",
         flush=True,
     )
-    for state in (0, rows):
+    for state in (0, rows) if rows else (0,):  # --rows=0: the empty state only
         with psycopg.connect(DB_URL, autocommit=True) as conn:
             if state:
                 seconds = preload(conn, ids, state)
@@ -530,6 +446,7 @@ def main(argv: list[str]) -> int:
                 clients=clients,
                 duration=duration,
                 repeats=repeats,
+                events=events,
             )
     return 0
 

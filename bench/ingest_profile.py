@@ -1,10 +1,12 @@
-"""Where a worker's time goes per batch: `python -m bench.ingest_profile [--batches=N]`.
+"""Where a worker's time goes per batch:
+`python -m bench.ingest_profile [--batches=N] [--endpoint=usage|events] [--cprofile[=cumulative]]`.
 
 In-process (Django's test client, no gunicorn, no HTTP), against the scratch database
-`tollgate_bench_profile`, with the same bodies as `bench.ingest` (10,000 records: 9,000 fresh and
-1,000 resent). Prints per batch: wall time, this process's CPU time (decode, validation, hashing,
-COPY encoding, DRF) and the rest (waiting on PostgreSQL), all per record in µs. With `--cprofile`
-it also prints the top functions of one run. The figures go to docs/performance.md ("Ingestion").
+`tollgate_bench_profile` (or $BENCH_PROFILE_DB), with the same bodies as `bench.ingest` (10,000
+records: 9,000 fresh and 1,000 resent; `--endpoint=events`: the same records as a CloudEvents
+batch). Prints per batch: wall time, this process's CPU time (decode, validation, hashing, COPY
+encoding, DRF) and the rest (waiting on PostgreSQL), all per record in µs. With `--cprofile` it
+also prints the top functions of one run. The figures go to docs/performance.md ("Ingestion").
 """
 
 from __future__ import annotations
@@ -20,17 +22,21 @@ import uuid
 
 import psycopg
 
-from bench import ingest
+from bench import ingest, ingest_load
 
-DB = "tollgate_bench_profile"
+DB = os.environ.get("BENCH_PROFILE_DB", "tollgate_bench_profile")  # another name when shared
 DB_URL = ingest.ADMIN_URL.rsplit("/", 1)[0] + "/" + DB
 
 
 def main(argv: list[str]) -> int:
     batches = 8
+    endpoint = "usage"
     for arg in argv:
         if arg.startswith("--batches="):
             batches = int(arg.split("=", 1)[1])
+        if arg.startswith("--endpoint="):
+            endpoint = arg.split("=", 1)[1]
+    path, content_type, ok = ingest_load.ENDPOINTS[endpoint]
     with psycopg.connect(ingest.ADMIN_URL, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
         admin.execute(f"CREATE DATABASE {DB}")
@@ -59,17 +65,18 @@ def main(argv: list[str]) -> int:
     from django.test import Client
 
     client = Client(HTTP_AUTHORIZATION=f"Bearer {key}")
-    bodies = ingest.make_batches(0, uuid.uuid4().hex[:8], batches)
+    bodies = ingest_load.make_batches(0, uuid.uuid4().hex[:8], batches, endpoint)
 
     def post(body: bytes) -> None:
-        response = client.post("/api/v1/usage", data=body, content_type="application/json")
-        assert response.status_code == 200, response.content[:500]
+        response = client.post(path, data=body, content_type=content_type)
+        assert response.status_code == ok, response.content[:500]
         result = response.json()
         assert result["rejected"] == 0, result["results"][:3]
 
     post(bodies[0])  # warm-up: connection, catalog, partitions
     walls, cpus = [], []
-    profiler = cProfile.Profile() if "--cprofile" in argv else None
+    sort = next((a.split("=", 1)[1] for a in argv if a.startswith("--cprofile=")), "tottime")
+    profiler = cProfile.Profile() if any(a.startswith("--cprofile") for a in argv) else None
     for body in bodies[1:]:
         if profiler:
             profiler.enable()
@@ -88,7 +95,7 @@ def main(argv: list[str]) -> int:
         f" ({(wall - cpu) * per:.1f} µs/record)"
     )
     if profiler:
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        pstats.Stats(profiler).sort_stats(sort).print_stats(40)
     from django.db import connection
 
     connection.close()

@@ -24,6 +24,7 @@ from core.vocabulary import CUSTOMER_CATEGORIES
 from licensing.auth import ApiKeyThrottle, IsHost
 from licensing.fields import BlankAsNullField, DecimalTextField
 from usage import selectors, services
+from usage.columns import decode_valid
 from usage.rejections import rejections_logged
 from usage.wire import (
     MAX_BODY_BYTES,
@@ -32,13 +33,14 @@ from usage.wire import (
     TOKENS_MAX,
     EnvelopeError,
     decode_envelope,
-    decode_valid,
 )
 
-# Batches stored per path ("fast" or "per_record", IngestResult.path) by this process: the only way
-# to see from outside that a valid batch took the fast path, as the answers are the same either
-# way (tests/usage/test_fast_path.py).
+# Batches stored per path ("fast" or "per_record", IngestResult.path) by this process, for
+# POST /api/v1/usage and, apart, POST /api/v1/events: the only way to see from outside that a
+# valid batch took the fast path, as the answers are the same either way
+# (tests/usage/test_fast_path.py, tests/usage/test_events_fast_path.py).
 BATCHES_BY_PATH: Counter[str] = Counter()
+EVENT_BATCHES_BY_PATH: Counter[str] = Counter()
 
 NDJSON = "application/x-ndjson"
 
@@ -124,9 +126,7 @@ class UsageRecordSerializer(serializers.Serializer):
     event_id = serializers.RegexField(r"^[A-Za-z0-9._:\-]{1,128}$", max_length=128)
     model = serializers.CharField(max_length=200, help_text="a model slug or one of its aliases")
     occurred_at = serializers.DateTimeField(help_text="RFC 3339 with offset; ≤ 5 min ahead")
-    customer_category = serializers.ChoiceField(
-        choices=list(CUSTOMER_CATEGORIES)
-    )
+    customer_category = serializers.ChoiceField(choices=list(CUSTOMER_CATEGORIES))
     input_tokens = serializers.IntegerField(
         min_value=0, max_value=TOKENS_MAX, required=False, default=0
     )

@@ -4,14 +4,14 @@ LiteLLM's `openmeter` callback and the OpenMeter SDKs can point at Tollgate (doc
 Thin: the body (gzip and size limits as for `POST /api/v1/usage`) is decoded and mapped by
 `usage.cloudevents`, and the mapped records take the usage ingest path as they are: the same
 validation, duplicates, conflicts (across both endpoints: one event_id space per host) and answer.
+As for `POST /api/v1/usage`, an all-valid batch takes the fast path (`usage.columns.ValidBatch`
+into `services.usage_batch_ingest_valid`), any other the per-record path.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-import msgspec
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import exceptions, serializers, status
@@ -21,13 +21,17 @@ from rest_framework.views import APIView
 
 from config.errors import ApiError
 from licensing.auth import ApiKeyThrottle, IsHost
-from licensing.models import Host
 from usage import services
-from usage.api import ErrorSerializer, IngestResponseSerializer, JsonBodyParser, RawBody
-from usage.cloudevents import BATCH, MEDIA_TYPES, SINGLE, EventMapper
+from usage.api import (
+    EVENT_BATCHES_BY_PATH,
+    ErrorSerializer,
+    IngestResponseSerializer,
+    JsonBodyParser,
+    RawBody,
+)
+from usage.cloudevents import BATCH, MEDIA_TYPES, SINGLE, mapper_for
 from usage.rejections import rejections_logged
-from usage.services import IngestResult
-from usage.wire import EnvelopeError, decode_valid
+from usage.wire import EnvelopeError
 
 
 class CloudEventParser(JsonBodyParser):
@@ -36,26 +40,6 @@ class CloudEventParser(JsonBodyParser):
 
 class CloudEventBatchParser(JsonBodyParser):
     media_type = BATCH
-
-
-def records_ingest(
-    *, host: Host, records: list[dict[str, Any]], plain: bool, now: datetime
-) -> IngestResult:
-    """Mapped records through the usage ingest path: the all-valid batch's fast path when it
-    takes them, else the per-record path (the reference for every answer), as `POST
-    /api/v1/usage` does."""
-    result = None
-    if plain and records:
-        try:
-            body = msgspec.json.encode({"records": records})
-        except (TypeError, OverflowError):
-            body = b""
-        valid = decode_valid(body, "application/json", now=now) if body else None
-        if valid is not None:
-            result = services.usage_batch_ingest_valid(host=host, batch=valid, now=now)
-    if result is None:
-        result = services.usage_batch_ingest(host=host, records=records, now=now)
-    return result
 
 
 class CloudEventSerializer(serializers.Serializer):
@@ -149,17 +133,27 @@ class EventsApi(APIView):
             body.media_type = media_type
         host = request.user.host  # type: ignore[union-attr]
         now = timezone.now()
-        mapper = EventMapper(
-            event_mapping=host.event_mapping,
-            default_customer_category=host.default_customer_category,
+        mapper = mapper_for(host.event_mapping, host.default_customer_category)
+        # The fast path takes a batch of plainly valid events, mapped column by column into what
+        # POST /api/v1/usage's fast path decodes; any other batch is mapped event by event and
+        # goes the per-record way, which names each event's problems.
+        valid = mapper.decode_valid(bytes(body), body.media_type, now=now)
+        result = (
+            services.usage_batch_ingest_valid(host=host, batch=valid, now=now)
+            if valid is not None
+            else None
         )
-        try:
-            events = mapper.decode(bytes(body), body.media_type)
-        except EnvelopeError as exc:
-            raise ApiError("malformed", exc.message, fields=exc.fields) from None
-        mapped = mapper.map(events, now=now, host_currency=host.currency)
-        result = records_ingest(host=host, records=mapped.records, plain=mapped.plain, now=now)
-        answer = mapped.response(result.as_response())
+        if result is not None and valid is not None:
+            answer = mapper.answer_valid(result.as_response())
+        else:
+            try:
+                events = mapper.decode(bytes(body), body.media_type)
+            except EnvelopeError as exc:
+                raise ApiError("malformed", exc.message, fields=exc.fields) from None
+            mapped = mapper.map(events, now=now, host_currency=host.currency)
+            result = services.usage_batch_ingest(host=host, records=mapped.records, now=now)
+            answer = mapped.response(result.as_response())
+        EVENT_BATCHES_BY_PATH[result.path] += 1
         if "return=minimal" in request.headers.get("Prefer", ""):
             minimal = Response(status=status.HTTP_204_NO_CONTENT)
             minimal.ingest_results = answer["results"]  # type: ignore[attr-defined]

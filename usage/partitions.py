@@ -167,4 +167,3 @@ def partitions_ensure(months: Iterable[tuple[int, int]]) -> list[str]:
             if not connection.in_atomic_block:
                 _known.add((year, month))
     return created
-

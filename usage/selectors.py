@@ -195,4 +195,3 @@ def periods_closed_by_completion(*, host_id: int, licensor_id: int, periods: set
         ).values_list("period", flat=True)
     )
     return complete - opened
-

@@ -23,7 +23,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
@@ -31,10 +31,11 @@ from django.utils import timezone
 from core.periods import add_months
 from licensing.models import Host, Licensor
 from usage import closing, partitions
+from usage.columns import ValidBatch
 from usage.corrections import check_corrections
 from usage.models import PeriodClose
 from usage.resolve import Catalog, Outcome, Resolved
-from usage.wire import Record, Rejection, ValidBatch, earliest_accepted, validate_record
+from usage.wire import Record, Rejection, earliest_accepted, validate_record
 
 DEADLOCK_RETRIES = 3
 
@@ -226,7 +227,8 @@ def usage_batch_ingest(
 def usage_batch_ingest_valid(
     *, host: Host, batch: ValidBatch, now: datetime
 ) -> IngestResult | None:
-    """The fast path of `usage_batch_ingest` for a batch that passed `wire.decode_valid`.
+    """The fast path of `usage_batch_ingest` for a batch that passed `usage.columns.valid_batch`
+    (from either endpoint).
 
     Does per batch (over columns and distinct values) what the slow path does per record, and
     returns None, having written nothing, as soon as any record would need a per-record answer
@@ -234,28 +236,31 @@ def usage_batch_ingest_valid(
     an event_id in the batch): the caller then runs the slow path, whose answers are the
     reference. Same transaction, same SQL, same hash; the outcome is the same as the slow path's.
     """
-    records = batch.records
-    catalog = Catalog(host=host, names={r.model for r in records})
+    names = set(batch.model)
+    catalog = Catalog(host=host, names=names)
     ids: dict[str, tuple[int, int, int]] = {}
     for name, model_id in catalog.model_by_name.items():
         license_id = catalog.license_by_model[model_id]
         ids[name] = (model_id, license_id, catalog.licensor_by_license[license_id])
-    names = {r.model for r in records}
-    event_ids = [r.event_id for r in records]
-    if len(ids) < len(names) or len(set(event_ids)) < len(records):
+    event_ids = batch.event_id
+    if len(ids) < len(names) or len(set(event_ids)) < len(event_ids):
         return None
+    host_currency = host.currency
+    currencies = cast(list[str], batch.currency)
+    if None in currencies:
+        currencies = [c or host_currency for c in currencies]
     # Currency of the terms in force: one check per (model, currency) when no terms of the
     # batch's licenses take effect within its time span (the usual case), else one per
     # (model, currency, span of steady terms); each key maps to an instant that stands for it.
     start, end = min(batch.occurred_at), max(batch.occurred_at)
-    host_currency = host.currency
     checks: dict[tuple[str, str, int], datetime]
     if all(catalog.terms_steady(ids[name][1], start, end) for name in names):
-        checks = {(r.model, r.currency or host_currency, 0): start for r in records}
+        pairs = set(zip(batch.model, currencies, strict=True))
+        checks = {(model, currency, 0): start for model, currency in pairs}
     else:
         checks = {
-            (r.model, r.currency or host_currency, catalog.terms_span(ids[r.model][1], at)): at
-            for r, at in zip(records, batch.occurred_at, strict=True)
+            (model, currency, catalog.terms_span(ids[model][1], at)): at
+            for model, currency, at in zip(batch.model, currencies, batch.occurred_at, strict=True)
         }
     for (name, currency, _), at in checks.items():
         expected = catalog.terms_currency(ids[name][1], at)
@@ -267,26 +272,52 @@ def usage_batch_ingest_valid(
     # One line of COPY text per record, written by us rather than by psycopg's write_row (several
     # times cheaper: docs/performance.md, "Ingestion"). The hash text is wire.content_hash_text's,
     # inlined (a call per record is a noticeable share of this loop), with the revenue
-    # normalized as wire.normalized_revenue does; tests/usage/test_fast_path.py holds both
+    # normalized as columns.normalized_revenue does; tests/usage/test_fast_path.py holds both
     # paths equal. Every value but customer_ref is from a closed alphabet (checked), so the
     # line is the hash text with tabs for separators, unless some customer_ref needs COPY's
     # escapes (or holds the separator).
-    refs = {r.customer_ref for r in records if r.customer_ref}
-    special = any(ch in ref for ref in refs for ch in "\\\t\n\r\x1f")
+    refs = set(batch.customer_ref)
+    refs.discard(None)
+    special = any(ch in ref for ref in cast(set[str], refs) for ch in "\\\t\n\r\x1f")
     blake2b = hashlib.blake2b
     lines: list[str] = []
     hashes: list[str] = []
-    for r, at_text in zip(records, batch.occurred_text, strict=True):
-        model_id, license_id, licensor_id = ids[r.model]
-        revenue = r.revenue
+    for (
+        event_id,
+        model,
+        at_text,
+        category,
+        input_tokens,
+        cached_input_tokens,
+        output_tokens,
+        requests,
+        revenue,
+        currency,
+        region,
+        ref,
+    ) in zip(
+        event_ids,
+        batch.model,
+        batch.occurred_text,
+        batch.customer_category,
+        batch.input_tokens,
+        batch.cached_input_tokens,
+        batch.output_tokens,
+        batch.requests,
+        batch.revenue,
+        currencies,
+        batch.region,
+        batch.customer_ref,
+        strict=True,
+    ):
+        model_id, license_id, licensor_id = ids[model]
         if "." in revenue:
             revenue = revenue.rstrip("0").rstrip(".")
-        currency = r.currency or host_currency
-        region = r.region or ""
-        ref = r.customer_ref or ""
+        region = region or ""
+        ref = ref or ""
         text = (
-            f"{model_id}\x1f{at_text}\x1f{r.customer_category}\x1f{r.input_tokens}"
-            f"\x1f{r.cached_input_tokens}\x1f{r.output_tokens}\x1f{r.requests}\x1f{revenue}"
+            f"{model_id}\x1f{at_text}\x1f{category}\x1f{input_tokens}"
+            f"\x1f{cached_input_tokens}\x1f{output_tokens}\x1f{requests}\x1f{revenue}"
             f"\x1f{currency}\x1f{region}\x1f{ref}\x1f"
         )
         digest = blake2b(text.encode(), digest_size=16).hexdigest()
@@ -295,9 +326,7 @@ def usage_batch_ingest_valid(
             head = text[: -len(ref) - 1].replace("\x1f", "\t") + _copy_escape(ref) + "\t"
         else:
             head = text.replace("\x1f", "\t")
-        lines.append(
-            f"{head}\t{r.event_id}\t{license_id}\t{licensor_id}\tf\t\\\\x{digest}\n"
-        )
+        lines.append(f"{head}\t{event_id}\t{license_id}\t{licensor_id}\tf\t\\\\x{digest}\n")
 
     for attempt in range(DEADLOCK_RETRIES):
         try:
@@ -327,7 +356,7 @@ def usage_batch_ingest_valid(
                 result.results.append(_duplicate(index, event_id))
             else:
                 result.results.append(_conflict(index, event_id))
-    result.accepted = len(records) - len(outcome)
+    result.accepted = len(event_ids) - len(outcome)
     result.duplicates = sum(1 for r in result.results if r["status"] == "duplicate")
     result.rejected = len(result.results) - result.duplicates
     return result
@@ -345,6 +374,8 @@ VALID_COPY_COLUMNS = (
     " requests, revenue, currency, region, customer_ref, corrects, event_id, license_id,"
     " licensor_id, late, content_hash"
 )
+
+
 @transaction.atomic(durable=True)
 def _write_valid(
     *,

@@ -1,11 +1,12 @@
 """The wire format of `POST /api/v1/usage`: the envelope and the per-record field rules.
 
 Pure (no database, no clock of its own; one setting, the earliest month, read by
-`earliest_accepted`): bytes in, plain records or per-field errors out. Two
-paths: `decode_valid` takes a batch whose records are all valid (msgspec structs and checks over
-whole columns), and declines anything else, which then goes through `decode_envelope` +
-`validate_record` (by hand, not through a DRF serializer, which costs several times more per
-record), the reference for every answer. Figures: docs/performance.md, "Ingestion".
+`earliest_accepted`): bytes in, plain records or per-field errors out. Two paths:
+`usage.columns.decode_valid` takes a batch whose records are all valid (msgspec structs and
+checks over whole columns), and declines anything else, which then goes through
+`decode_envelope` + `validate_record` here (by hand, not through a DRF serializer, which costs
+several times more per record), the reference for every answer. Figures: docs/performance.md,
+"Ingestion".
 
 Every per-record error message starts with a machine code, then ": " and a sentence:
 `{"input_tokens": ["invalid: must be an integer from 0 to 1000000000000"]}`. The codes are
@@ -19,13 +20,13 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import msgspec
 
 from core.money import is_valid_currency
 from core.periods import period_bounds
-from core.vocabulary import CUSTOMER_CATEGORIES, CustomerCategory
+from core.vocabulary import CUSTOMER_CATEGORIES
 from licensing.rating import is_valid_region
 
 MAX_RECORDS = 10_000
@@ -260,130 +261,6 @@ def _text(value: Any, max_length: int) -> str | None:
     if "\x00" in value:
         return "invalid: must not contain NUL characters"
     return None
-
-
-# The fast path. Most batches are entirely valid; for them, msgspec checks types, ranges, lengths
-# and unknown keys in C while decoding into `_Valid` structs, and the few rules it cannot express
-# run once per batch over whole columns (one regex over the joined values, set lookups) instead of
-# once per record. Anything unusual — one bad record, a correction, an explicit null, an integral
-# JSON number for revenue, a NUL escape, a timestamp with more than 6 fractional digits or another
-# spelling than "T" and "Z"/"±hh:mm" — makes `decode_valid` return None and the batch goes through
-# `decode_envelope` + `validate_record` above, which builds the per-field errors. So every error
-# response is the slow path's, byte for byte, and the fast path only has to be *stricter* than the
-# slow one, never looser; tests/usage/test_fast_path.py holds them equal on tricky inputs.
-
-_Tokens = Annotated[int, msgspec.Meta(ge=0, le=TOKENS_MAX)]
-_Requests = Annotated[int, msgspec.Meta(ge=0, le=REQUESTS_MAX)]
-_Category = CustomerCategory
-
-
-class _Valid(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """One record as the fast path accepts it. Field defaults are the slow path's defaults for an
-    original; `None` is "absent or null" (the slow path treats both alike)."""
-
-    event_id: str  # the charset and length: one regex over the column (_check_columns)
-    model: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    occurred_at: str  # RFC 3339: one regex over the column, then msgspec parses the column
-    customer_category: _Category
-    input_tokens: _Tokens = 0
-    cached_input_tokens: _Tokens = 0
-    output_tokens: _Tokens = 0
-    requests: _Requests = 1
-    revenue: str = "0"  # a decimal string: one regex over the column
-    currency: str | None = None  # ISO 4217: a set lookup per distinct value
-    region: str | None = None  # ISO 3166-1: a set lookup per distinct value
-    customer_ref: Annotated[str, msgspec.Meta(max_length=128)] | None = None
-    corrects: Literal[""] | None = None  # a correction (signed deltas) takes the slow path
-
-
-class _ValidEnvelope(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    records: Annotated[list[_Valid], msgspec.Meta(max_length=MAX_RECORDS)]
-
-
-_envelope_decoder = msgspec.json.Decoder(_ValidEnvelope)
-_lines_decoder = msgspec.json.Decoder(Annotated[list[_Valid], msgspec.Meta(max_length=MAX_RECORDS)])
-_datetimes_decoder = msgspec.json.Decoder(list[Annotated[datetime, msgspec.Meta(tz=True)]])
-_encoder = msgspec.json.Encoder()
-
-# Column checks: each is one regex over the column joined by "\n" (no value may hold a "\n":
-# the count of separators is checked too). Stricter than the slow path's rules, as they must be:
-# - event_id: exactly the slow path's rule;
-# - occurred_at: only "T" and upper-case "Z", at most 6 fractional digits (msgspec rounds a 7th,
-#   datetime.fromisoformat truncates it: the stored value and the hash would differ by path);
-# - revenue: ≥ 0, no leading zeros, at most 12 integer digits (< REVENUE_LIMIT = 10¹²), 6 places.
-_EVENT_IDS = re.compile(r"(?:[A-Za-z0-9._:\-]{1,128}\n)*")
-_TIMESTAMPS = re.compile(
-    r"(?:[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-][0-9]{2}:[0-9]{2})\n)*"
-)
-_REVENUES = re.compile(r"(?:(?:0|[1-9][0-9]{0,11})(?:\.[0-9]{1,6})?\n)*")
-
-
-@dataclass(slots=True)
-class ValidBatch:
-    """A batch in which every record passed every field rule, as columns.
-
-    `occurred_at` holds UTC datetimes; `occurred_text` their `isoformat()` (what the content hash
-    and the COPY take: PostgreSQL parses the text faster than psycopg formats a datetime)."""
-
-    records: list[_Valid]
-    occurred_at: list[datetime]
-    occurred_text: list[str]
-
-
-def _column_ok(pattern: re.Pattern[str], values: list[str]) -> bool:
-    joined = "\n".join(values) + "\n"
-    return joined.count("\n") == len(values) and pattern.fullmatch(joined) is not None
-
-
-def decode_valid(
-    body: bytes, media_type: str, *, now: datetime, earliest: datetime | None = None
-) -> ValidBatch | None:
-    """The batch if it is entirely valid under the field rules of this module (catalog checks
-    are the service's), else None: then use `decode_envelope` and `validate_record`.
-    `earliest`: the first instant accepted, default `earliest_accepted()`."""
-    if b"\\u0000" in body:  # a NUL in some string (raw control bytes are malformed JSON)
-        return None
-    try:
-        if media_type == "application/x-ndjson":
-            lines = [line for line in body.split(b"\n") if line.strip()]
-            records = _lines_decoder.decode(b"[" + b",".join(lines) + b"]")
-            if len(records) != len(lines):
-                return None  # a line with two values: the slow path says which
-        else:
-            records = _envelope_decoder.decode(body).records
-    # ValueError: UnicodeDecodeError; RecursionError: nested too deeply (the slow path says so)
-    except (msgspec.DecodeError, ValueError, RecursionError):
-        return None
-    if not records:
-        return None
-    occurred = [r.occurred_at for r in records]
-    if not (
-        _column_ok(_EVENT_IDS, [r.event_id for r in records])
-        and _column_ok(_TIMESTAMPS, occurred)
-        and _column_ok(_REVENUES, [r.revenue for r in records])
-        and all(map(is_valid_currency, {r.currency for r in records} - {None}))
-        and all(map(is_valid_region, {r.region for r in records} - {None}))
-    ):
-        return None
-    try:
-        # One decode for the whole column: the strings passed _TIMESTAMPS, so none needs escaping.
-        at = _datetimes_decoder.decode(('["' + '","'.join(occurred) + '"]').encode())
-        if any(d.tzinfo is not UTC for d in at):
-            at = [d.astimezone(UTC) for d in at]
-    except (msgspec.DecodeError, ValueError, OverflowError):
-        return None  # a 30 February, a 24:00, a +14:60, beyond year 1..9999 in UTC
-    if max(at) > now + FUTURE_TOLERANCE or min(at) < (earliest or earliest_accepted()):
-        return None
-    # msgspec writes an aware UTC datetime as datetime.isoformat() does (microseconds as 6 digits,
-    # omitted when 0), but with "Z" for "+00:00".
-    text = _encoder.encode(at).decode()[2:-2].replace("Z", "+00:00").split('","')
-    return ValidBatch(records=records, occurred_at=at, occurred_text=text)
-
-
-def normalized_revenue(text: str) -> str:
-    """`format(Decimal(text).normalize(), "f")` for a string that passed _REVENUES (no sign, no
-    leading zeros, no exponent): trailing zeros of the fraction and a bare point go."""
-    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def content_hash_text(

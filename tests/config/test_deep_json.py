@@ -1,5 +1,5 @@
 """Deeply nested JSON is a 400 in the JSON error shape, not a 500 from a RecursionError
-(docs/security.md, finding 8), on the usage endpoint (msgspec) and on DRF's JSON parser."""
+(docs/security.md, finding 8), on the ingest endpoints (msgspec) and on DRF's JSON parser."""
 
 from __future__ import annotations
 
@@ -45,6 +45,23 @@ def test_deeply_nested_json_to_the_usage_endpoint_is_a_400(
     response = client.post("/api/v1/usage", data=body, content_type=content_type)
 
     # then it is a 400 in the JSON error shape, not a 500 (RecursionError)
+    assert_error_shape(response, 400, "malformed")
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/cloudevents-batch+json", b"[" * DEEP + b"]" * DEEP),
+        ("application/cloudevents+json", b'{"a":' * DEEP + b"1" + b"}" * DEEP),
+        ("application/json", b'[{"id": "x", "data": ' + b"[" * DEEP + b"]" * DEEP + b"}]"),
+    ],
+    ids=["batch", "event", "in-data"],
+)
+def test_deeply_nested_json_to_the_events_endpoint_is_a_400(
+    db: None, content_type: str, body: bytes, client_for: Callable[..., APIClient]
+) -> None:
+    client = client_for(host=HostFactory())
+    response = client.post("/api/v1/events", data=body, content_type=content_type)
     assert_error_shape(response, 400, "malformed")
 
 

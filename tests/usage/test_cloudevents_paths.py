@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from usage.cloudevents import BATCH, SINGLE, EventMapper, decode_events
+from usage.cloudevents import BATCH, SINGLE, EventMapper, decode_events, mapper_for
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 ENCODER = msgspec.json.Encoder(decimal_format="number")
@@ -53,11 +53,10 @@ def test_typed_and_generic_decoding_map_the_same(mapping: dict[str, str]) -> Non
 
     typed = mapper.map(typed_events, now=NOW, host_currency="USD")
     generic = mapper.map(generic_events, now=NOW, host_currency="USD")
-    assert (typed.records, typed.positions, typed.refused, typed.plain) == (
+    assert (typed.records, typed.positions, typed.refused) == (
         generic.records,
         generic.positions,
         generic.refused,
-        generic.plain,
     )
     assert typed.records[0]["revenue"] == "0.1"
 
@@ -76,3 +75,19 @@ def test_a_mapping_with_a_value_and_its_parent_has_no_typed_decoding() -> None:
         default_customer_category="",
     )
     assert mapper.decode(b'[{"id": "x"}]', BATCH) == [{"id": "x"}]
+
+
+def test_a_mapper_is_built_once_per_distinct_settings() -> None:
+    # given a host's settings, then the same settings written in another key order
+    first = mapper_for({"region": "data.geo.country", "requests": "data.n"}, "commercial")
+    same = mapper_for({"requests": "data.n", "region": "data.geo.country"}, "commercial")
+
+    # when the settings change, then another mapper maps by the new ones
+    changed = mapper_for({"region": "data.region"}, "commercial")
+    other_category = mapper_for({"region": "data.geo.country", "requests": "data.n"}, "research")
+
+    assert same is first
+    assert changed is not first and other_category is not first
+    assert changed.paths["region"] == ("region",)
+    assert other_category.default_category == "research"
+    assert mapper_for(None, "") is mapper_for({}, "")

@@ -1,4 +1,4 @@
-"""The fast path (`wire.decode_valid` + `services.usage_batch_ingest_valid`) is an optimisation
+"""The fast path (`columns.decode_valid` + `services.usage_batch_ingest_valid`) is an optimisation
 only: it must take exactly what the per-record path takes, store the same values with the same
 content hash, and leave everything else to the per-record path, which names the problems."""
 
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from core.vocabulary import CUSTOMER_CATEGORIES
 from tests.factories import HostFactory, LicensedModelFactory, LicenseFactory, LicenseVersionFactory
 from tests.usage.conftest import AT, NOW, record
-from usage import wire
+from usage import columns, wire
 from usage.api import BATCHES_BY_PATH
 from usage.models import UsageKey, UsageRecord
 from usage.services import usage_batch_ingest
@@ -31,28 +31,43 @@ def _slow(records: list[Any]) -> list[wire.Record | wire.Rejection]:
     return [wire.validate_record(i, r, now=NOW, host_currency="USD") for i, r in enumerate(records)]
 
 
-def _assert_same_as_slow_path(records: list[Any], batch: wire.ValidBatch) -> None:
+def _assert_same_as_slow_path(records: list[Any], batch: columns.ValidBatch) -> None:
     """Every record valid on the slow path, with the values and hash the fast path would store."""
-    for slow, fast, at, text in zip(
-        _slow(records), batch.records, batch.occurred_at, batch.occurred_text, strict=True
-    ):
+    assert_batch_holds(_slow(records), batch)
+
+
+def assert_batch_holds(slow_records: list[Any], batch: columns.ValidBatch) -> None:
+    """`batch` holds, column by column, the per-record path's valid records `slow_records`."""
+    assert len(batch) == len(slow_records)
+    for i, slow in enumerate(slow_records):
         assert isinstance(slow, wire.Record), slow
-        assert (fast.event_id, fast.model, at) == (slow.event_id, slow.model, slow.occurred_at)
-        assert text == slow.occurred_at.isoformat()
-        counts = (fast.input_tokens, fast.cached_input_tokens, fast.output_tokens, fast.requests)
+        at = batch.occurred_at[i]
+        assert (batch.event_id[i], batch.model[i], at) == (
+            slow.event_id,
+            slow.model,
+            slow.occurred_at,
+        )
+        assert batch.occurred_text[i] == slow.occurred_at.isoformat()
+        counts = (
+            batch.input_tokens[i],
+            batch.cached_input_tokens[i],
+            batch.output_tokens[i],
+            batch.requests[i],
+        )
         assert counts == (
             slow.input_tokens,
             slow.cached_input_tokens,
             slow.output_tokens,
             slow.requests,
         )
-        assert wire.normalized_revenue(fast.revenue) == format(slow.revenue.normalize(), "f")
-        assert (fast.currency or "USD", fast.region or "", fast.customer_ref or "") == (
-            slow.currency,
-            slow.region,
-            slow.customer_ref,
-        )
-        assert (fast.corrects or "") == slow.corrects == ""
+        assert batch.customer_category[i] == slow.customer_category
+        assert columns.normalized_revenue(batch.revenue[i]) == format(slow.revenue.normalize(), "f")
+        assert (
+            batch.currency[i] or "USD",
+            batch.region[i] or "",
+            batch.customer_ref[i] or "",
+        ) == (slow.currency, slow.region, slow.customer_ref)
+        assert slow.corrects == ""
 
 
 TRICKY_VALID = [
@@ -83,7 +98,7 @@ TRICKY_VALID = [
 def test_it_decodes_a_valid_batch_to_what_the_per_record_path_stores() -> None:
     # given a batch of valid but unusual records
     # when the fast path decodes it
-    batch = wire.decode_valid(_body(TRICKY_VALID), "application/json", now=NOW)
+    batch = columns.decode_valid(_body(TRICKY_VALID), "application/json", now=NOW)
 
     # then it takes all of them, with the per-record path's values
     assert batch is not None
@@ -95,7 +110,7 @@ def test_it_decodes_ndjson_like_the_envelope() -> None:
     body = b"\n".join(json.dumps(r).encode() for r in TRICKY_VALID) + b"\n"
 
     # when the fast path decodes it
-    batch = wire.decode_valid(body, "application/x-ndjson", now=NOW)
+    batch = columns.decode_valid(body, "application/x-ndjson", now=NOW)
 
     # then it holds the same records
     assert batch is not None
@@ -152,7 +167,7 @@ def test_it_leaves_any_batch_with_an_unusual_record_to_the_per_record_path(bad: 
     records = [record("ok-1"), record("ok-2"), bad]
 
     # when the fast path decodes it
-    batch = wire.decode_valid(_body(records), "application/json", now=NOW)
+    batch = columns.decode_valid(_body(records), "application/json", now=NOW)
 
     # then it declines the batch
     assert batch is None
@@ -173,7 +188,7 @@ def test_it_leaves_any_batch_with_an_unusual_record_to_the_per_record_path(bad: 
 def test_it_leaves_a_bad_envelope_to_the_per_record_path(body: bytes) -> None:
     # given an envelope the slow path refuses or answers specially, when the fast path decodes it
     # then it declines it
-    assert wire.decode_valid(body, "application/json", now=NOW) is None
+    assert columns.decode_valid(body, "application/json", now=NOW) is None
 
 
 def test_it_leaves_an_ndjson_line_with_two_values_to_the_per_record_path() -> None:
@@ -181,12 +196,12 @@ def test_it_leaves_an_ndjson_line_with_two_values_to_the_per_record_path() -> No
     line = json.dumps(record("a")) + "," + json.dumps(record("b"))
 
     # when / then the fast path declines it
-    assert wire.decode_valid(line.encode(), "application/x-ndjson", now=NOW) is None
+    assert columns.decode_valid(line.encode(), "application/x-ndjson", now=NOW) is None
 
 
 def test_it_names_the_same_categories_as_the_rating_engine() -> None:
     # given the fast path's literal type, then it is the rating engine's list
-    assert get_args(wire._Category) == CUSTOMER_CATEGORIES
+    assert get_args(columns._Category) == CUSTOMER_CATEGORIES
 
 
 _text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=130)
@@ -226,7 +241,7 @@ def test_it_takes_a_record_only_when_the_per_record_path_takes_it_the_same(
     raw = {**record(), **changes}
 
     # when both paths read it
-    batch = wire.decode_valid(_body([raw]), "application/json", now=NOW)
+    batch = columns.decode_valid(_body([raw]), "application/json", now=NOW)
     [slow] = _slow([raw])
 
     # then the fast path declines it or agrees with the per-record path in every stored value
@@ -238,13 +253,13 @@ def test_it_takes_a_record_only_when_the_per_record_path_takes_it_the_same(
         assert (
             isinstance(raw.get("revenue"), int)
             or not isinstance(raw.get("revenue", "0"), str)
-            or not wire._REVENUES.fullmatch(str(raw.get("revenue", "0")) + "\n")
-            or not wire._TIMESTAMPS.fullmatch(raw["occurred_at"] + "\n")
+            or not columns._REVENUES.fullmatch(str(raw.get("revenue", "0")) + "\n")
+            or not columns._TIMESTAMPS.fullmatch(raw["occurred_at"] + "\n")
             or raw.get("input_tokens", 0) is None
         ), raw
 
 
-def _stored(host: Any) -> list[tuple[Any, ...]]:
+def stored_rows(host: Any) -> list[tuple[Any, ...]]:
     return sorted(
         UsageRecord.objects.filter(host=host).values_list(
             "event_id",
@@ -289,7 +304,7 @@ def test_it_answers_and_stores_like_the_per_record_path(catalog: Any, host: Any,
     assert BATCHES_BY_PATH - served == Counter(fast=1)
     assert fast == slow
     assert fast["accepted"] == 3 and fast["duplicates"] == 6 and fast["rejected"] == 1
-    assert _stored(host) == _stored(twin)
+    assert stored_rows(host) == stored_rows(twin)
     assert UsageKey.objects.filter(host=host).count() == 23
     assert UsageRecord.objects.get(host=host, event_id="escapes").customer_ref == (
         "tab\tbackslash\\newline\nreturn\rseparator\x1f."
