@@ -17,6 +17,8 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
+from json.encoder import encode_basestring
+from operator import itemgetter
 from typing import Any, Literal, TypeAlias
 
 from core.money import quantize
@@ -30,6 +32,7 @@ from licensing.rating.rules import (
     GreaterOf,
     RevenueShare,
     Rule,
+    decimal_to_json,
     first_match,
     rule_to_json,
 )
@@ -168,6 +171,8 @@ class RatingResult:
 
 
 def _canonical(value: object) -> bytes:
+    """The canonical JSON every digest hashes: sorted keys, no spaces, UTF-8. The one definition;
+    `_group_canonical` and `_usage_canonical` are faster writers of the same bytes."""
     return json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8")
@@ -177,13 +182,74 @@ def _digest(value: object) -> str:
     return "sha256:" + hashlib.sha256(_canonical(value)).hexdigest()
 
 
+# Terms are few and rate many months (a run rates thousands of pairs under tens of terms): each
+# terms object's canonical JSON is written once. Keyed by identity, not equality (two equal terms
+# may hold values json writes differently), and holding the terms so that their id stays theirs.
+_TERMS_CANONICAL: dict[int, tuple[Terms, bytes]] = {}
+_TERMS_CANONICAL_MAX = 4096
+
+
+def _terms_canonical(t: Terms) -> bytes:
+    hit = _TERMS_CANONICAL.get(id(t))
+    if hit is not None and hit[0] is t:
+        return hit[1]
+    canonical = _canonical(t.to_json())
+    if len(_TERMS_CANONICAL) >= _TERMS_CANONICAL_MAX:
+        _TERMS_CANONICAL.clear()
+    _TERMS_CANONICAL[id(t)] = (t, canonical)
+    return canonical
+
+
 def _terms_digest(used: Sequence[Terms]) -> str:
-    return _digest([t.to_json() for t in used])
+    """`_digest([t.to_json() for t in used])`: a JSON list is its items' canonical forms joined."""
+    canonical = b"[" + b",".join(_terms_canonical(t) for t in used) + b"]"
+    return "sha256:" + hashlib.sha256(canonical).hexdigest()
 
 
-def _usage_digest(period: str, opening: WindowState, groups: Iterable[UsageGroup]) -> str:
-    usage = sorted((g.to_json() for g in groups), key=lambda g: _canonical(g))
-    return _digest({"period": period, "window_state": opening.to_json(), "usage": usage})
+_json_string = encode_basestring  # what json.dumps(ensure_ascii=False) writes strings with
+
+
+def _group_canonical(g: UsageGroup) -> bytes:
+    """`_canonical(g.to_json())`, written directly: the keys in sorted order, strings quoted by
+    json's own encoder, integers as json writes them (tests/rating/test_digest_bytes.py holds
+    the two equal for any group)."""
+    region = "null" if g.region is None else _json_string(g.region)
+    label = "null" if g.terms_label is None else _json_string(g.terms_label)
+    return (
+        f'{{"cached_input_tokens":{int.__repr__(g.cached_input_tokens)},'
+        f'"customer_category":{_json_string(g.customer_category)},'
+        f'"input_tokens":{int.__repr__(g.input_tokens)},'
+        f'"model":{_json_string(g.model)},'
+        f'"output_tokens":{int.__repr__(g.output_tokens)},'
+        f'"record_count":{int.__repr__(g.record_count)},'
+        f'"region":{region},'
+        f'"requests":{int.__repr__(g.requests)},'
+        f'"revenue":{_json_string(decimal_to_json(g.revenue))},'
+        f'"revenue_before":{_json_string(decimal_to_json(g.revenue_before))},'
+        f'"terms_label":{label},'
+        f'"tokens_before":{int.__repr__(g.tokens_before)}}}'
+    ).encode()
+
+
+def _usage_canonical(period: str, opening: WindowState, groups: Sequence[bytes]) -> bytes:
+    """`_canonical({"period", "window_state", "usage"})` of the groups' canonical forms, already
+    in canonical order: the same bytes, each group serialised once."""
+    return b"".join(
+        (
+            b'{"period":',
+            _canonical(period),
+            b',"usage":[',
+            b",".join(groups),
+            b'],"window_state":',
+            _canonical(opening.to_json()),
+            b"}",
+        )
+    )
+
+
+def _usage_digest(period: str, opening: WindowState, groups: Sequence[bytes]) -> str:
+    """The digest of the usage rated: `groups` are the canonical forms of its groups, sorted."""
+    return "sha256:" + hashlib.sha256(_usage_canonical(period, opening, groups)).hexdigest()
 
 
 # --- the arithmetic -------------------------------------------------------------------------------
@@ -349,10 +415,13 @@ def rate(
         if group.terms_label is not None and group.terms_label not in by_label:
             raise ValueError(f"usage is tagged with unknown terms {group.terms_label!r}")
     # A canonical order makes every sum below, and so every byte of the result, order independent.
-    groups.sort(key=lambda g: _canonical(g.to_json()))
+    # Each group's canonical form is written once: it is both the sort key and its part of the
+    # usage digest.
+    keyed = sorted(((_group_canonical(g), g) for g in groups), key=itemgetter(0))
+    groups = [g for _, g in keyed]
 
     with localcontext(_EXACT):
-        return _rate(period, by_label, groups, opening, edition)
+        return _rate(period, by_label, groups, [key for key, _ in keyed], opening, edition)
 
 
 def _order(t: Terms) -> tuple[object, ...]:
@@ -397,6 +466,7 @@ def _rate(
     period: str,
     by_label: dict[str, Terms],
     groups: list[UsageGroup],
+    canonical_groups: list[bytes],
     opening: WindowState,
     edition: Edition,
 ) -> RatingResult:
@@ -477,7 +547,7 @@ def _rate(
         flags=_flags(unlicensed, attribution, by_label),
         total=sum((line.amount for line in ordered_lines), Decimal(0)),
         terms_digest=_terms_digest(tagged),
-        usage_digest=_usage_digest(period, opening, groups),
+        usage_digest=_usage_digest(period, opening, canonical_groups),
         window_state=WindowState(
             opening.year, opening.revenue + month_revenue, opening.tokens + month_tokens
         ),
