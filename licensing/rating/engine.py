@@ -470,7 +470,10 @@ def _rate(
     opening: WindowState,
     edition: Edition,
 ) -> RatingResult:
-    tagged = sorted({by_label[g.terms_label] for g in groups if g.terms_label}, key=_order)
+    # By label (unique among the terms, so one per terms), not by hashing whole terms.
+    tagged = sorted(
+        (by_label[label] for label in {g.terms_label for g in groups} if label), key=_order
+    )
     currencies = {t.currency for t in tagged}
     if len(currencies) > 1:
         raise ValueError(
