@@ -21,7 +21,7 @@ from django.db import IntegrityError, connection, transaction
 from django.test import Client
 from rest_framework.test import APIClient
 
-from billing import runs
+from billing import settling
 from billing.models import BillingRun, Settlement
 from billing.notification_models import Notification
 from billing.notifications import remind_reviewers, reminders_record
@@ -174,7 +174,7 @@ def test_a_revision_is_told_once_the_run_commits_and_never_by_a_run_that_rolled_
     def full(*args: Any, **kwargs: Any) -> Any:
         raise OSError("no space left on device")
 
-    monkeypatch.setattr(runs, "line_to_row", full)
+    monkeypatch.setattr(settling, "line_values", full)
     with pytest.raises(CommandError):
         run_billing("2026-10")
 
