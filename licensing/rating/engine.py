@@ -68,6 +68,8 @@ _HUNDRED = Decimal(100)
 
 
 def _require_signed_money(value: object, name: str) -> None:
+    if type(value) is Decimal and value.is_finite():  # the common case, first
+        return
     if isinstance(value, float):
         raise TypeError(f"{name} must be a Decimal, not a float ({value!r})")
     if not isinstance(value, Decimal) or not value.is_finite():
@@ -75,6 +77,8 @@ def _require_signed_money(value: object, name: str) -> None:
 
 
 def _require_signed_count(value: object, name: str) -> None:
+    if type(value) is int:  # the common case, first
+        return
     if isinstance(value, float):
         raise TypeError(f"{name} must be an int, not a float ({value!r})")
     if isinstance(value, bool) or not isinstance(value, int):
