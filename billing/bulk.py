@@ -57,7 +57,8 @@ def values_copy(
     """INSERT `rows` (values of the fields whose attnames are `columns`, in that order) with
     `COPY ... FROM STDIN`, in the current transaction: `rows_copy` without a model instance per
     row, for writes of tens of thousands of rows whose defaults the caller fills in."""
-    fields = [model._meta.get_field(name) for name in columns]
+    by_attname = {f.attname: f for f in model._meta.concrete_fields}
+    fields = [by_attname[name] for name in columns]
     names = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     json_at = [i for i, f in enumerate(fields) if isinstance(f, models.JSONField)]
     table = connection.ops.quote_name(model._meta.db_table)

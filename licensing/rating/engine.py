@@ -12,18 +12,16 @@ fees by identical rule. docs/rating.md ("Editions") says how settled months are 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
-from json.encoder import encode_basestring
 from operator import itemgetter
 from typing import Any, Literal, TypeAlias
 
 from core.money import quantize
 from core.periods import period_bounds
 from core.vocabulary import LINE_KINDS, FlagKind, LineKind
+from licensing.rating.digests import canonical_json, group_json, terms_digest_of, usage_digest_of
 from licensing.rating.rules import (
     Above,
     Charge,
@@ -32,7 +30,6 @@ from licensing.rating.rules import (
     GreaterOf,
     RevenueShare,
     Rule,
-    decimal_to_json,
     first_match,
     rule_to_json,
 )
@@ -169,91 +166,6 @@ class RatingResult:
     terms_digest: str  # "sha256:<hex>" of the canonical JSON of the terms used
     usage_digest: str  # "sha256:<hex>" of the canonical JSON of the usage rated
     window_state: WindowState  # the year-to-date after this month, for the next month
-
-
-# --- canonical JSON and digests -----------------------------------------------------------------
-
-
-def _canonical(value: object) -> bytes:
-    """The canonical JSON every digest hashes: sorted keys, no spaces, UTF-8. The one definition;
-    `_group_canonical` and `_usage_canonical` are faster writers of the same bytes."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
-
-
-def _digest(value: object) -> str:
-    return "sha256:" + hashlib.sha256(_canonical(value)).hexdigest()
-
-
-# Terms are few and rate many months (a run rates thousands of pairs under tens of terms): each
-# terms object's canonical JSON is written once. Keyed by identity, not equality (two equal terms
-# may hold values json writes differently), and holding the terms so that their id stays theirs.
-_TERMS_CANONICAL: dict[int, tuple[Terms, bytes]] = {}
-_TERMS_CANONICAL_MAX = 4096
-
-
-def _terms_canonical(t: Terms) -> bytes:
-    hit = _TERMS_CANONICAL.get(id(t))
-    if hit is not None and hit[0] is t:
-        return hit[1]
-    canonical = _canonical(t.to_json())
-    if len(_TERMS_CANONICAL) >= _TERMS_CANONICAL_MAX:
-        _TERMS_CANONICAL.clear()
-    _TERMS_CANONICAL[id(t)] = (t, canonical)
-    return canonical
-
-
-def _terms_digest(used: Sequence[Terms]) -> str:
-    """`_digest([t.to_json() for t in used])`: a JSON list is its items' canonical forms joined."""
-    canonical = b"[" + b",".join(_terms_canonical(t) for t in used) + b"]"
-    return "sha256:" + hashlib.sha256(canonical).hexdigest()
-
-
-_json_string = encode_basestring  # what json.dumps(ensure_ascii=False) writes strings with
-
-
-def _group_canonical(g: UsageGroup) -> bytes:
-    """`_canonical(g.to_json())`, written directly: the keys in sorted order, strings quoted by
-    json's own encoder, integers as json writes them (tests/rating/test_digest_bytes.py holds
-    the two equal for any group)."""
-    region = "null" if g.region is None else _json_string(g.region)
-    label = "null" if g.terms_label is None else _json_string(g.terms_label)
-    return (
-        f'{{"cached_input_tokens":{int.__repr__(g.cached_input_tokens)},'
-        f'"customer_category":{_json_string(g.customer_category)},'
-        f'"input_tokens":{int.__repr__(g.input_tokens)},'
-        f'"model":{_json_string(g.model)},'
-        f'"output_tokens":{int.__repr__(g.output_tokens)},'
-        f'"record_count":{int.__repr__(g.record_count)},'
-        f'"region":{region},'
-        f'"requests":{int.__repr__(g.requests)},'
-        f'"revenue":{_json_string(decimal_to_json(g.revenue))},'
-        f'"revenue_before":{_json_string(decimal_to_json(g.revenue_before))},'
-        f'"terms_label":{label},'
-        f'"tokens_before":{int.__repr__(g.tokens_before)}}}'
-    ).encode()
-
-
-def _usage_canonical(period: str, opening: WindowState, groups: Sequence[bytes]) -> bytes:
-    """`_canonical({"period", "window_state", "usage"})` of the groups' canonical forms, already
-    in canonical order: the same bytes, each group serialised once."""
-    return b"".join(
-        (
-            b'{"period":',
-            _canonical(period),
-            b',"usage":[',
-            b",".join(groups),
-            b'],"window_state":',
-            _canonical(opening.to_json()),
-            b"}",
-        )
-    )
-
-
-def _usage_digest(period: str, opening: WindowState, groups: Sequence[bytes]) -> str:
-    """The digest of the usage rated: `groups` are the canonical forms of its groups, sorted."""
-    return "sha256:" + hashlib.sha256(_usage_canonical(period, opening, groups)).hexdigest()
 
 
 # --- the arithmetic -------------------------------------------------------------------------------
@@ -421,7 +333,7 @@ def rate(
     # A canonical order makes every sum below, and so every byte of the result, order independent.
     # Each group's canonical form is written once: it is both the sort key and its part of the
     # usage digest.
-    keyed = sorted(((_group_canonical(g), g) for g in groups), key=itemgetter(0))
+    keyed = sorted(((group_json(g), g) for g in groups), key=itemgetter(0))
     groups = [g for _, g in keyed]
 
     with localcontext(_EXACT):
@@ -448,7 +360,7 @@ def _flat_lines(
         for label, indexes in matched.items():
             t = by_label[label]
             for index in indexes:
-                key = _canonical(rule_to_json(t.rules[index]))
+                key = canonical_json(rule_to_json(t.rules[index]))
                 seen = by_json.get(key)
                 if seen is None or _order(seen[0]) < _order(t):
                     by_json[key] = (t, index)
@@ -553,8 +465,8 @@ def _rate(
         lines=ordered_lines,
         flags=_flags(unlicensed, attribution, by_label),
         total=sum((line.amount for line in ordered_lines), Decimal(0)),
-        terms_digest=_terms_digest(tagged),
-        usage_digest=_usage_digest(period, opening, canonical_groups),
+        terms_digest=terms_digest_of(tagged),
+        usage_digest=usage_digest_of(period, opening, canonical_groups),
         window_state=WindowState(
             opening.year, opening.revenue + month_revenue, opening.tokens + month_tokens
         ),

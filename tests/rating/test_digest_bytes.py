@@ -1,4 +1,4 @@
-"""The digests' fast writers against the one definition of canonical JSON (`engine._canonical`):
+"""The digests' fast writers against the one definition of canonical JSON (`canonical_json`):
 the same bytes for any input, so every digest already stored (settlements, kits) stays the same."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from licensing.rating import Terms, UsageGroup, WindowState, parse_rules, rate
-from licensing.rating.engine import _canonical, _group_canonical, _terms_digest
+from licensing.rating.digests import canonical_json, group_json, terms_digest_of
 from tests.rating.helpers import terms
 
 MANY = settings(max_examples=400, deadline=None)
@@ -29,14 +29,14 @@ MONEY = st.decimals(
 
 def _reference_usage_digest(period: str, opening: WindowState, groups: list[UsageGroup]) -> str:
     """The usage digest as the engine wrote it before its fast writer (every settlement so far)."""
-    usage = sorted((g.to_json() for g in groups), key=lambda g: _canonical(g))
+    usage = sorted((g.to_json() for g in groups), key=lambda g: canonical_json(g))
     value = {"period": period, "window_state": opening.to_json(), "usage": usage}
-    return "sha256:" + hashlib.sha256(_canonical(value)).hexdigest()
+    return "sha256:" + hashlib.sha256(canonical_json(value)).hexdigest()
 
 
 def _reference_terms_digest(used: list[Terms]) -> str:
     value = [t.to_json() for t in used]
-    return "sha256:" + hashlib.sha256(_canonical(value)).hexdigest()
+    return "sha256:" + hashlib.sha256(canonical_json(value)).hexdigest()
 
 
 @st.composite
@@ -63,7 +63,7 @@ def groups(draw: st.DrawFn, labels: tuple[str | None, ...] = ("v1", None)) -> Us
 @given(groups())
 def test_a_group_is_written_as_json_writes_it(group: UsageGroup) -> None:
     # given any group / then the fast writer's bytes are json.dumps's
-    assert _group_canonical(group) == _canonical(group.to_json())
+    assert group_json(group) == canonical_json(group.to_json())
 
 
 @st.composite
@@ -141,10 +141,10 @@ def test_equal_terms_written_differently_keep_their_own_digest() -> None:
     )
     # when each is digested (the memo is by identity)
     # then each digest is its own terms' canonical JSON
-    assert _terms_digest([first]) == _reference_terms_digest([first])
-    assert _terms_digest([second]) == _reference_terms_digest([second])
-    assert _terms_digest([first]) != _terms_digest([second])
-    assert _terms_digest([first, second]) == _reference_terms_digest([first, second])
+    assert terms_digest_of([first]) == _reference_terms_digest([first])
+    assert terms_digest_of([second]) == _reference_terms_digest([second])
+    assert terms_digest_of([first]) != terms_digest_of([second])
+    assert terms_digest_of([first, second]) == _reference_terms_digest([first, second])
 
 
 def test_stored_digests_are_unchanged() -> None:
@@ -203,4 +203,4 @@ def test_stored_digests_are_unchanged() -> None:
     assert result.terms_digest == (
         "sha256:811093947c676f9a657152608df8df807b5413c7d4a0c69df64854dcf071895a"
     )
-    assert json.loads(_group_canonical(usage[1])) == usage[1].to_json()
+    assert json.loads(group_json(usage[1])) == usage[1].to_json()
