@@ -57,6 +57,21 @@ def _due(at: datetime | None) -> str:
     return "no deemed acceptance" if at is None else f"{at:%Y-%m-%d %H:%M} UTC"
 
 
+# What `_row` and the review-ready message read of a settlement (the rest is deferred).
+_ROW_FIELDS = (
+    "id",
+    "licensor",
+    "licensor__name",
+    "host",
+    "host__name",
+    "period",
+    "currency",
+    "total",
+    "revision",
+    "review_due_at",
+)
+
+
 def _row(s: Settlement) -> dict[str, str]:
     return {
         "host": s.host.name,
@@ -99,19 +114,29 @@ def review_ready_record(*, run: BillingRun) -> list[Notification]:
     message per licensor listing the run's drafts, to that licensor's reviewers only."""
     if run.status not in (BillingRun.Status.DONE, BillingRun.Status.PARTIAL):
         return []
+    drafts = Settlement.objects.filter(run=run, status=SettlementStatus.DRAFT)
+    # Who is told first, then only their drafts, with only what the message shows: a run writes
+    # up to tens of thousands of drafts, and licensors without reviewers need none of them.
+    reviewers = {
+        licensor_id: to
+        for licensor_id in drafts.order_by("licensor_id")
+        .values_list("licensor_id", flat=True)
+        .distinct()
+        if (to := licensor_reviewer_emails(licensor_id=licensor_id))
+    }
+    if not reviewers:
+        return []
     by_licensor: dict[int, list[Settlement]] = defaultdict(list)
-    drafts = (
-        Settlement.objects.filter(run=run, status=SettlementStatus.DRAFT)
+    for s in (
+        drafts.filter(licensor_id__in=list(reviewers))
         .select_related("host", "licensor")
+        .only(*_ROW_FIELDS)
         .order_by("licensor_id", "host__name", "currency", "pk")
-    )
-    for s in drafts:
+    ):
         by_licensor[s.licensor_id].append(s)
     out = []
     for licensor_id, settlements in by_licensor.items():
-        to = licensor_reviewer_emails(licensor_id=licensor_id)
-        if not to:
-            continue
+        to = reviewers[licensor_id]
         n = len(settlements)
         subject = (
             f"[Tollgate] {n} settlement{'s' if n > 1 else ''} for {run.period} "

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 from django.db.models import Q
@@ -57,6 +58,15 @@ def line_to_row(line: Line, **columns: Any) -> SettlementLine:
     """An engine line as an unsaved settlement line; `columns` are the rest (settlement,
     position, license_id, flags)."""
     return SettlementLine(**{name: getattr(line, name) for name in LINE_FIELDS}, **columns)
+
+
+_line_values = attrgetter(*LINE_FIELDS)
+
+
+def line_values(line: Line) -> tuple[Any, ...]:
+    """An engine line's values for the settlement line's `LINE_FIELDS` columns, in that order:
+    what a run writes with COPY (billing/bulk.py `values_copy`) without building a model."""
+    return tuple(_line_values(line))
 
 
 def _digest(value: object) -> str:
@@ -343,6 +353,7 @@ __all__ = [
     "license_month_rate",
     "line_from_row",
     "line_to_row",
+    "line_values",
     "pair_period_rate",
     "settled_month_rerate",
     "usage_group_from_row",

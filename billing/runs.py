@@ -187,22 +187,27 @@ def billing_pairs_settle(*, run_id: int, pairs: list[Pair]) -> dict[Pair, PairOu
     # "Durability"); one flush per batch.
     # FOR UPDATE, in id order: a duplicate delivery of this batch (or of one of its pairs)
     # waits here, then sees done_at and skips them.
+    # Values, not models: a run locks tens of thousands of pair rows.
     rows = list(
         BillingRunPair.objects.select_for_update(of=("self",))
-        .select_related("run")
         .filter(run_id=run_id)
         .filter(pairs_in(BillingRunPair, pairs))
         .order_by("id")
+        .values_list("id", "host_id", "licensor_id", "done_at", "run__status")
     )
-    missing = set(pairs) - {(r.host_id, r.licensor_id) for r in rows}
+    missing = set(pairs) - {(host_id, licensor_id) for _, host_id, licensor_id, _, _ in rows}
     if missing:
         raise BillingRunPair.DoesNotExist(f"run {run_id} has no pair (host, licensor) {missing}")
     outcomes = {pair: PairOutcome(skipped=True) for pair in pairs}
-    todo = [r for r in rows if r.done_at is None and r.run.status == BillingRun.Status.RUNNING]
+    todo = [
+        (pk, host_id, licensor_id)
+        for pk, host_id, licensor_id, done_at, status in rows
+        if done_at is None and status == BillingRun.Status.RUNNING
+    ]
     if not todo:
         return outcomes
-    run = todo[0].run
-    todo_pairs = [(r.host_id, r.licensor_id) for r in todo]
+    run = BillingRun.objects.get(pk=run_id)
+    todo_pairs = [(host_id, licensor_id) for _, host_id, licensor_id in todo]
     _pair_locks([f"billing:{h}:{lic}:{run.period}" for h, lic in todo_pairs])
     catalog = catalog_for_run(run_id)
     rated = pairs_rate(run=run, pairs=todo_pairs, catalog=catalog)
@@ -210,7 +215,7 @@ def billing_pairs_settle(*, run_id: int, pairs: list[Pair]) -> dict[Pair, PairOu
     outcomes.update(written)
 
     now = timezone.now()
-    BillingRunPair.objects.filter(pk__in=[r.pk for r in todo]).update(done_at=now)
+    BillingRunPair.objects.filter(pk__in=[pk for pk, _, _ in todo]).update(done_at=now)
     # One statement: progress, and `done` for the batch that completes the run.
     last = _last_pairs(len(todo))
     BillingRun.objects.filter(pk=run_id).update(

@@ -23,7 +23,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing import aggregation
-from billing.bulk import pairs_in, rows_copy, settlements_recompute
+from billing.bulk import pairs_in, rows_copy, settlements_recompute, values_copy
 from billing.events import settlement_event, subscriptions
 from billing.history import SYSTEM, settlement_events_record
 from billing.models import (
@@ -36,9 +36,10 @@ from billing.models import (
     SettlementStatus,
 )
 from billing.rerating import (
+    LINE_FIELDS,
     Bundle,
     CatalogSnapshot,
-    line_to_row,
+    line_values,
     pair_period_rate,
     settled_month_rerate,
 )
@@ -50,6 +51,10 @@ from licensing.rating import Line
 from usage.selectors import periods_closed_by_completion
 
 Pair = tuple[int, int]  # (host_id, licensor_id)
+
+# A settlement line's columns as a batch writes them: its settlement, position and license, the
+# engine line's fields, its flags.
+_LINE_COLUMNS = ("settlement_id", "position", "license_id", *LINE_FIELDS, "flags")
 
 
 @dataclass
@@ -157,7 +162,7 @@ class _Writes:
 
     created: list[Settlement] = field(default_factory=list)
     recomputed: list[Settlement] = field(default_factory=list)
-    lines: list[SettlementLine] = field(default_factory=list)
+    lines: list[tuple[Any, ...]] = field(default_factory=list)  # values of _LINE_COLUMNS
     history: list[tuple[Settlement, str]] = field(default_factory=list)  # (settlement, action)
     webhooks: list[tuple[Settlement, str]] = field(default_factory=list)  # (settlement, type)
     versions: set[int] = field(default_factory=set)
@@ -259,13 +264,7 @@ def settlements_write(
                 if before[0] != settlement.total:  # webhooks: re-computed to another total
                     w.webhooks.append((settlement, "settlement.updated"))
             w.lines += [
-                line_to_row(
-                    line,
-                    settlement=settlement,
-                    position=position,
-                    license_id=license_id,
-                    flags=flags,
-                )
+                (settlement.pk, position, license_id, *line_values(line), flags)
                 for position, (license_id, line, flags) in enumerate(lines, start=1)
             ]
             # Terms that rated usage are locked: from now on the catalog cannot change them, so
@@ -289,7 +288,7 @@ def _flush(w: _Writes, *, run: BillingRun, computed_at: datetime, catalog: Catal
         SettlementLine.objects.filter(settlement__in=[s.pk for s in w.recomputed]).delete()
         settlements_recompute(w.recomputed)
     rows_copy(Settlement, w.created)
-    rows_copy(SettlementLine, w.lines)
+    values_copy(SettlementLine, _LINE_COLUMNS, w.lines)
     settlement_events_record(
         [
             (s, SYSTEM, action, {"total": format(s.total, "f"), "run": run.pk})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from functools import lru_cache
 
 __all__ = [
     "PERIOD_PATTERN",
@@ -45,6 +46,13 @@ def month_bounds(year: int, month: int) -> tuple[datetime, datetime]:
 
 def period_bounds(period: str) -> tuple[datetime, datetime]:
     """``"2026-10"`` -> [2026-10-01T00:00Z, 2026-11-01T00:00Z)."""
+    if type(period) is str:  # the common case, memoised: a billing run bounds one month per line
+        return _period_bounds(period)
+    return month_bounds(*period_parse(period))
+
+
+@lru_cache(maxsize=1024)
+def _period_bounds(period: str) -> tuple[datetime, datetime]:
     return month_bounds(*period_parse(period))
 
 

@@ -12,16 +12,16 @@ fees by identical rule. docs/rating.md ("Editions") says how settled months are 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
+from operator import itemgetter
 from typing import Any, Literal, TypeAlias
 
 from core.money import quantize
 from core.periods import period_bounds
 from core.vocabulary import LINE_KINDS, FlagKind, LineKind
+from licensing.rating.digests import canonical_json, group_json, terms_digest_of, usage_digest_of
 from licensing.rating.rules import (
     Above,
     Charge,
@@ -65,6 +65,8 @@ _HUNDRED = Decimal(100)
 
 
 def _require_signed_money(value: object, name: str) -> None:
+    if type(value) is Decimal and value.is_finite():  # the common case, first
+        return
     if isinstance(value, float):
         raise TypeError(f"{name} must be a Decimal, not a float ({value!r})")
     if not isinstance(value, Decimal) or not value.is_finite():
@@ -72,6 +74,8 @@ def _require_signed_money(value: object, name: str) -> None:
 
 
 def _require_signed_count(value: object, name: str) -> None:
+    if type(value) is int:  # the common case, first
+        return
     if isinstance(value, float):
         raise TypeError(f"{name} must be an int, not a float ({value!r})")
     if isinstance(value, bool) or not isinstance(value, int):
@@ -162,28 +166,6 @@ class RatingResult:
     terms_digest: str  # "sha256:<hex>" of the canonical JSON of the terms used
     usage_digest: str  # "sha256:<hex>" of the canonical JSON of the usage rated
     window_state: WindowState  # the year-to-date after this month, for the next month
-
-
-# --- canonical JSON and digests -----------------------------------------------------------------
-
-
-def _canonical(value: object) -> bytes:
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
-
-
-def _digest(value: object) -> str:
-    return "sha256:" + hashlib.sha256(_canonical(value)).hexdigest()
-
-
-def _terms_digest(used: Sequence[Terms]) -> str:
-    return _digest([t.to_json() for t in used])
-
-
-def _usage_digest(period: str, opening: WindowState, groups: Iterable[UsageGroup]) -> str:
-    usage = sorted((g.to_json() for g in groups), key=lambda g: _canonical(g))
-    return _digest({"period": period, "window_state": opening.to_json(), "usage": usage})
 
 
 # --- the arithmetic -------------------------------------------------------------------------------
@@ -349,10 +331,13 @@ def rate(
         if group.terms_label is not None and group.terms_label not in by_label:
             raise ValueError(f"usage is tagged with unknown terms {group.terms_label!r}")
     # A canonical order makes every sum below, and so every byte of the result, order independent.
-    groups.sort(key=lambda g: _canonical(g.to_json()))
+    # Each group's canonical form is written once: it is both the sort key and its part of the
+    # usage digest.
+    keyed = sorted(((group_json(g), g) for g in groups), key=itemgetter(0))
+    groups = [g for _, g in keyed]
 
     with localcontext(_EXACT):
-        return _rate(period, by_label, groups, opening, edition)
+        return _rate(period, by_label, groups, [key for key, _ in keyed], opening, edition)
 
 
 def _order(t: Terms) -> tuple[object, ...]:
@@ -375,7 +360,7 @@ def _flat_lines(
         for label, indexes in matched.items():
             t = by_label[label]
             for index in indexes:
-                key = _canonical(rule_to_json(t.rules[index]))
+                key = canonical_json(rule_to_json(t.rules[index]))
                 seen = by_json.get(key)
                 if seen is None or _order(seen[0]) < _order(t):
                     by_json[key] = (t, index)
@@ -397,10 +382,14 @@ def _rate(
     period: str,
     by_label: dict[str, Terms],
     groups: list[UsageGroup],
+    canonical_groups: list[bytes],
     opening: WindowState,
     edition: Edition,
 ) -> RatingResult:
-    tagged = sorted({by_label[g.terms_label] for g in groups if g.terms_label}, key=_order)
+    # By label (unique among the terms, so one per terms), not by hashing whole terms.
+    tagged = sorted(
+        (by_label[label] for label in {g.terms_label for g in groups} if label), key=_order
+    )
     currencies = {t.currency for t in tagged}
     if len(currencies) > 1:
         raise ValueError(
@@ -476,8 +465,8 @@ def _rate(
         lines=ordered_lines,
         flags=_flags(unlicensed, attribution, by_label),
         total=sum((line.amount for line in ordered_lines), Decimal(0)),
-        terms_digest=_terms_digest(tagged),
-        usage_digest=_usage_digest(period, opening, groups),
+        terms_digest=terms_digest_of(tagged),
+        usage_digest=usage_digest_of(period, opening, canonical_groups),
         window_state=WindowState(
             opening.year, opening.revenue + month_revenue, opening.tokens + month_tokens
         ),

@@ -45,6 +45,8 @@ __all__ = [
 
 
 def _require_count(value: object, name: str) -> None:
+    if type(value) is int and value >= 0:  # the common case, first: a run checks ~10 a group
+        return
     if isinstance(value, float):
         raise TypeError(f"{name} must be an int, not a float ({value!r})")
     if isinstance(value, bool) or not isinstance(value, int):
@@ -54,6 +56,8 @@ def _require_count(value: object, name: str) -> None:
 
 
 def _require_money(value: object, name: str) -> None:
+    if type(value) is Decimal and value.is_finite() and value >= 0:  # the common case, first
+        return
     if isinstance(value, float):
         raise TypeError(f"{name} must be a Decimal, not a float ({value!r})")
     if not isinstance(value, Decimal):

@@ -174,7 +174,7 @@ def test_a_revision_is_told_once_the_run_commits_and_never_by_a_run_that_rolled_
     def full(*args: Any, **kwargs: Any) -> Any:
         raise OSError("no space left on device")
 
-    monkeypatch.setattr(settling, "line_to_row", full)
+    monkeypatch.setattr(settling, "line_values", full)
     with pytest.raises(CommandError):
         run_billing("2026-10")
 
