@@ -24,6 +24,27 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
+# The machine's Redis databases the tests own, per purpose and per pytest-xdist worker: two test
+# files that start Celery workers, flush a broker or count throttle hits never share a database,
+# whichever xdist worker runs them (`make test` runs two). Purposes take two databases each from
+# db 15 down: celery 15/14, metrics 13/12, procfile 11/10, cache 9/8.
+REDIS_PURPOSES = ("celery", "metrics", "procfile", "cache")
+
+
+def redis_test_url(purpose: str) -> str:
+    """The Redis URL of `purpose` for this test process: the server of CELERY_TEST_BROKER_URL
+    (default 127.0.0.1:6379), a database no other purpose or xdist worker uses."""
+    from urllib.parse import urlsplit
+
+    base = urlsplit(os.environ.get("CELERY_TEST_BROKER_URL") or "redis://127.0.0.1:6379/15")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    index = int(worker) if worker.isdigit() else 0
+    if index > 1:
+        raise RuntimeError("the tests' Redis databases are laid out for at most 2 xdist workers")
+    db = 15 - (REDIS_PURPOSES.index(purpose) * 2 + index)
+    return f"{base.scheme}://{base.netloc}/{db}"
+
+
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings: pytest.FixtureRequest) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # type: ignore[attr-defined]

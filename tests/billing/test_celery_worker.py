@@ -33,7 +33,7 @@ from ledger.verify import verify_books
 from licensing.catalog import catalog_import
 from licensing.models import Host
 from tests.billing.conftest import minimax_catalog, post_usage, record, second_licensor_catalog
-from tests.conftest import skip_or_fail
+from tests.conftest import redis_test_url, skip_or_fail
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -43,13 +43,9 @@ PERIOD = "2026-10"
 
 
 def _broker_url() -> str:
-    # A Redis database the test owns (it is flushed): CELERY_TEST_BROKER_URL, which leaves the
-    # test process itself eager; else CELERY_BROKER_URL; else db 15 of a local Redis.
-    url = (
-        os.environ.get("CELERY_TEST_BROKER_URL")
-        or os.environ.get("CELERY_BROKER_URL")
-        or "redis://127.0.0.1:6379/15"
-    )
+    # A Redis database the test owns (it is flushed; tests/conftest.py, redis_test_url); the
+    # test process itself stays eager.
+    url = redis_test_url("celery")
     try:
         import redis
 

@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 
 from licensing.auth import ApiKeyThrottle
 from licensing.services import api_key_create
-from tests.conftest import skip_or_fail
+from tests.conftest import redis_test_url, skip_or_fail
 
 pytestmark = pytest.mark.django_db
 
@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _redis_url() -> str:
     """A Redis database for the tests (they delete every throttle counter in it, nothing else):
-    CACHE_TEST_URL, else db 13 of a local Redis. Never CACHE_URL itself, which may hold a
-    running server's counters."""
-    url = os.environ.get("CACHE_TEST_URL") or "redis://127.0.0.1:6379/13"
+    CACHE_TEST_URL, else the tests' own database (tests/conftest.py, redis_test_url). Never
+    CACHE_URL itself, which may hold a running server's counters."""
+    url = os.environ.get("CACHE_TEST_URL") or redis_test_url("cache")
     try:
         import redis
 

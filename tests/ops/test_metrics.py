@@ -6,7 +6,6 @@ depth from a real Redis."""
 from __future__ import annotations
 
 import io
-import os
 import re
 import socket
 import warnings
@@ -40,7 +39,7 @@ from tests.billing.conftest import (
     settlement_of,
 )
 from tests.billing.test_webhooks import Receiver, deliver, subscribe
-from tests.conftest import skip_or_fail
+from tests.conftest import redis_test_url, skip_or_fail
 
 PERIOD = "2026-10"
 
@@ -288,8 +287,8 @@ def test_payouts_are_shown_by_status_and_rail(
 
 @pytest.fixture
 def broker(settings: Any) -> str:
-    """Redis db 9 of the machine's server (CELERY_TEST_BROKER_URL), flushed: the test owns it."""
-    url = os.environ.get("CELERY_TEST_BROKER_URL", "redis://127.0.0.1:6379/9")
+    """A Redis database the test owns (tests/conftest.py, redis_test_url), flushed."""
+    url = redis_test_url("metrics")
     try:
         redis.Redis.from_url(url, socket_connect_timeout=1).flushdb()
     except redis.RedisError as exc:

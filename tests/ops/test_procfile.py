@@ -29,12 +29,12 @@ from licensing.catalog import catalog_import
 from licensing.models import Host
 from licensing.services import api_key_create
 from tests.billing.conftest import minimax_catalog, record
-from tests.conftest import skip_or_fail
+from tests.conftest import redis_test_url, skip_or_fail
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-BROKER = "redis://127.0.0.1:6379/13"
+BROKER = redis_test_url("procfile")  # a Redis database the test owns (tests/conftest.py)
 PERIOD = "2026-10"
 
 
