@@ -279,7 +279,7 @@ class Soak:
         keys = self.prepare()
         self.say("database ready; starting gunicorn, the worker and the clients")
         self.web.start()
-        wait_port(self.port, 60)
+        wait_port(self.port, 120)
         self.worker.start()
         stop_file = self.base / "stop"
         hard_deadline = time.monotonic() + self.duration + 120
@@ -304,7 +304,7 @@ class Soak:
             c.start()
         # Billing starts once every host has usage in the month (a host whose first usage came
         # after the month's first completed run would be late: docs/billing.md).
-        self._wait_every_host_acked(timeout=60)
+        self._wait_every_host_acked(timeout=120)
         started = time.monotonic()
         threads = [
             threading.Thread(target=self.fault_loop, daemon=True),
@@ -329,7 +329,7 @@ class Soak:
         self.stop_billing.clear()
         self._heal()
         self.say("clients stopped; the last billing run")
-        final = self.billing_run(timeout=120)
+        final = self.billing_run(timeout=300)
         self.say(f"last billing run (no faults): {final}")
         return self._check(final)
 
@@ -342,7 +342,7 @@ class Soak:
             if len({json.loads(line)["host"] for line in lines}) == CLIENTS:
                 return
             time.sleep(0.2)
-        raise RuntimeError("the clients got no answer within a minute: see web.log")
+        raise RuntimeError("the clients got no answer within two minutes: see web.log")
 
     def _heal(self) -> None:
         """After the faults: every process up (a fault may have been cut short)."""

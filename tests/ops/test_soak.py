@@ -34,7 +34,7 @@ def test_nothing_is_lost_or_doubled_while_everything_fails() -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=600,
     )
 
     # then: every kind of fault was injected, and every check held
