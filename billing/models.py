@@ -211,8 +211,21 @@ class Settlement(models.Model):
     # Usage received up to this instant was rated (`BillingRun.snapshot_at`); --verify re-rates
     # from the same rows.
     computed_at = models.DateTimeField()
+    # A digest of the lines as the run wrote them (billing/settling.py): a re-run whose lines
+    # come out the same leaves them in place instead of deleting and copying them again.
+    # Bookkeeping of the run only; "" where unknown (rows written before it existed).
+    lines_digest = models.CharField(max_length=80, blank=True, default="")
+    # Not indexed: a re-run moves every draft to itself, and an index on `run` would make each
+    # of those updates write every index of the table; without it, and with room left on each
+    # page (fillfactor, migration 0013), they are HOT updates. Settlements of a run are found
+    # by their period first (index below).
     run = models.ForeignKey(
-        BillingRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="settlements"
+        BillingRun,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="settlements",
+        db_index=False,
     )
     dispute_reason = models.TextField(blank=True)
     # The rest of the dispute (docs/billing.md, "Disputes"): one of DISPUTE_REASON_CODES, the ids
@@ -286,7 +299,10 @@ class Settlement(models.Model):
                 name="billing_settlement_paid_has_payment",
             ),
         ]
-        indexes = [models.Index(fields=["host", "period"])]
+        indexes = [
+            models.Index(fields=["host", "period"]),
+            models.Index(fields=["period", "status"], name="billing_set_period_status"),
+        ]
 
     def __str__(self) -> str:
         return (

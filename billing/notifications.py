@@ -114,7 +114,7 @@ def review_ready_record(*, run: BillingRun) -> list[Notification]:
     message per licensor listing the run's drafts, to that licensor's reviewers only."""
     if run.status not in (BillingRun.Status.DONE, BillingRun.Status.PARTIAL):
         return []
-    drafts = Settlement.objects.filter(run=run, status=SettlementStatus.DRAFT)
+    drafts = Settlement.objects.filter(period=run.period, status=SettlementStatus.DRAFT, run=run)
     # Who is told first, then only their drafts, with only what the message shows: a run writes
     # up to tens of thousands of drafts, and licensors without reviewers need none of them.
     reviewers = {

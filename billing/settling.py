@@ -12,6 +12,7 @@ shared, so a batch writes exactly what its pairs would write one by one.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -162,6 +163,8 @@ class _Writes:
 
     created: list[Settlement] = field(default_factory=list)
     recomputed: list[Settlement] = field(default_factory=list)
+    # Recomputed drafts whose lines came out as they were: their lines stay in place.
+    lines_kept: set[Any] = field(default_factory=set)
     lines: list[tuple[Any, ...]] = field(default_factory=list)  # values of _LINE_COLUMNS
     history: list[tuple[Settlement, str]] = field(default_factory=list)  # (settlement, action)
     webhooks: list[tuple[Settlement, str]] = field(default_factory=list)  # (settlement, type)
@@ -210,6 +213,10 @@ def settlements_write(
             lines = sorted(bundle.lines, key=lambda item: _line_order(item[1]))
             total = sum((line.amount for _, line, _ in lines), Decimal(0))
             usage_digest, terms_digest = bundle.digests()
+            line_rows = [
+                (position, license_id, *line_values(line), flags)
+                for position, (license_id, line, flags) in enumerate(lines, start=1)
+            ]
             fields = {
                 "total": quantize(total, currency),
                 "usage_digest": usage_digest,
@@ -218,6 +225,7 @@ def settlements_write(
                 "flags": bundle.flags,
                 "computed_at": computed_at,
                 "run": run,
+                "lines_digest": _lines_digest(line_rows),
             }
             rated_by = {"versions": bundle.locked_versions, "agreements": bundle.locked_agreements}
             # -- disputes: a disputed settlement is revised when anything would change
@@ -250,6 +258,8 @@ def settlements_write(
                 w.webhooks.append((settlement, "settlement.created"))
             else:
                 before = (settlement.total, settlement.usage_digest, settlement.terms_digest)
+                if settlement.lines_digest == fields["lines_digest"]:
+                    w.lines_kept.add(settlement.pk)
                 for name, value in fields.items():
                     setattr(settlement, name, value)
                 # The review window runs from the first computation; the terms that rated the
@@ -263,10 +273,8 @@ def settlements_write(
                     w.history.append((settlement, "recomputed"))
                 if before[0] != settlement.total:  # webhooks: re-computed to another total
                     w.webhooks.append((settlement, "settlement.updated"))
-            w.lines += [
-                (settlement.pk, position, license_id, *line_values(line), flags)
-                for position, (license_id, line, flags) in enumerate(lines, start=1)
-            ]
+            if settlement.pk not in w.lines_kept:
+                w.lines += [(settlement.pk, *row) for row in line_rows]
             # Terms that rated usage are locked: from now on the catalog cannot change them, so
             # this settlement can be re-derived (--verify) from the same terms.
             w.versions |= {
@@ -285,7 +293,9 @@ def settlements_write(
 
 def _flush(w: _Writes, *, run: BillingRun, computed_at: datetime, catalog: CatalogSnapshot) -> None:
     if w.recomputed:
-        SettlementLine.objects.filter(settlement__in=[s.pk for s in w.recomputed]).delete()
+        rewritten = [s.pk for s in w.recomputed if s.pk not in w.lines_kept]
+        if rewritten:
+            SettlementLine.objects.filter(settlement__in=rewritten).delete()
         settlements_recompute(w.recomputed)
     rows_copy(Settlement, w.created)
     values_copy(SettlementLine, _LINE_COLUMNS, w.lines)
@@ -317,6 +327,14 @@ def _flush(w: _Writes, *, run: BillingRun, computed_at: datetime, catalog: Catal
         catalog.locked.update([("version", i) for i in v] + [("agreement", i) for i in a])
 
     transaction.on_commit(remember)
+
+
+def _lines_digest(rows: list[tuple[Any, ...]]) -> str:
+    """What identifies a settlement's lines as written (position, license, the line's values,
+    flags): equal digests, equal rows. `repr` of ints, strings, Decimals, dates and lists is
+    exact and stable; the digest is never shown to anyone nor compared across versions of the
+    code (a new line column makes every digest differ once: the lines are then rewritten)."""
+    return "blake2b:" + hashlib.blake2b(repr(rows).encode(), digest_size=20).hexdigest()
 
 
 def _line_order(line: Line) -> tuple[object, ...]:

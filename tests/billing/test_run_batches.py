@@ -132,3 +132,42 @@ def test_a_re_run_recomputes_a_batch_of_drafts_in_place(three_hosts: dict[str, A
     recomputed = SettlementEvent.objects.filter(action="recomputed")
     assert [e.settlement.host.slug for e in recomputed] == ["h-3"]
     assert SettlementLine.objects.filter(settlement_id=ids["h-3"]).count() == 1
+
+
+def _line_ids() -> dict[str, set[int]]:
+    ids: dict[str, set[int]] = {}
+    for host, pk in SettlementLine.objects.values_list("settlement__host__slug", "pk"):
+        ids.setdefault(host, set()).add(pk)
+    return ids
+
+
+def test_a_re_run_leaves_the_lines_that_came_out_the_same(
+    three_hosts: dict[str, APIClient],
+) -> None:
+    # given: the month billed once; then one more record for h-3, and h-2's lines digest lost
+    # (as for a draft written before the digest existed)
+    run = billing_run_start(period="2026-10", trigger="command")
+    billing_pairs_bill(run_id=run.pk, pairs=_pairs(run))
+    before = _line_ids()
+    post_usage(three_hosts["h-3"], [record("h-3-2", revenue="50.00")])
+    Settlement.objects.filter(host__slug="h-2").update(lines_digest="")
+
+    # when: the month run again
+    rerun = billing_run_start(period="2026-10", trigger="command")
+    billing_pairs_bill(run_id=rerun.pk, pairs=_pairs(rerun))
+
+    # then: h-1's lines are the same rows; h-3's (new usage) and h-2's (no digest to compare)
+    # are written again; every draft now belongs to the re-run, with its lines' digest
+    after = _line_ids()
+    assert after["h-1"] == before["h-1"]
+    assert after["h-2"].isdisjoint(before["h-2"])
+    assert after["h-3"].isdisjoint(before["h-3"])
+    assert set(Settlement.objects.values_list("run_id", flat=True)) == {rerun.pk}
+    digests = dict(Settlement.objects.values_list("host__slug", "lines_digest"))
+    assert all(d.startswith("blake2b:") for d in digests.values())
+    amounts = sorted(SettlementLine.objects.values_list("settlement__host__slug", "amount"))
+    assert [(h, str(a)) for h, a in amounts] == [
+        ("h-1", "12.0000"),
+        ("h-2", "24.0000"),
+        ("h-3", "42.0000"),
+    ]
