@@ -113,7 +113,17 @@ class BillingRun(models.Model):
 class BillingRunPair(models.Model):
     """A (licensor, host) pair of a run: its task marks it done, once (idempotent re-delivery)."""
 
-    run = models.ForeignKey(BillingRun, on_delete=models.CASCADE, related_name="pairs")
+    # The run's own bookkeeping, written by the statement after the run's INSERT in the same
+    # transaction (billing/runs.py) and deleted with it (Django's cascade): no database check of
+    # the key (one per row, tens of thousands a run, at commit) and no index of its own (the
+    # unique key below starts with it).
+    run = models.ForeignKey(
+        BillingRun,
+        on_delete=models.CASCADE,
+        related_name="pairs",
+        db_constraint=False,
+        db_index=False,
+    )
     host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="+")
     licensor = models.ForeignKey(Licensor, on_delete=models.PROTECT, related_name="+")
     done_at = models.DateTimeField(null=True, blank=True)  # settled, or failed
@@ -137,7 +147,14 @@ class BillingRunGroup(models.Model):
     licenses with thresholds, the side of each threshold). The pair tasks rate these rows; the
     month's records never leave PostgreSQL."""
 
-    run = models.ForeignKey(BillingRun, on_delete=models.CASCADE, related_name="groups")
+    # As BillingRunPair.run: the run's staging rows, ~4 a pair; the index below starts with it.
+    run = models.ForeignKey(
+        BillingRun,
+        on_delete=models.CASCADE,
+        related_name="groups",
+        db_constraint=False,
+        db_index=False,
+    )
     host_id = models.BigIntegerField()
     licensor_id = models.BigIntegerField()
     license_id = models.BigIntegerField()

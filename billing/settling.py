@@ -19,7 +19,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
+import psycopg
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -130,17 +131,30 @@ def _adjustments(
             bundle.lines += [(license_id, line, []) for license_id, line in lines]
 
 
+def _groups_read(*, run_id: int, pairs: list[Pair]) -> list[dict[str, Any]]:
+    """The run's groups of `pairs` (`aggregation.COLUMNS`), in the order they were staged.
+    Tens of thousands of rows a batch: read through psycopg with server-side binding, as the
+    values PostgreSQL sends (ints, Decimals, strings), without a queryset's per-row machinery
+    (half of this read's time at 10,000 pairs)."""
+    table = BillingRunGroup._meta.db_table
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(
+            f"SELECT {', '.join(aggregation.COLUMNS)} FROM {table}"  # noqa: S608 - fixed names
+            " WHERE run_id = %s"
+            " AND (host_id, licensor_id) IN (SELECT * FROM unnest(%s::bigint[], %s::bigint[]))"
+            " ORDER BY id",
+            (run_id, [h for h, _ in pairs], [lic for _, lic in pairs]),
+        )
+        return [dict(zip(aggregation.COLUMNS, row, strict=True)) for row in cursor]
+
+
 def pairs_rate(
     *, run: BillingRun, pairs: list[Pair], catalog: CatalogSnapshot
 ) -> dict[Pair, dict[str, Bundle]]:
     """Each pair's bundles (one per currency): its groups of the run rated, plus adjustments."""
     rows: dict[Pair, list[dict[str, Any]]] = defaultdict(list)
-    for row in (
-        BillingRunGroup.objects.filter(run_id=run.pk)
-        .filter(pairs_in(BillingRunGroup, pairs))
-        .order_by("id")
-        .values(*aggregation.COLUMNS)
-    ):
+    for row in _groups_read(run_id=run.pk, pairs=pairs):
         rows[(row["host_id"], row["licensor_id"])].append(row)
     rated: dict[Pair, dict[str, Bundle]] = {}
     for host_id, licensor_id in pairs:
