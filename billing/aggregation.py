@@ -288,6 +288,34 @@ def groups_sql(period: str, f: UsageFilter) -> tuple[str, dict[str, Any]]:
             """
         )
     union = "\nUNION ALL\n".join(parts)
+    if bounds:
+        # Buckets of a month that terms split are merged per terms label.
+        final = """
+        SELECT l.host_id, l.licensor_id, l.license_id, m.slug, l.customer_category, l.region,
+               l.currency, l.terms_kind, l.terms_id, l.terms_label,
+               sum(l.it), sum(l.ct), sum(l.ot), sum(l.rq), sum(l.rev), sum(l.n),
+               min(l.rev_before), min(l.tok_before),
+               coalesce(max(y.rev), 0), coalesce(max(y.tok), 0)
+        FROM labeled l
+        JOIN licensing_model m ON m.id = l.model_id
+        LEFT JOIN ytd_all y ON y.host_id = l.host_id AND y.license_id = l.license_id
+        GROUP BY l.host_id, l.licensor_id, l.license_id, m.slug, l.customer_category, l.region,
+                 l.currency, l.terms_kind, l.terms_id, l.terms_label, l.sides, l.single
+        """
+    else:
+        # One bucket (no terms take effect inside the month): each group of `buckets` has one
+        # terms label already, and a model one slug, so the merge above would be one row to one
+        # row; without it, the month is hashed once, as the bare GROUP BY hashes it. (The
+        # threshold and plain parts never share a key: their licenses are disjoint.)
+        final = """
+        SELECT l.host_id, l.licensor_id, l.license_id, m.slug, l.customer_category, l.region,
+               l.currency, l.terms_kind, l.terms_id, l.terms_label,
+               l.it, l.ct, l.ot, l.rq, l.rev, l.n::numeric,
+               l.rev_before, l.tok_before, coalesce(y.rev, 0), coalesce(y.tok, 0)
+        FROM labeled l
+        JOIN licensing_model m ON m.id = l.model_id
+        LEFT JOIN ytd_all y ON y.host_id = l.host_id AND y.license_id = l.license_id
+        """
     sql = f"""
     WITH
     ytd_all AS (
@@ -320,16 +348,7 @@ def groups_sql(period: str, f: UsageFilter) -> tuple[str, dict[str, Any]]:
         LEFT JOIN in_force v
           ON v.host_id IS NULL AND v.license_id = g.license_id AND v.bucket = g.bucket
     )
-    SELECT l.host_id, l.licensor_id, l.license_id, m.slug, l.customer_category, l.region,
-           l.currency, l.terms_kind, l.terms_id, l.terms_label,
-           sum(l.it), sum(l.ct), sum(l.ot), sum(l.rq), sum(l.rev), sum(l.n),
-           min(l.rev_before), min(l.tok_before),
-           coalesce(max(y.rev), 0), coalesce(max(y.tok), 0)
-    FROM labeled l
-    JOIN licensing_model m ON m.id = l.model_id
-    LEFT JOIN ytd_all y ON y.host_id = l.host_id AND y.license_id = l.license_id
-    GROUP BY l.host_id, l.licensor_id, l.license_id, m.slug, l.customer_category, l.region,
-             l.currency, l.terms_kind, l.terms_id, l.terms_label, l.sides, l.single
+    {final}
     """  # noqa: S608
     # The year to date matters to calendar-year thresholds only; other licenses skip that scan.
     params["ytd_licenses"] = sorted(
