@@ -31,7 +31,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
-from billing.models import BillingRun, Settlement, SettlementStatus
+from billing.models import BillingRun, Settlement, SettlementEvent, SettlementStatus
 from billing.notification_models import Notification, NotificationKind
 from billing.workspace import money
 from licensing.selectors import licensor_reviewer_emails
@@ -111,17 +111,31 @@ def _queue(notification_id: int) -> None:
 
 def review_ready_record(*, run: BillingRun) -> list[Notification]:
     """When `run` has just ended (`done` or `partial`, in the transaction that ended it): one
-    message per licensor listing the run's drafts, to that licensor's reviewers only."""
+    message per licensor listing the run's drafts, to that licensor's reviewers only. A licensor
+    none of whose drafts this run created or changed (a re-run that found the same usage) is
+    told nothing again: the message of the run that wrote them still holds."""
     if run.status not in (BillingRun.Status.DONE, BillingRun.Status.PARTIAL):
         return []
     drafts = Settlement.objects.filter(period=run.period, status=SettlementStatus.DRAFT, run=run)
+    # The history events this run wrote (billing/settling.py): a draft it created, or one whose
+    # total or digests it changed.
+    changed = (
+        SettlementEvent.objects.filter(
+            settlement__period=run.period,
+            settlement__status=SettlementStatus.DRAFT,
+            settlement__run=run,
+            action__in=("computed", "recomputed"),
+            detail__run=run.pk,
+        )
+        .order_by("settlement__licensor_id")
+        .values_list("settlement__licensor_id", flat=True)
+        .distinct()
+    )
     # Who is told first, then only their drafts, with only what the message shows: a run writes
     # up to tens of thousands of drafts, and licensors without reviewers need none of them.
     reviewers = {
         licensor_id: to
-        for licensor_id in drafts.order_by("licensor_id")
-        .values_list("licensor_id", flat=True)
-        .distinct()
+        for licensor_id in changed
         if (to := licensor_reviewer_emails(licensor_id=licensor_id))
     }
     if not reviewers:

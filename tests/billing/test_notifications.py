@@ -384,3 +384,31 @@ def test_two_reminder_runs_at_once_record_one_reminder(
     assert [n.settlement_id for n in recorded] == [tg.pk]
     assert Notification.objects.filter(kind="review_reminder", settlement=fw).count() == 1
     assert [m.subject for m in smtp_inbox.messages] == [recorded[0].subject]
+
+
+def test_a_re_run_tells_only_the_licensors_whose_drafts_it_changed(
+    smtp_inbox: Inbox, client_for: Callable[..., APIClient]
+) -> None:
+    # given: October billed once (one message to MiniMax's reviewers, one to Kimi's)
+    clients = world(client_for)
+    run_billing("2026-10")
+    assert len(smtp_inbox.messages) == 2
+
+    # when: October run again with the same usage
+    run_billing("2026-10")
+
+    # then: nobody is told again
+    assert len(smtp_inbox.messages) == 2
+
+    # when: one more MiniMax record of Together's, and October run a third time
+    post_usage(clients["together"], [record("t-2", revenue="100.00")])
+    run_billing("2026-10")
+
+    # then: MiniMax's reviewers hear of their drafts again (both, the unchanged one too); Kimi's
+    # reviewer, whose draft did not change, does not
+    assert len(smtp_inbox.messages) == 3
+    assert len(smtp_inbox.to(KIM)) == 1
+    third = smtp_inbox.to(ANN)[-1]
+    assert third.subject == "[Tollgate] 2 settlements for 2026-10 await your review"
+    assert "total:      USD 1,493.48" in third.body
+    assert "total:      USD 9,036.00" in third.body
