@@ -360,6 +360,7 @@ SETTLEMENT_ACTIONS = (
     "deemed",
     "invoiced",
     "paid",
+    "refunded",
     "voided",
 )
 

@@ -27,8 +27,9 @@ from billing.models import (
     SettlementStatus,
     StripeEvent,
 )
+from billing.history import settlement_event_record
 from billing.refund_models import SettlementRefund
-from core.money import whole_units
+from core.money import from_minor_units, whole_units
 from ledger.models import AccountKind
 from ledger.services import PostingSpec, account_for, journal_post
 
@@ -148,6 +149,18 @@ def _charge_refunded(*, charge: dict[str, Any], invoice_id: str | None) -> tuple
         platform_fee_minor=fee,
         withholding_minor=withholding,
         licensor_share_minor=share,
+    )
+    # In the settlement's history too: what came back to the host, next to how it was paid.
+    settlement_event_record(
+        settlement=settlement,
+        actor="stripe",
+        action="refunded",
+        detail={
+            "charge": charge_id,
+            "amount": format(from_minor_units(new, settlement.currency), "f"),
+            "refunded in all": format(from_minor_units(after, settlement.currency), "f"),
+            "licensor share": format(from_minor_units(share, settlement.currency), "f"),
+        },
     )
     key = f"refund:{charge_id}:{cumulative}"
     if share:

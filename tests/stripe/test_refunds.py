@@ -114,6 +114,19 @@ def test_a_refund_before_the_payout_reduces_it(stripe_world: Any) -> None:
     assert payout.net_minor == NET - 77258 == 695320
     settlement.refresh_from_db()
     assert settlement.status == "paid"
+    # and: the refund is in the settlement's history, after its payment
+    history = list(settlement.events.order_by("at", "id").values_list("actor", "action", "detail"))
+    assert [a for _, a, _ in history][-2:] == ["paid", "refunded"]
+    assert history[-1] == (
+        "stripe",
+        "refunded",
+        {
+            "charge": charge_id,
+            "amount": "903.60",
+            "refunded in all": "903.60",
+            "licensor share": "772.58",
+        },
+    )
     payout_mark_paid(payout_id=str(payout.pk), reference="BANK-OUT-1")
     page = reviewer_of("minimax").get("/admin/payouts/").content.decode()
     assert ">-772.58<" in page  # carried forward
@@ -199,6 +212,7 @@ def test_the_same_refund_delivered_twice_or_told_twice_posts_once(stripe_world: 
     assert SettlementRefund.objects.count() == 1
     assert PayoutAdjustment.objects.filter(source__startswith="refund:").count() == 1
     assert JournalEntry.objects.count() == entries
+    assert settlement.events.filter(action="refunded").count() == 1
     assert verify_books().ok
 
 
