@@ -262,3 +262,6 @@ def _bill_and_check(
     checked, problems = settlements_verify(period=period)
     assert problems == []
     assert checked == len(settlements)
+    # and: as well from the month's aggregation at once (what --verify does for a run's many
+    # settlements): a pair's part of the month is its own aggregation
+    assert settlements_verify(period=period, month_at_once=1) == (checked, [])

@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 
 from billing.models import BillingRun, PendingRerate, Settlement
 from billing.review import settlement_approve
+from billing.verify import settlements_verify
 from ledger.selectors import party_balances, trial_balance
 from licensing.models import Host, Licensor
 from tests.billing.conftest import post_usage, record, run_billing, settlement_of
@@ -138,9 +139,10 @@ def test_it_verifies_settled_months_and_names_a_tampered_settlement(
     settlement_approve(settlement=october, actor="test")
     post_usage(client, [record("oct-late", revenue="500.00", at="2026-10-28T09:00:00Z")])
 
-    # when / then: it verifies
+    # when / then: it verifies (also from the month's aggregation at once, late usage excluded)
     out = run_billing("2026-10", "--verify")
     assert "verified 1 settled settlement(s) of 2026-10: all match" in out
+    assert settlements_verify(period="2026-10", month_at_once=1) == (1, [])
 
     # when: a line is tampered with behind the triggers' back
     with connection.cursor() as cursor:
@@ -152,10 +154,14 @@ def test_it_verifies_settled_months_and_names_a_tampered_settlement(
         )
         cursor.execute("RESET session_replication_role")
 
-    # then: exit 1, naming the settlement
+    # then: exit 1, naming the settlement; the month's aggregation at once finds the same
     with pytest.raises(SystemExit) as exited:
         run_billing("2026-10", "--verify")
     assert exited.value.code == 1
+    one_by_one = [str(p) for p in settlements_verify(period="2026-10")[1]]
+    at_once = [str(p) for p in settlements_verify(period="2026-10", month_at_once=1)[1]]
+    assert at_once == one_by_one
+    assert len(at_once) == 2 and "lines differ from a re-rating" in at_once[0]
 
 
 def test_it_names_the_tampered_settlement_on_stderr(
