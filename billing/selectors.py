@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from django.db.models import Count, QuerySet
 
 from billing.models import Settlement
-from licensing.auth import Principal
+
+if TYPE_CHECKING:  # licensing/auth.py imports DRF, which run_billing (a reader) never needs
+    from licensing.auth import Principal
 
 
 def settlement_list(
