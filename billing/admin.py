@@ -41,8 +41,6 @@ from billing import (  # noqa: F401
     stripe_gateway,
 )
 from billing.admin_scope import licensor_scope, reviewer_licensor_id  # noqa: F401 - kept importable
-from billing.api import statement_csv
-from billing.api_kit import kit_response
 from billing.errors import SettlementStateError
 from billing.invoicing import settlement_invoice
 from billing.models import (
@@ -392,6 +390,10 @@ class SettlementAdmin(admin.ModelAdmin):
     def statement_csv_view(self, request: HttpRequest, object_id: Any) -> HttpResponse:
         """The CSV of `GET /api/v1/settlements/{id}/statement.csv`, for the logged-in reviewer
         (the API wants a licensor's key; the admin has the session)."""
+        # The API's modules are imported on the first download, not with the admin: they pull in
+        # DRF and drf-spectacular, which no command needs at start-up (docs/performance.md).
+        from billing.api import statement_csv
+
         s = self._viewable(request, object_id)
         response = HttpResponse(statement_csv(s), content_type="text/csv; charset=utf-8")
         filename = f"settlement-{s.licensor.slug}-{s.host.slug}-{s.period}-{s.currency}.csv"
@@ -401,6 +403,8 @@ class SettlementAdmin(admin.ModelAdmin):
     def kit_view(self, request: HttpRequest, object_id: Any) -> StreamingHttpResponse:
         """The verification kit of `GET /api/v1/settlements/{id}/kit`, streamed by the same code,
         for the logged-in reviewer (docs/verification.md)."""
+        from billing.api_kit import kit_response  # as statement_csv_view's import
+
         return kit_response(self._viewable(request, object_id))
 
     def line_usage_view(self, request: HttpRequest, object_id: Any, line_id: int) -> HttpResponse:

@@ -20,7 +20,6 @@ from django.utils.html import format_html
 from billing.admin_scope import reviewer_licensor_id
 from billing.models import Payout, PayoutStatus
 from billing.payouts import PaymentError, money, payout_mark_paid
-from billing.payouts_api import statement_response
 
 
 class RecordPaymentForm(forms.Form):
@@ -154,6 +153,10 @@ class PayoutAdmin(admin.ModelAdmin):
     def statement_view(self, request: HttpRequest, object_id: Any) -> HttpResponse:
         """The payout's CSV statement, the same bytes as the API's, for a logged-in user (a
         reviewer has a session, no API key); another licensor's payout is 404."""
+        # Imported on the first download, not with the admin: the API module pulls in DRF and
+        # drf-spectacular, which no command needs at start-up (docs/performance.md).
+        from billing.payouts_api import statement_response
+
         if not self.has_view_permission(request):
             raise PermissionDenied
         payout = get_object_or_404(self.get_queryset(request), pk=object_id)

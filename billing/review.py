@@ -33,7 +33,6 @@ from billing.models import (
     SettlementStatus,
 )
 from billing.payouts import platform_fee_minor
-from billing.tasks import settlement_invoice
 from core.money import quantize, to_minor_units
 from ledger.services import settlement_accrual_post, settlement_credit_post
 from usage.services import period_close
@@ -146,6 +145,10 @@ def _queue_invoice(settlement_id: str) -> None:
     STRIPE_API_KEY approval stops at `approved`. robust: in-process (eager) Celery runs the task
     right here, and a Stripe failure must not turn a committed approval into an error; the
     hourly sweep and the admin's "Send invoice" retry it."""
+    # Imported here: billing/tasks.py imports the Stripe SDK (its retry list), which the
+    # importers of this module (the admin, at every start-up) need not pay for.
+    from billing.tasks import settlement_invoice
+
     transaction.on_commit(lambda: settlement_invoice.delay(settlement_id), robust=True)
 
 

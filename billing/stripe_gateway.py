@@ -17,6 +17,10 @@ for as long as Stripe takes to answer.
 
 Amounts are integers in minor units of the currency (cents for USD, yen for JPY), as Stripe takes
 them; currency codes go to Stripe in lower case.
+
+The SDK itself is imported at the first call that needs it, not with this module: importing it
+costs ~100 ms, which every process that imports billing (every `manage.py` command) would pay
+otherwise (docs/performance.md, "Start-up").
 """
 
 from __future__ import annotations
@@ -25,23 +29,40 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import stripe
 from django.conf import settings
 
 from licensing.models import Host
 
+if TYPE_CHECKING:
+    import stripe
+
+    # The SDK's exceptions under the names callers catch (`except stripe_gateway.StripeError`),
+    # set by `__getattr__` below on first use. TRANSIENT_ERRORS: errors after which the same call
+    # may simply be made again later (the Celery task retries them). StripeError: any refusal by
+    # Stripe; the transient ones are retried, the others fail the payout.
+    TRANSIENT_ERRORS: tuple[type[Exception], ...]
+    SignatureVerificationError = stripe.SignatureVerificationError
+    StripeError = stripe.StripeError
+
 logger = logging.getLogger(__name__)
 
-# Errors after which the same call may simply be made again later (the Celery task retries them).
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
-    stripe.APIConnectionError,
-    stripe.RateLimitError,
-    stripe.APIError,
-)
 
-SignatureVerificationError = stripe.SignatureVerificationError
+def __getattr__(name: str) -> Any:
+    """`TRANSIENT_ERRORS`, `SignatureVerificationError`, `StripeError`: the SDK's exceptions,
+    imported with the SDK on first use (PEP 562), then kept as this module's attributes."""
+    if name not in ("TRANSIENT_ERRORS", "SignatureVerificationError", "StripeError"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import stripe
+
+    globals().update(
+        TRANSIENT_ERRORS=(stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError),
+        SignatureVerificationError=stripe.SignatureVerificationError,
+        StripeError=stripe.StripeError,
+    )
+    return globals()[name]
+
 
 # Stripe refuses an invoice with more line items than this.
 MAX_INVOICE_ITEMS = 250
@@ -85,6 +106,8 @@ def client() -> stripe.StripeClient:
     anyway."""
     if not settings.STRIPE_API_KEY:
         raise StripeNotConfigured("STRIPE_API_KEY is not set")
+    import stripe
+
     base = settings.STRIPE_API_BASE
     retries = settings.STRIPE_MAX_NETWORK_RETRIES
     if base:
@@ -264,9 +287,6 @@ def invoice_send(
 
 # --- transfers (payouts to connected accounts, billing/payouts.py) ------------------------------
 
-# Any refusal by Stripe; the transient ones above are retried, the others fail the payout.
-StripeError = stripe.StripeError
-
 
 def transfer_find(*, payout_id: str) -> dict[str, Any] | None:
     """The transfer a payout already made, or None: transfers of the payout's transfer_group
@@ -337,8 +357,10 @@ def webhook_event(*, payload: bytes, signature: str | None) -> dict[str, Any]:
     is not an event)."""
     if not settings.STRIPE_WEBHOOK_SECRET:
         raise StripeNotConfigured("STRIPE_WEBHOOK_SECRET is not set")
+    import stripe
+
     if not signature:
-        raise SignatureVerificationError("No Stripe-Signature header", signature, payload)
+        raise stripe.SignatureVerificationError("No Stripe-Signature header", signature, payload)
     stripe.Webhook.construct_event(payload, signature, settings.STRIPE_WEBHOOK_SECRET)
     event: dict[str, Any] = json.loads(payload)
     if not isinstance(event, dict) or "id" not in event:

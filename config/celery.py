@@ -8,9 +8,14 @@ from typing import Any
 import structlog
 from celery import Celery
 from celery.signals import setup_logging, task_postrun, task_prerun, task_retry, worker_ready
+from django.dispatch import receiver
 from django.utils import timezone
 
-from config.metrics import BILLING_PAIR_FAILURES, observe_billing_task, worker_metrics_serve
+from billing.signals import webhook_attempted
+
+# The handlers below import config/metrics.py (prometheus_client) when they first record a number,
+# not here: every process imports this module, every manage.py command included, and most record
+# nothing (docs/performance.md, "Start-up").
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -56,6 +61,8 @@ def _task_end(
     """The billing tasks' end: the run's duration once it completed (config/metrics.py)."""
     name = getattr(task, "name", "")
     if name.startswith("billing.tasks."):
+        from config.metrics import BILLING_PAIR_FAILURES, observe_billing_task
+
         if name in PAIR_TASKS and state == "FAILURE":
             BILLING_PAIR_FAILURES.labels("error").inc()
         observe_billing_task(
@@ -71,6 +78,8 @@ def _task_end(
 @task_retry.connect
 def _task_retry(sender: Any = None, **kwargs: Any) -> None:
     if getattr(sender, "name", "") in PAIR_TASKS:
+        from config.metrics import BILLING_PAIR_FAILURES
+
         BILLING_PAIR_FAILURES.labels("retry").inc()
 
 
@@ -79,7 +88,17 @@ def _serve_metrics(**kwargs: Any) -> None:
     """With CELERY_METRICS_PORT set, the worker serves its own /metrics (docs/operations.md)."""
     port = os.environ.get("CELERY_METRICS_PORT")
     if port:
+        from config.metrics import worker_metrics_serve
+
         worker_metrics_serve(int(port), os.environ.get("CELERY_METRICS_ADDR", "0.0.0.0"))  # noqa: S104
+
+
+@receiver(webhook_attempted, dispatch_uid="tollgate-metrics-webhooks")
+def _count_webhook(sender: Any = None, outcome: str = "", **kwargs: Any) -> None:
+    """Each webhook delivery attempt, counted by outcome (config/metrics.py)."""
+    from config.metrics import webhook_attempt_count
+
+    webhook_attempt_count(outcome=outcome)
 
 
 # Deemed acceptance's task lives beside its service (billing/deeming.py), not in billing/tasks.py,

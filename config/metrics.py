@@ -3,11 +3,12 @@
 Hooks sit where the numbers are final, outside the code that produces them: ingestion is counted
 from the usage endpoints' answers (config/middleware.py), billing from Celery's task signals at
 the end of each billing task (config/celery.py), webhook deliveries from billing's signal once an
-attempt is recorded (billing/signals.py); the runs' and payouts' states are read from the
-database and the queue's depth from the broker at scrape time. With `PROMETHEUS_MULTIPROC_DIR`
-set (the Procfile runner and the image set it), every process of the machine writes its samples
-there and `/metrics` sums them, so the figures do not depend on which gunicorn worker answers
-the scrape.
+attempt is recorded (billing/signals.py, connected in config/celery.py: every process imports
+that, and this module and prometheus_client load only once a number is recorded); the runs' and
+payouts' states are read from the database and the queue's depth from the broker at scrape
+time. With `PROMETHEUS_MULTIPROC_DIR` set (the Procfile runner and the image set it), every
+process of the machine writes its samples there and `/metrics` sums them, so the figures do not
+depend on which gunicorn worker answers the scrape.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from billing.signals import WEBHOOK_OUTCOMES, webhook_attempted
+from billing.signals import WEBHOOK_OUTCOMES
 
 # The usage endpoints whose answers are counted, by path, and their label.
 INGEST_ENDPOINTS = {"/api/v1/usage": "usage", "/api/v1/events": "events"}
@@ -78,11 +79,9 @@ for _outcome in WEBHOOK_OUTCOMES:  # every outcome at 0 from the start: rate() s
     WEBHOOK_DELIVERIES.labels(_outcome)
 
 
-def _count_webhook(sender: Any, outcome: str, **kwargs: Any) -> None:
+def webhook_attempt_count(*, outcome: str) -> None:
+    """One webhook delivery attempt (billing/signals.py's `webhook_attempted`)."""
     WEBHOOK_DELIVERIES.labels(outcome).inc()
-
-
-webhook_attempted.connect(_count_webhook, dispatch_uid="tollgate-metrics-webhooks")
 
 
 def _error_code(message: str) -> str:

@@ -14,6 +14,8 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.core.checks import Tags
+from django.core.checks.registry import registry
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
@@ -23,9 +25,19 @@ from billing.selectors import settlements_for_period_listing
 from billing.verify import settlements_verify
 from core.periods import period_bounds, previous_period
 
+# The web stack's system checks: loading the URLconf, the admin's registrations and every template
+# tag library imports the API, DRF and drf-spectacular (~250 ms, a third of this command's
+# start-up; docs/performance.md, "Start-up"). `manage.py check`, `migrate` and runserver run them.
+WEB_CHECKS = frozenset({Tags.urls, Tags.admin, Tags.templates})
+
 
 class Command(BaseCommand):
     help = "Run the monthly billing run for a period (default: last month), or --verify it."
+
+    def get_check_kwargs(self, options: Any) -> dict[str | None, Any]:
+        """Every system check but the web stack's (WEB_CHECKS), before the run as for any
+        command; untagged checks (auth's middleware order) are the web stack's too."""
+        return {"tags": sorted(registry.tags_available() - WEB_CHECKS)}
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--period", help="YYYY-MM (default: the previous UTC month)")
