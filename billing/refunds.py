@@ -20,6 +20,7 @@ from typing import Any
 
 from django.db.models import Sum
 
+from billing.history import settlement_event_record
 from billing.models import (
     PayableSettlement,
     PayoutAdjustment,
@@ -27,7 +28,6 @@ from billing.models import (
     SettlementStatus,
     StripeEvent,
 )
-from billing.history import settlement_event_record
 from billing.refund_models import SettlementRefund
 from core.money import from_minor_units, whole_units
 from ledger.models import AccountKind
