@@ -7,7 +7,7 @@ rates its groups with `licensing.rating` and writes its settlements (docs/billin
 
 A settlement is a *draft* until the licensor approves or disputes it; a re-run recomputes a draft.
 Once decided (approved, disputed, invoiced, paid, superseded) neither it nor its lines ever change:
-triggers installed by migration 0002 refuse it, whatever client writes. A disputed one is replaced
+triggers (migrations 0002, 0008, 0013) refuse it, whatever client writes. A disputed one is replaced
 by a revision when a run finds its usage changed (billing/revisions.py). Usage that arrives for a
 settled (approved) month is billed as `adjustment` lines of a later settlement.
 
@@ -210,7 +210,11 @@ class Settlement(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     licensor = models.ForeignKey(Licensor, on_delete=models.PROTECT, related_name="settlements")
-    host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="settlements")
+    # No index of its own: the (host, period) index below serves every lookup by host, and one
+    # index less is one less to write per settlement a billing run inserts (migration 0013).
+    host = models.ForeignKey(
+        Host, on_delete=models.PROTECT, related_name="settlements", db_index=False
+    )
     period = models.CharField(max_length=7)
     currency = models.CharField(max_length=3)
     status = models.CharField(
@@ -269,8 +273,10 @@ class Settlement(models.Model):
     decided_by = models.CharField(max_length=200, blank=True)
     # Invoicing through Stripe (billing/stripe_gateway.py, docs/stripe.md). The invoice id is set
     # once, with the move to `invoiced` (trigger of migration 0003); NULL (not "") until then,
-    # so that the unique constraint holds only between real ids.
-    stripe_invoice_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    # so that the unique constraint holds only between real ids. Unique by a constraint in Meta,
+    # not `unique=True`: on PostgreSQL that also builds a varchar_pattern_ops "_like" index for
+    # LIKE queries, and nothing looks an invoice id up but by equality (migration 0013).
+    stripe_invoice_id = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     # The claim of an invoicing attempt: set by the worker that calls Stripe, cleared when it
     # fails; a claim older than INVOICING_LEASE is a dead worker's and may be taken over.
     invoicing_started_at = models.DateTimeField(null=True, blank=True)
@@ -287,6 +293,10 @@ class Settlement(models.Model):
         ordering = ["-period", "licensor__slug", "host__slug", "currency"]
         permissions = [("send_invoice", "Can send a settlement's invoice through Stripe")]
         constraints = [
+            # The name `unique=True` gave it (migrations 0003 to 0012): the same constraint.
+            models.UniqueConstraint(
+                fields=["stripe_invoice_id"], name="billing_settlement_stripe_invoice_id_key"
+            ),
             # Exactly one current settlement per key: superseded and void ones step aside.
             models.UniqueConstraint(
                 fields=["licensor", "host", "period", "currency"],
@@ -392,7 +402,11 @@ class SettlementLine(models.Model):
     """One line of a settlement, with the fields of a line's JSON (docs/api.md). Quantities of an
     `adjustment` line are deltas and may be negative."""
 
-    settlement = models.ForeignKey(Settlement, on_delete=models.CASCADE, related_name="lines")
+    # No index of its own: the unique (settlement, position) constraint's index serves every
+    # lookup by settlement (migration 0013).
+    settlement = models.ForeignKey(
+        Settlement, on_delete=models.CASCADE, related_name="lines", db_index=False
+    )
     position = models.PositiveIntegerField()
     # The license whose terms rated the line: re-rating a settled month is done per license.
     license = models.ForeignKey(License, on_delete=models.PROTECT, related_name="+")
