@@ -238,7 +238,7 @@ class Settlement(models.Model):
     lines_digest = models.CharField(max_length=80, blank=True, default="")
     # Not indexed: a re-run moves every draft to itself, and an index on `run` would make each
     # of those updates write every index of the table; without it, and with room left on each
-    # page (fillfactor, migration 0013), they are HOT updates. Settlements of a run are found
+    # page (fillfactor, migration 0014), they are HOT updates. Settlements of a run are found
     # by their period first (index below).
     run = models.ForeignKey(
         BillingRun,

@@ -18,7 +18,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("billing", "0012_settlement_refunds"),
+        ("billing", "0013_cheaper_line_guard"),
     ]
 
     operations = [

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("billing", "0013_settlement_reruns"),
+        ("billing", "0014_settlement_reruns"),
     ]
 
     operations = [
