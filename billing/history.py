@@ -13,6 +13,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from billing.bulk import values_copy
 from billing.models import Settlement, SettlementEvent
 
 SYSTEM = "system"  # the actor of what a run or the beat does on its own
@@ -41,12 +42,12 @@ def settlement_events_record(events: list[tuple[Settlement, str, str, dict[str, 
     (settlement, actor, action, detail) per event, written in one statement, all at the same
     instant. Call it inside the changes' transaction."""
     at = timezone.now()
-    SettlementEvent.objects.bulk_create(
-        [
-            SettlementEvent(settlement=s, at=at, actor=actor, action=action, detail=detail)
-            for s, actor, action, detail in events
-        ],
-        batch_size=1000,
+    # COPY (billing/bulk.py): a first run writes one event per settlement, tens of thousands;
+    # bulk_create compiled ~100 µs of SQL per row.
+    values_copy(
+        SettlementEvent,
+        ("settlement_id", "at", "actor", "action", "detail"),
+        [(s.pk, at, actor, action, detail) for s, actor, action, detail in events],
     )
 
 
