@@ -26,7 +26,7 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.core.mail import EmailMessage
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F, Max, Q
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -112,30 +112,45 @@ def _queue(notification_id: int) -> None:
 def review_ready_record(*, run: BillingRun) -> list[Notification]:
     """When `run` has just ended (`done` or `partial`, in the transaction that ended it): one
     message per licensor listing the run's drafts, to that licensor's reviewers only. A licensor
-    none of whose drafts this run created or changed (a re-run that found the same usage) is
-    told nothing again: the message of the run that wrote them still holds."""
+    already told of this period's drafts is told again only if one of them was created or changed
+    since (a re-run that found the same usage tells nobody). Drafts written by a run that never
+    ended `done` or `partial` (superseded, failed) were never announced: they count as changed."""
     if run.status not in (BillingRun.Status.DONE, BillingRun.Status.PARTIAL):
         return []
     drafts = Settlement.objects.filter(period=run.period, status=SettlementStatus.DRAFT, run=run)
-    # The history events this run wrote (billing/settling.py): a draft it created, or one whose
-    # total or digests it changed.
-    changed = (
+    # When each licensor was last told of this period's drafts, by an earlier run's message.
+    told = dict(
+        Notification.objects.filter(kind=NotificationKind.REVIEW_READY, run__period=run.period)
+        .exclude(run=run)
+        .values("licensor_id")
+        .annotate(at=Max("created_at"))
+        .values_list("licensor_id", "at")
+    )
+    # When each licensor's drafts of the period were last created or changed (their history:
+    # billing/settling.py writes `computed` or `recomputed` only then), by whichever run.
+    changed = dict(
         SettlementEvent.objects.filter(
             settlement__period=run.period,
             settlement__status=SettlementStatus.DRAFT,
-            settlement__run=run,
             action__in=("computed", "recomputed"),
-            detail__run=run.pk,
         )
-        .order_by("settlement__licensor_id")
-        .values_list("settlement__licensor_id", flat=True)
-        .distinct()
+        .values("settlement__licensor_id")
+        .annotate(at=Max("at"))
+        .values_list("settlement__licensor_id", "at")
     )
+    to_tell = [
+        licensor_id
+        for licensor_id in drafts.order_by("licensor_id")
+        .values_list("licensor_id", flat=True)
+        .distinct()
+        if licensor_id not in told
+        or (licensor_id in changed and changed[licensor_id] > told[licensor_id])
+    ]
     # Who is told first, then only their drafts, with only what the message shows: a run writes
     # up to tens of thousands of drafts, and licensors without reviewers need none of them.
     reviewers = {
         licensor_id: to
-        for licensor_id in changed
+        for licensor_id in to_tell
         if (to := licensor_reviewer_emails(licensor_id=licensor_id))
     }
     if not reviewers:

@@ -22,9 +22,10 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from billing import settling
-from billing.models import BillingRun, Settlement
+from billing.models import BillingRun, BillingRunPair, Settlement
 from billing.notification_models import Notification
 from billing.notifications import remind_reviewers, reminders_record
+from billing.runs import billing_pairs_bill, billing_run_start
 from licensing.catalog import catalog_import
 from licensing.models import Host, Licensor, LicensorMembership
 from licensing.selectors import licensor_reviewer_permissions
@@ -412,3 +413,30 @@ def test_a_re_run_tells_only_the_licensors_whose_drafts_it_changed(
     assert third.subject == "[Tollgate] 2 settlements for 2026-10 await your review"
     assert "total:      USD 1,493.48" in third.body
     assert "total:      USD 9,036.00" in third.body
+
+
+def test_drafts_of_a_run_that_never_ended_are_told_by_the_run_that_does(
+    smtp_inbox: Inbox, client_for: Callable[..., APIClient]
+) -> None:
+    # given: a run of October that wrote every draft but one pair's, then stopped (never ended,
+    # so it told nobody)
+    world(client_for)
+    first = billing_run_start(period="2026-10", trigger="command")
+    pairs = list(
+        BillingRunPair.objects.filter(run=first)
+        .order_by("licensor__slug", "host__slug")
+        .values_list("host_id", "licensor_id")
+    )
+    assert len(pairs) == 3
+    billing_pairs_bill(run_id=first.pk, pairs=pairs[:2])  # Kimi's and one of MiniMax's
+    assert smtp_inbox.messages == []
+
+    # when: October run again (it supersedes the first run and finds the same usage)
+    run_billing("2026-10")
+
+    # then: both licensors' reviewers hear of their drafts, those the first run wrote included
+    assert len(smtp_inbox.messages) == 2
+    [minimax] = smtp_inbox.to(ANN)
+    [kimi] = smtp_inbox.to(KIM)
+    assert minimax.subject == "[Tollgate] 2 settlements for 2026-10 await your review"
+    assert kimi.subject == "[Tollgate] 1 settlement for 2026-10 awaits your review"
