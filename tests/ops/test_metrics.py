@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import redis
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from kombu import Connection
 from prometheus_client import REGISTRY
@@ -29,6 +31,7 @@ from billing.tasks import bill_pair, run_monthly_billing
 from billing.webhook_delivery import RETRY_FOR, delivery_attempt
 from billing.webhook_models import WebhookDelivery, WebhookEvent
 from config.celery import app as celery_app
+from config.metrics import observe_billing_task
 from licensing.catalog import catalog_import
 from licensing.models import Host, Licensor
 from tests.billing.conftest import (
@@ -167,6 +170,59 @@ def test_billing_metrics_move_when_the_task_completes_a_run(
 
 
 @pytest.mark.django_db
+def test_a_batch_task_that_does_not_end_its_run_reads_only_the_run(
+    django_assert_num_queries: Callable[..., Any],
+) -> None:
+    # given: a running run of 500 pairs, and the end of a batch task naming all of them
+    catalog_import(minimax_catalog())
+    host, licensor = Host.objects.get(slug="fireworks"), Licensor.objects.get()
+    run = BillingRun.objects.create(period=PERIOD, pairs_total=500)
+    BillingRunPair.objects.create(run=run, host=host, licensor=licensor)
+    batch = [[host.pk, licensor.pk]] + [[host.pk, 10_000 + i] for i in range(499)]
+    runs_before = sample("tollgate_billing_run_seconds_count")
+    started_at = timezone.now() - timedelta(seconds=5)
+
+    # when: a Celery worker pays this between two batches
+    with CaptureQueriesContext(connection) as queries:
+        observe_billing_task(
+            task="billing.tasks.bill_pairs",
+            args=(run.pk, batch),
+            state="SUCCESS",
+            started_at=started_at,
+        )
+
+    # then: one read of the run by its key, not of its pairs (a condition per pair, joined to
+    # the pairs, cost ~0.17 s a batch)
+    assert len(queries) == 1
+    assert "billing_billingrunpair" not in queries[0]["sql"]
+    assert sample("tollgate_billing_run_seconds_count") == runs_before
+
+    # given: the batch's transaction ended the run
+    ended = timezone.now()
+    BillingRunPair.objects.filter(run=run).update(done_at=ended)
+    BillingRun.objects.filter(pk=run.pk).update(status="done", finished_at=ended)
+
+    # when / then: the run, then the pairs that ended it: observed once
+    with django_assert_num_queries(2):
+        observe_billing_task(
+            task="billing.tasks.bill_pairs",
+            args=(run.pk, batch),
+            state="SUCCESS",
+            started_at=started_at,
+        )
+    assert sample("tollgate_billing_run_seconds_count") - runs_before == 1
+
+    # when / then: a batch of other pairs of the same run is not the one that ended it
+    observe_billing_task(
+        task="billing.tasks.bill_pairs",
+        args=(run.pk, batch[1:]),
+        state="SUCCESS",
+        started_at=started_at,
+    )
+    assert sample("tollgate_billing_run_seconds_count") - runs_before == 1
+
+
+@pytest.mark.django_db
 def test_a_running_run_shows_its_age(client: APIClient) -> None:
     # given: a run started two hours ago that never finished
     run = BillingRun.objects.create(period=PERIOD)
@@ -264,7 +320,11 @@ def test_payouts_are_shown_by_status_and_rail(
     settlement = settlement_of(licensor="minimax", host="fireworks", period=PERIOD)
     settlement_approve(settlement=settlement, actor="test")
     call_command(
-        "record_host_payment", "--settlement", str(settlement.pk), "--reference", "BANK-1",
+        "record_host_payment",
+        "--settlement",
+        str(settlement.pk),
+        "--reference",
+        "BANK-1",
         stdout=io.StringIO(),
     )
     call_command("run_payouts", "--as-of", "2026-11-05", stdout=io.StringIO())
