@@ -1,7 +1,10 @@
-"""`python manage.py run_billing [--period YYYY-MM] [--verify]` (README, "Management commands").
+"""`python manage.py run_billing [--period YYYY-MM] [--jobs N] [--verify]` (README, "Management
+commands").
 
 Runs the monthly billing run synchronously through the same services the Celery tasks call,
-prints one line per settlement of the period, and on a terminal shows progress. A pair that
+prints one line per settlement of the period, and on a terminal shows progress. With --jobs N
+the batches of pairs are billed by N processes at once (forked from this one, each with its own
+database connection), as N Celery workers would bill them. A pair that
 cannot be settled is recorded as failed and the run goes on with the others; at the end each
 failed pair is named with its error and the command exits 1. With --verify it re-rates the
 period's settled settlements instead and exits 1, naming each one that would differ.
@@ -9,19 +12,24 @@ period's settled settlements instead and exits 1, naming each one that would dif
 
 from __future__ import annotations
 
+import multiprocessing
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from typing import Any
 
 from django.conf import settings
 from django.core.checks import Tags
 from django.core.checks.registry import registry
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
 from django.utils import timezone
 
 from billing.models import BillingRunPair
 from billing.runs import billing_pairs_bill, billing_run_start
 from billing.selectors import settlements_for_period_listing
+from billing.settling import Pair
 from billing.verify import settlements_verify
 from core.periods import period_bounds, previous_period
 
@@ -46,6 +54,12 @@ class Command(BaseCommand):
             action="store_true",
             help="re-rate settled settlements of the period; exit 1 if any would differ",
         )
+        parser.add_argument(
+            "--jobs",
+            type=int,
+            default=1,
+            help="bill the batches of pairs in N processes at once (default 1)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         period = options["period"] or previous_period(timezone.now())
@@ -53,10 +67,12 @@ class Command(BaseCommand):
             period_bounds(period)
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
+        if options["jobs"] < 1:
+            raise CommandError(f"--jobs: must be 1 or more, got {options['jobs']}")
         if options["verify"]:
             self._verify(period)
         else:
-            self._run(period)
+            self._run(period, jobs=options["jobs"])
 
     def _verify(self, period: str) -> None:
         checked, problems = settlements_verify(period=period)
@@ -68,7 +84,7 @@ class Command(BaseCommand):
             self.style.SUCCESS(f"verified {checked} settled settlement(s) of {period}: all match")
         )
 
-    def _run(self, period: str) -> None:
+    def _run(self, period: str, *, jobs: int) -> None:
         tty = self.stdout.isatty()
         started = time.monotonic()
         run = billing_run_start(period=period, trigger="command")
@@ -78,18 +94,20 @@ class Command(BaseCommand):
             .values_list("host_id", "licensor_id")
         )
         size = settings.BILLING_PAIRS_PER_BATCH
-        for first in range(0, len(pairs), size):
-            # A batch per transaction; a pair that fails is recorded and named below, and the
-            # others of its batch are still billed (billing_pairs_bill).
-            billing_pairs_bill(run_id=run.pk, pairs=pairs[first : first + size])
-            done = min(first + size, len(pairs))
+        batches = [pairs[first : first + size] for first in range(0, len(pairs), size)]
+        done = 0
+
+        def progress(count: int) -> None:
+            nonlocal done
+            done += count
             if tty:
                 elapsed = time.monotonic() - started
                 self.stdout.write(
-                    f"\r  billing {period}: {done}/{len(pairs)} pairs, {elapsed:.1f}s",
-                    ending="",
+                    f"\r  billing {period}: {done}/{len(pairs)} pairs, {elapsed:.1f}s", ending=""
                 )
                 self.stdout.flush()
+
+        batches_bill(run_id=run.pk, batches=batches, jobs=jobs, progress=progress)
         if tty and pairs:
             self.stdout.write("")
         for s in settlements_for_period_listing(period=period):
@@ -124,3 +142,39 @@ class Command(BaseCommand):
                 f"{len(failed)} of {run.pairs_total} pair(s) could not be settled ({names}); "
                 "the others were. Fix the cause and run the period again."
             )
+
+
+def batches_bill(
+    *, run_id: int, batches: list[list[Pair]], jobs: int, progress: Callable[[int], None]
+) -> None:
+    """Bill each batch (`billing_pairs_bill`: a transaction per batch; a pair that fails is
+    recorded and the others of its batch are still billed), in `jobs` processes at once when
+    there is more than one batch. Each batch locks its own pairs, so two processes never write
+    the same settlements (docs/billing.md, "Batches")."""
+    if jobs == 1 or len(batches) < 2:
+        for batch in batches:
+            billing_pairs_bill(run_id=run_id, pairs=batch)
+            progress(len(batch))
+        return
+    # Forked children must not share this process's database socket: closed here, each
+    # process (this one included, for the listing) opens its own when it next queries.
+    connections.close_all()
+    pool = ProcessPoolExecutor(
+        max_workers=min(jobs, len(batches)), mp_context=multiprocessing.get_context("fork")
+    )
+    try:
+        pending = {pool.submit(_batch_bill, run_id, batch): len(batch) for batch in batches}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in finished:
+                future.result()  # what a batch could not record as a failed pair: stop
+                progress(pending.pop(future))
+    finally:
+        # On an error, the batches not started are dropped; those running finish (each is one
+        # transaction) and a re-run bills the rest.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _batch_bill(run_id: int, pairs: list[Pair]) -> int:
+    """One batch, in a child process of `batches_bill`."""
+    return billing_pairs_bill(run_id=run_id, pairs=pairs)

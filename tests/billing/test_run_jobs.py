@@ -1,0 +1,126 @@
+"""`run_billing --jobs N` bills the batches of pairs in N processes at once (docs/billing.md,
+"Batches"): a batch that waits does not hold the others up, every pair is billed once, and a pair
+that fails in a child process is recorded and named like in one process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+import pytest
+from django.core.management.base import CommandError
+from rest_framework.test import APIClient
+
+from billing.models import BillingRun, BillingRunPair, Settlement
+from licensing.catalog import catalog_import
+from licensing.models import Host, Licensor
+from tests.billing.conftest import minimax_catalog, post_usage, record, run_billing
+from tests.billing.test_run_failures import BIGINT_MAX, insert_like, per_token_catalog
+from tests.billing.test_run_liveness import ROOT, _test_database_url
+
+HOSTS = ("h-1", "h-2", "h-3", "h-4")
+PERIOD = "2026-10"
+
+
+def _usage(client_for: Callable[..., APIClient]) -> None:
+    catalog_import(minimax_catalog(hosts=HOSTS))
+    for slug in HOSTS:
+        host = Host.objects.get(slug=slug)
+        post_usage(client_for(host=host), [record(f"{slug}-1", revenue="100.00")])
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_that_waits_does_not_hold_up_the_others(
+    client_for: Callable[..., APIClient], tmp_path: Path
+) -> None:
+    # given: four pairs, one a batch, and h-1's pair (the first batch) locked by someone else,
+    # as a delivery of the same batch still running elsewhere would hold it (billing/runs.py)
+    _usage(client_for)
+    first = (Host.objects.get(slug="h-1").pk, Licensor.objects.get(slug="minimax").pk)
+    holder = psycopg.connect(_test_database_url(), autocommit=True)
+    holder.execute(
+        "SELECT pg_advisory_lock(hashtextextended(%s, 0))",
+        [f"billing:{first[0]}:{first[1]}:{PERIOD}"],
+    )
+    log = tmp_path / "run_billing.log"
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "run_billing", "--period", PERIOD, "--jobs", "2"],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DATABASE_URL": _test_database_url(),
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "BILLING_PAIRS_PER_BATCH": "1",
+        },
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        # when: the first batch waits for its lock
+        deadline = time.monotonic() + 60
+        while BillingRunPair.objects.filter(done_at__isnull=False).count() < 3:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+
+        # then: the three other pairs were billed by the other process meanwhile
+        waiting = BillingRunPair.objects.get(done_at__isnull=True)
+        assert (waiting.host_id, waiting.licensor_id) == first
+        assert BillingRun.objects.get(period=PERIOD).status == "running"
+    finally:
+        holder.close()  # the lock goes with the session
+        assert proc.wait(timeout=60) == 0, log.read_text()
+
+    # and once it is released, the run completes: every pair billed once
+    out = log.read_text()
+    assert "of 2026-10: done, 4/4 pairs, 0 failed" in out, out
+    assert sorted(Settlement.objects.filter(period=PERIOD).values_list("host__slug", "total")) == [
+        (slug, Decimal("12.00")) for slug in HOSTS
+    ]
+    assert out.count(" h-") == 4  # one line per settlement
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pair_that_fails_in_a_child_process_is_named(
+    client_for: Callable[..., APIClient], settings: pytest.FixtureRequest
+) -> None:
+    # given: two minimax pairs and a TokenCo pair whose amount no settlement can hold, one
+    # pair a batch (the children are forked: they see these settings)
+    settings.BILLING_PAIRS_PER_BATCH = 1  # type: ignore[attr-defined]
+    catalog_import(minimax_catalog(hosts=("fireworks", "together")))
+    catalog_import(per_token_catalog("10000000"))
+    clients = {s: client_for(host=Host.objects.get(slug=s)) for s in ("fireworks", "together")}
+    post_usage(clients["fireworks"], [record("fw-1", revenue="1000.00")])
+    post_usage(clients["together"], [record("to-1", revenue="500.00")])
+    post_usage(clients["fireworks"], [record("fw-t", model="token-1")])
+    insert_like("fw-huge-1", like="fw-t", category="commercial", input_tokens=BIGINT_MAX)
+    insert_like("fw-huge-2", like="fw-t", category="commercial", input_tokens=BIGINT_MAX)
+
+    # when
+    with pytest.raises(CommandError) as failure:
+        run_billing(PERIOD, "--jobs", "2")
+
+    # then: as in one process (tests/billing/test_run_failures.py)
+    assert "1 of 3 pair(s) could not be settled (tokenco/fireworks)" in str(failure.value)
+    run = BillingRun.objects.get(period=PERIOD)
+    assert (run.status, run.pairs_done, run.pairs_failed) == ("partial", 3, 1)
+    totals = {
+        (s.licensor.slug, s.host.slug): s.total_display
+        for s in Settlement.objects.filter(period=PERIOD)
+    }
+    assert totals == {("minimax", "fireworks"): "120.00", ("minimax", "together"): "60.00"}
+    failed = BillingRunPair.objects.get(run=run, licensor__slug="tokenco")
+    assert failed.error.startswith("DataError: numeric field overflow")
+
+
+@pytest.mark.django_db
+def test_jobs_must_be_one_or_more() -> None:
+    with pytest.raises(CommandError, match="--jobs: must be 1 or more, got 0"):
+        run_billing(PERIOD, "--jobs", "0")
