@@ -14,7 +14,7 @@ partition and `ANALYZE` of the parent. Sizes:
 - 250 pairs: 50 hosts x 5 licensors (20 models, one license each, 12% of commercial revenue),
   x 4 categories x 2 regions = 8,000 groups; at 1M rows, then 10M (9M more, same month);
 - 10,000 pairs: 200 hosts x 50 licensors (one model each), 80,000 groups, at 1M rows; also
-  billed by 2 Celery prefork workers (subprocesses) against Redis (`BENCH_CELERY_BROKER`,
+  billed by `run_billing --jobs 2` (each round) and by 2 Celery prefork workers (subprocesses) against Redis (`BENCH_CELERY_BROKER`,
   default db 5, flushed), started by `run_monthly_billing` as beat starts it.
 
 Per size, the month's first run (in-process; it writes every settlement: one sample), then
@@ -299,11 +299,12 @@ def run_in_process() -> dict[str, Any]:
     return _child("--child")
 
 
-def run_as_operator() -> dict[str, float]:
-    """`manage.py run_billing --period`, start-up included; its own peak RSS."""
+def run_as_operator(jobs: int = 1) -> dict[str, float]:
+    """`manage.py run_billing --period [--jobs N]`, start-up included; its own peak RSS (with
+    jobs, the largest of the command and its children)."""
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "run_billing", "--period", PERIOD],
+        [sys.executable, "manage.py", "run_billing", "--period", PERIOD, "--jobs", str(jobs)],
         cwd=ROOT,
         env=child_env(),
         stdout=subprocess.DEVNULL,
@@ -391,8 +392,9 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.2f}s ({min(values):.2f}-{max(values):.2f})"
 
 
-def measure(label: str) -> dict[str, Any]:
-    """Interleaved rounds of baseline, in-process run and operator run, after a warm-up."""
+def measure(label: str, *, jobs: int = 1) -> dict[str, Any]:
+    """Interleaved rounds of baseline, in-process run and operator run (and, with `jobs` > 1,
+    `run_billing --jobs`), after a warm-up."""
     print(f"  -- {label}: baseline plan (EXPLAIN ANALYZE, BUFFERS) --", flush=True)
     print(indent(baseline_plan()), flush=True)
     print(f"  -- {label}: the run's aggregation (EXPLAIN ANALYZE, BUFFERS) --", flush=True)
@@ -406,6 +408,7 @@ def measure(label: str) -> dict[str, Any]:
     bare: list[float] = []
     inproc: list[dict[str, Any]] = []
     operator: list[dict[str, float]] = []
+    parallel: list[dict[str, float]] = []
     groups = 0
     for _ in range(REPEAT):
         checkpoint()
@@ -415,6 +418,9 @@ def measure(label: str) -> dict[str, Any]:
         inproc.append(run_in_process())
         checkpoint()
         operator.append(run_as_operator())
+        if jobs > 1:
+            checkpoint()
+            parallel.append(run_as_operator(jobs))
     run_s = [float(r["seconds"]) for r in inproc]
     op_s = [r["seconds"] for r in operator]
     result = {
@@ -435,6 +441,8 @@ def measure(label: str) -> dict[str, Any]:
         "first_aggregate": float(first["aggregate_seconds"]),
         "ratio": statistics.median(run_s) / statistics.median(bare),
         "operator_ratio": statistics.median(op_s) / statistics.median(bare),
+        "jobs": jobs,
+        "parallel": [r["seconds"] for r in parallel],
     }
     report(result)
     return result
@@ -457,6 +465,12 @@ def report(r: dict[str, Any]) -> None:
         f"{r['operator_rss_mb']:.0f} MB run_billing",
         flush=True,
     )
+    if r["parallel"]:
+        print(
+            f"  {r['label']}: run_billing --jobs {r['jobs']} {spread(r['parallel'])} "
+            f"(run_billing {spread(r['operator'])})",
+            flush=True,
+        )
 
 
 def celery_run() -> float:
@@ -571,7 +585,7 @@ def main(argv: list[str]) -> int:
         if not quick:
             setup(MANY)
             print(f"  generated 1M rows in {generate(MANY, 1, 1_000_000):.0f}s", flush=True)
-            lots = measure(f"{MANY.pairs} pairs, 1M rows")
+            lots = measure(f"{MANY.pairs} pairs, 1M rows", jobs=2)
             workers = [celery_run() for _ in range(REPEAT)]
             print(
                 f"  {MANY.pairs} pairs, 1M rows, 2 Celery prefork workers (Redis): "
@@ -584,6 +598,14 @@ def main(argv: list[str]) -> int:
                 f"  {MANY.pairs} pairs / {FEW.pairs} pairs over 1M rows: {pair_ratio:.2f}x "
                 f"in-process re-runs (target <= 2), {lots['first'] / few['first']:.2f}x first "
                 f"runs; peak RSS {growth:+.1f} MB",
+                flush=True,
+            )
+            operator_ratio = statistics.median(lots["parallel"]) / statistics.median(
+                few["operator"]
+            )
+            print(
+                f"  {MANY.pairs} pairs as an operator runs them, run_billing --jobs 2 / "
+                f"{FEW.pairs} pairs' run_billing: {operator_ratio:.2f}x",
                 flush=True,
             )
             status |= int(pair_ratio > 2)
