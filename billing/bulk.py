@@ -86,6 +86,24 @@ def pairs_in(model: type[models.Model], pairs: Sequence[tuple[int, int]]) -> Raw
     )
 
 
+def ids_update(model: type[models.Model], ids: Sequence[int], **values: Any) -> int:
+    """`UPDATE ... SET <values> WHERE id = ANY(<ids>)`, the ids bound server-side as one binary
+    array: `filter(pk__in=...)` quotes each of a batch's hundreds of ids into the SQL text
+    (~0.5 ms per 100). `values` are the columns of plain fields. Returns the rows updated."""
+    if not ids:
+        return 0
+    by_name = {f.name: f for f in model._meta.concrete_fields}
+    sets = ", ".join(f"{connection.ops.quote_name(by_name[name].column)} = %s" for name in values)
+    table = connection.ops.quote_name(model._meta.db_table)
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {sets} WHERE id = ANY(%s::bigint[])",  # noqa: S608 - model names
+            [*values.values(), list(ids)],
+        )
+        return cursor.rowcount
+
+
 def settlements_recompute(settlements: Sequence[Settlement]) -> None:
     """Write the recomputed fields of draft `settlements` in one UPDATE (their rows are held
     FOR UPDATE by the caller)."""
@@ -130,4 +148,4 @@ def settlements_recompute(settlements: Sequence[Settlement]) -> None:
         assert cursor.rowcount == len(settlements)  # noqa: S101 - rows held FOR UPDATE
 
 
-__all__ = ["pairs_in", "rows_copy", "settlements_recompute", "values_copy"]
+__all__ = ["ids_update", "pairs_in", "rows_copy", "settlements_recompute", "values_copy"]

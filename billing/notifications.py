@@ -34,7 +34,7 @@ from django.utils import timezone
 from billing.models import BillingRun, Settlement, SettlementEvent, SettlementStatus
 from billing.notification_models import Notification, NotificationKind
 from billing.workspace import money
-from licensing.selectors import licensor_reviewer_emails
+from licensing.selectors import licensor_reviewer_emails, licensors_reviewer_emails
 
 logger = logging.getLogger(__name__)
 
@@ -148,11 +148,7 @@ def review_ready_record(*, run: BillingRun) -> list[Notification]:
     ]
     # Who is told first, then only their drafts, with only what the message shows: a run writes
     # up to tens of thousands of drafts, and licensors without reviewers need none of them.
-    reviewers = {
-        licensor_id: to
-        for licensor_id in to_tell
-        if (to := licensor_reviewer_emails(licensor_id=licensor_id))
-    }
+    reviewers = licensors_reviewer_emails(licensor_ids=to_tell)
     if not reviewers:
         return []
     by_licensor: dict[int, list[Settlement]] = defaultdict(list)

@@ -23,7 +23,7 @@ from django.db.models.functions import Concat, Left
 from django.utils import timezone
 
 from billing import aggregation
-from billing.bulk import pairs_in, rows_copy
+from billing.bulk import ids_update, pairs_in, values_copy
 from billing.models import (
     BillingRun,
     BillingRunGroup,
@@ -89,10 +89,11 @@ def billing_run_start(*, period: str, trigger: str = "task") -> BillingRun:
             period=period, status__in=[SettlementStatus.DRAFT, SettlementStatus.DISPUTED]
         ).values_list("host_id", "licensor_id")
     )
-    # COPY: a run has up to tens of thousands of pairs (billing/bulk.py).
-    rows_copy(
+    # COPY of values: a run has up to tens of thousands of pairs (billing/bulk.py).
+    values_copy(
         BillingRunPair,
-        [BillingRunPair(run=run, host_id=h, licensor_id=lic) for h, lic in sorted(pairs)],
+        ("run_id", "host_id", "licensor_id", "error"),
+        [(run.pk, h, lic, "") for h, lic in sorted(pairs)],
     )
     now = timezone.now()
     BillingRun.objects.filter(pk=run.pk).update(
@@ -215,7 +216,7 @@ def billing_pairs_settle(*, run_id: int, pairs: list[Pair]) -> dict[Pair, PairOu
     outcomes.update(written)
 
     now = timezone.now()
-    BillingRunPair.objects.filter(pk__in=[pk for pk, _, _ in todo]).update(done_at=now)
+    ids_update(BillingRunPair, [pk for pk, _, _ in todo], done_at=now)
     # One statement: progress, and `done` for the batch that completes the run.
     last = _last_pairs(len(todo))
     BillingRun.objects.filter(pk=run_id).update(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -82,6 +83,12 @@ def licensor_reviewer_emails(*, licensor_id: int) -> list[str]:
     (billing/notifications.py): active staff users in its `LicensorMembership` who may decide
     its settlements (billing's `change_settlement`, given directly, through a group, or as a
     superuser) and have an email address. Sorted, each address once."""
+    return licensors_reviewer_emails(licensor_ids=[licensor_id]).get(licensor_id, [])
+
+
+def licensors_reviewer_emails(*, licensor_ids: Iterable[int]) -> dict[int, list[str]]:
+    """`licensor_reviewer_emails` of many licensors in one query (a billing run's end tells
+    every licensor with drafts); licensors without a reviewer are left out."""
     decides = Q(is_superuser=True)
     for via in ("user_permissions", "groups__permissions"):
         decides |= Q(
@@ -90,11 +97,15 @@ def licensor_reviewer_emails(*, licensor_id: int) -> list[str]:
                 f"{via}__codename": "change_settlement",
             }
         )
-    emails = (
-        User.objects.filter(licensor_membership__licensor_id=licensor_id, is_active=True)
-        .filter(is_staff=True)
+    rows = (
+        User.objects.filter(licensor_membership__licensor_id__in=list(licensor_ids))
+        .filter(is_active=True, is_staff=True)
         .filter(decides)
         .exclude(email="")
-        .values_list("email", flat=True)
+        .values_list("licensor_membership__licensor_id", "email")
     )
-    return sorted({e.strip() for e in emails if e.strip()})
+    found: dict[int, set[str]] = {}
+    for licensor_id, email in rows:
+        if email.strip():
+            found.setdefault(licensor_id, set()).add(email.strip())
+    return {licensor_id: sorted(emails) for licensor_id, emails in found.items()}
