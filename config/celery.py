@@ -1,5 +1,6 @@
 """The Celery app. Broker from CELERY_BROKER_URL; unset, tasks run eagerly in-process."""
 
+import gc
 import logging.config
 import os
 from datetime import datetime
@@ -7,7 +8,14 @@ from typing import Any
 
 import structlog
 from celery import Celery
-from celery.signals import setup_logging, task_postrun, task_prerun, task_retry, worker_ready
+from celery.signals import (
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    task_retry,
+    worker_process_init,
+    worker_ready,
+)
 from django.dispatch import receiver
 from django.utils import timezone
 
@@ -31,6 +39,14 @@ def _logging(**kwargs: Any) -> None:
     from django.conf import settings
 
     logging.config.dictConfig(settings.LOGGING)
+
+
+@worker_process_init.connect
+def _freeze_start_up_heap(**kwargs: Any) -> None:
+    """A worker process's start-up heap (Django, the apps, Celery) out of the cyclic collector's
+    reach, as `run_billing` does (docs/performance.md, "Billing"): a batch of a billing run
+    allocates millions of objects, and every full collection scanned all of it."""
+    gc.freeze()
 
 
 # The billing run's pair tasks: one pair, or a batch of pairs.

@@ -3,6 +3,7 @@ its start-up imports, and the one query of the listing it prints at the end."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
@@ -122,3 +124,18 @@ def test_the_listing_is_one_query_whatever_the_number_of_settlements(
     assert [line.split()[1] for line in printed] == [row[1] for row in shown]
     for line, (_, _, _, _, _, total, lines, pk) in zip(printed, shown, strict=True):
         assert f" {total}  {lines} line(s)  {pk}" in line
+
+
+@pytest.mark.django_db
+def test_the_run_leaves_the_start_up_heap_out_of_the_collector() -> None:
+    # given: nothing frozen in this process
+    gc.unfreeze()
+    try:
+        # when
+        run_billing("2026-10")
+
+        # then: what Django's start-up allocated is out of the cyclic collector's reach (a run's
+        # full collections no longer scan it)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
