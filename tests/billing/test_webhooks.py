@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import io
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -16,7 +17,8 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -308,12 +310,23 @@ def test_a_recomputed_draft_with_another_total_is_updated_and_one_without_is_not
     run_billing("2026-10")
     run_billing("2026-10")  # the same usage: the same total, no event
     post_usage(hc, [record("c-2", revenue="500.00")])
-    run_billing("2026-10")
+    with CaptureQueriesContext(connection) as queries:
+        run_billing("2026-10")
     deliver()
     assert [(e["type"], e["data"]["object"]["total"]) for e in receiver.events()] == [
         ("settlement.created", "120.00"),
         ("settlement.updated", "180.00"),
     ]
+    # the re-run loads no settlement column by column (a deferred field read on its own)
+    one_column = re.compile(
+        r'SELECT "billing_settlement"\."id", "billing_settlement"\."\w+" FROM "billing_settlement"'
+        r' WHERE "billing_settlement"\."id" = '
+    )
+    assert not [q["sql"] for q in queries.captured_queries if one_column.match(q["sql"])]
+    # and the update carries the whole settlement as the API shows it (the run reads drafts
+    # with a few columns; the webhook's rendering must not see a partial one)
+    updated = receiver.events()[1]["data"]["object"]
+    assert updated == lc.get(f"/api/v1/settlements/{updated['id']}").json()
 
 
 def test_a_change_that_rolls_back_announces_nothing(world: tuple[APIClient, APIClient]) -> None:
