@@ -14,8 +14,9 @@ partition and `ANALYZE` of the parent. Sizes:
 - 250 pairs: 50 hosts x 5 licensors (20 models, one license each, 12% of commercial revenue),
   x 4 categories x 2 regions = 8,000 groups; at 1M rows, then 10M (9M more, same month);
 - 10,000 pairs: 200 hosts x 50 licensors (one model each), 80,000 groups, at 1M rows; also
-  billed by `run_billing --jobs 2` (each round) and by 2 Celery prefork workers (subprocesses) against Redis (`BENCH_CELERY_BROKER`,
-  default db 5, flushed), started by `run_monthly_billing` as beat starts it.
+  billed by `run_billing --jobs 2` (each round) and by 2 Celery prefork workers (subprocesses)
+  against Redis (`BENCH_CELERY_BROKER`, default db 5, flushed), started by
+  `run_monthly_billing` as beat starts it.
 
 Per size, the month's first run (in-process; it writes every settlement: one sample), then
 `REPEAT` interleaved rounds of re-runs, each timing (after a CHECKPOINT) the baseline, the run

@@ -87,6 +87,73 @@ def test_a_batch_that_waits_does_not_hold_up_the_others(
     assert out.count(" h-") == 4  # one line per settlement
 
 
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="the children's end relies on Linux's prctl")
+@pytest.mark.django_db(transaction=True)
+def test_the_children_die_with_the_command(
+    client_for: Callable[..., APIClient], tmp_path: Path
+) -> None:
+    # given: run_billing --jobs 2 with h-1's batch waiting for its lock inside its transaction,
+    # and the other child done with the other batches, waiting for more
+    _usage(client_for)
+    first = (Host.objects.get(slug="h-1").pk, Licensor.objects.get(slug="minimax").pk)
+    holder = psycopg.connect(_test_database_url(), autocommit=True)
+    holder.execute(
+        "SELECT pg_advisory_lock(hashtextextended(%s, 0))",
+        [f"billing:{first[0]}:{first[1]}:{PERIOD}"],
+    )
+    log = tmp_path / "run_billing.log"
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "run_billing", "--period", PERIOD, "--jobs", "2"],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DATABASE_URL": _test_database_url(),
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "BILLING_PAIRS_PER_BATCH": "1",
+        },
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while BillingRunPair.objects.filter(done_at__isnull=False).count() < 3:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        children = _children(proc.pid)
+        assert len(children) == 2
+
+        # when: the command is killed
+        proc.kill()
+        proc.wait(timeout=10)
+
+        # then: both children end (not left waiting on the pool's queue with a connection)
+        deadline = time.monotonic() + 30
+        while any(_alive(c) for c in children):
+            assert time.monotonic() < deadline, [c for c in children if _alive(c)]
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        holder.close()
+    # and the waiting batch rolled back: its pair is not done, no settlement of h-1
+    assert BillingRunPair.objects.filter(done_at__isnull=True).count() == 1
+    assert not Settlement.objects.filter(host__slug="h-1").exists()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_pair_that_fails_in_a_child_process_is_named(
     client_for: Callable[..., APIClient], settings: pytest.FixtureRequest

@@ -12,8 +12,11 @@ period's settled settlements instead and exits 1, naming each one that would dif
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import multiprocessing
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -165,7 +168,10 @@ def batches_bill(
     # process (this one included, for the listing) opens its own when it next queries.
     connections.close_all()
     pool = ProcessPoolExecutor(
-        max_workers=min(jobs, len(batches)), mp_context=multiprocessing.get_context("fork")
+        max_workers=min(jobs, len(batches)),
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_child_start,
+        initargs=(os.getpid(),),
     )
     try:
         pending = {pool.submit(_batch_bill, run_id, batch): len(batch) for batch in batches}
@@ -178,6 +184,19 @@ def batches_bill(
         # On an error, the batches not started are dropped; those running finish (each is one
         # transaction) and a re-run bills the rest.
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _child_start(parent: int) -> None:
+    """In each forked child, first: die with the command. Between batches a child waits on the
+    pool's queue, whose pipe it holds both ends of: after a `kill -9` of the command it would
+    wait there forever, holding its database connection (seen before this). On Linux the kernel
+    sends it SIGTERM when the command dies; a batch it is inside then rolls back, as the
+    command's own would."""
+    if sys.platform == "linux":
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:  # the command died before the line above
+        os._exit(1)
 
 
 def _batch_bill(run_id: int, pairs: list[Pair]) -> int:
