@@ -4,10 +4,10 @@ commands").
 Runs the monthly billing run synchronously through the same services the Celery tasks call,
 prints one line per settlement of the period, and on a terminal shows progress. With --jobs N
 the batches of pairs are billed by N processes at once (forked from this one, each with its own
-database connection), as N Celery workers would bill them. A pair that
-cannot be settled is recorded as failed and the run goes on with the others; at the end each
-failed pair is named with its error and the command exits 1. With --verify it re-rates the
-period's settled settlements instead and exits 1, naming each one that would differ.
+database connection), as N Celery workers would bill them. A pair that cannot be settled is
+recorded as failed and the run goes on with the others; at the end each failed pair is named
+with its error and the command exits 1. With --verify it re-rates the period's settled
+settlements instead and exits 1, naming each one that would differ.
 """
 
 from __future__ import annotations
