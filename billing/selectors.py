@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from decimal import Decimal
+from typing import TYPE_CHECKING, NamedTuple
 
 from django.db.models import Count, QuerySet
 
 from billing.models import Settlement
+from core.money import quantize
 
 if TYPE_CHECKING:  # licensing/auth.py imports DRF, which run_billing (a reader) never needs
     from licensing.auth import Principal
@@ -50,21 +52,45 @@ def settlement_get(*, principal: Principal, settlement_id: str) -> Settlement | 
 
 # What a listing line of `run_billing` shows, and nothing else: a settlement row has ~30 columns
 # (JSON flags and dispute lines, a dozen timestamps), its host and licensor ~20 more.
-LISTING_FIELDS = ("period", "currency", "status", "total", "licensor__slug", "host__slug")
+class ListingRow(NamedTuple):
+    """One settlement as `run_billing` prints it."""
+
+    licensor_slug: str
+    host_slug: str
+    period: str
+    currency: str
+    status: str
+    total: Decimal
+    line_count: int
+    pk: uuid.UUID
+
+    @property
+    def total_display(self) -> str:
+        return format(quantize(self.total, self.currency), "f")
 
 
-def settlements_for_period_listing(*, period: str) -> Iterator[Settlement]:
-    """The period's settlements with `line_count` annotated, streamed in chunks: what
-    `run_billing` prints, in one query (LISTING_FIELDS, the host's and licensor's slugs joined,
-    the lines counted) and in memory that does not grow with the number of pairs."""
-    return (
+def settlements_for_period_listing(*, period: str) -> Iterator[ListingRow]:
+    """The period's settlements as `run_billing` prints them, streamed in chunks: one query (the
+    printed columns, the host's and licensor's slugs joined, the lines counted), rows without a
+    model each (three models a row, settlement, host and licensor, cost ~0.3 s of 0.45 s at
+    10,000 settlements), in memory that does not grow with the number of pairs."""
+    rows = (
         Settlement.objects.filter(period=period)
-        .select_related("host", "licensor")
-        .only(*LISTING_FIELDS)
         .annotate(line_count=Count("lines"))
         .order_by("licensor__slug", "host__slug", "currency")
+        .values_list(
+            "licensor__slug",
+            "host__slug",
+            "period",
+            "currency",
+            "status",
+            "total",
+            "line_count",
+            "pk",
+        )
         .iterator(chunk_size=2000)
     )
+    return (ListingRow._make(row) for row in rows)
 
 
 def settlements_for_period(*, period: str) -> list[Settlement]:

@@ -120,8 +120,8 @@ class Command(BaseCommand):
             self.stdout.write("")
         for s in settlements_for_period_listing(period=period):
             self.stdout.write(
-                f"{s.licensor.slug:<12} {s.host.slug:<12} {s.period} {s.currency} "
-                f"{s.status:<9} {s.total_display:>14}  {s.line_count} line(s)  {s.pk}"  # type: ignore[attr-defined]
+                f"{s.licensor_slug:<12} {s.host_slug:<12} {s.period} {s.currency} "
+                f"{s.status:<9} {s.total_display:>14}  {s.line_count} line(s)  {s.pk}"
             )
         run.refresh_from_db()
         failed = list(
