@@ -322,9 +322,12 @@ def run_as_operator(jobs: int = 1) -> dict[str, float]:
 
 def child() -> int:
     """In the child process: Django up, then the run timed alone, as `run_billing` runs it."""
+    import gc
+
     import django
 
     django.setup()
+    gc.freeze()  # as run_billing does once Django is up (its command module)
     from django.conf import settings
     from django.db import connection
 
