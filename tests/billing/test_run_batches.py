@@ -5,10 +5,13 @@ twice."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from billing.models import BillingRun, BillingRunPair, Settlement, SettlementEvent, SettlementLine
@@ -123,9 +126,20 @@ def test_a_re_run_recomputes_a_batch_of_drafts_in_place(three_hosts: dict[str, A
 
     # when: the month run again, its three pairs one batch
     rerun = billing_run_start(period="2026-10", trigger="command")
-    billing_pairs_bill(run_id=rerun.pk, pairs=_pairs(rerun))
+    with CaptureQueriesContext(connection) as queries:
+        billing_pairs_bill(run_id=rerun.pk, pairs=_pairs(rerun))
 
-    # then: the same drafts (same ids), h-3's recomputed, and a history event for it only
+    # then: the batch locked and read its drafts once, with the columns it needed, and loaded
+    # no settlement again a column at a time (a deferred field read on its own, one query each)
+    sql = [q["sql"] for q in queries.captured_queries]
+    locked = [q for q in sql if 'FROM "billing_settlement"' in q and "FOR UPDATE" in q]
+    assert len(locked) == 1, locked
+    one_column = re.compile(
+        r'SELECT "billing_settlement"\."id", "billing_settlement"\."\w+" FROM "billing_settlement"'
+        r' WHERE "billing_settlement"\."id" = '
+    )
+    assert not [q for q in sql if one_column.match(q)]
+    # and the same drafts (same ids), h-3's recomputed, and a history event for it only
     assert dict(Settlement.objects.values_list("host__slug", "pk")) == ids
     totals = dict(Settlement.objects.values_list("host__slug", "total"))
     assert [str(totals[h]) for h in HOSTS] == ["12.0000", "24.0000", "42.0000"]
