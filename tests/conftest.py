@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 
 import pytest
+from django.db import connection
 from rest_framework.test import APIClient
 
 from licensing.models import Host, Licensor
@@ -29,6 +30,14 @@ def skip_or_fail(reason: str) -> None:
 # whichever xdist worker runs them (`make test` runs two). Purposes take two databases each from
 # db 15 down: celery 15/14, metrics 13/12, procfile 11/10, cache 9/8.
 REDIS_PURPOSES = ("celery", "metrics", "procfile", "cache")
+
+
+def subprocess_database_url() -> str:
+    """The test database as a URL, for a process a test starts (run_billing, gunicorn, a second
+    connection of its own)."""
+    s = connection.settings_dict
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
 def redis_test_url(purpose: str) -> str:

@@ -80,6 +80,16 @@ def insert_like(
         assert cursor.rowcount == 1
 
 
+def overflowing_tokenco_usage(client: APIClient) -> None:
+    """TokenCo's $10-a-token terms, and usage of the host behind `client` under them that no
+    settlement can hold: a record and two copies of it at bigint's maximum input tokens (1.8e20
+    dollars)."""
+    catalog_import(per_token_catalog("10000000"))
+    post_usage(client, [record("fw-t", model="token-1")])
+    insert_like("fw-huge-1", like="fw-t", category="commercial", input_tokens=BIGINT_MAX)
+    insert_like("fw-huge-2", like="fw-t", category="commercial", input_tokens=BIGINT_MAX)
+
+
 @pytest.fixture
 def two_hosts(db: None, client_for: Callable[..., APIClient]) -> dict[str, APIClient]:
     catalog_import(minimax_catalog(hosts=("fireworks", "together")))
@@ -115,12 +125,9 @@ def test_it_settles_every_other_pair_when_one_fails(
 ) -> None:
     # given: fireworks and together owe minimax; fireworks also owes TokenCo $10 a token for two
     # records whose amount (1.8e20 dollars) no settlement can hold
-    catalog_import(per_token_catalog("10000000"))
     post_usage(two_hosts["fireworks"], [record("fw-1", revenue="1000.00")])
     post_usage(two_hosts["together"], [record("to-1", revenue="500.00")])
-    post_usage(two_hosts["fireworks"], [record("fw-t", model="token-1")])
-    insert_like("fw-huge-1", like="fw-t", category="commercial", input_tokens=BIGINT_MAX)
-    insert_like("fw-huge-2", like="fw-t", category="commercial", input_tokens=BIGINT_MAX)
+    overflowing_tokenco_usage(two_hosts["fireworks"])
 
     # when
     with pytest.raises(CommandError) as failure:
@@ -147,11 +154,8 @@ def test_it_shows_the_failed_pair_on_the_runs_admin_page(
     two_hosts: dict[str, APIClient],
 ) -> None:
     # given: a partial run
-    catalog_import(per_token_catalog("10000000"))
     post_usage(two_hosts["together"], [record("to-1", revenue="500.00")])
-    post_usage(two_hosts["fireworks"], [record("fw-t", model="token-1")])
-    insert_like("fw-huge-1", like="fw-t", category="commercial", input_tokens=BIGINT_MAX)
-    insert_like("fw-huge-2", like="fw-t", category="commercial", input_tokens=BIGINT_MAX)
+    overflowing_tokenco_usage(two_hosts["fireworks"])
     with pytest.raises(CommandError):
         run_billing("2026-10")
     run = BillingRun.objects.get(period="2026-10")
@@ -169,11 +173,8 @@ def test_it_shows_the_failed_pair_on_the_runs_admin_page(
 
 def test_it_isolates_a_failing_pair_under_celery(two_hosts: dict[str, APIClient]) -> None:
     # given
-    catalog_import(per_token_catalog("10000000"))
     post_usage(two_hosts["together"], [record("to-1", revenue="500.00")])
-    post_usage(two_hosts["fireworks"], [record("fw-t", model="token-1")])
-    insert_like("fw-huge-1", like="fw-t", category="commercial", input_tokens=BIGINT_MAX)
-    insert_like("fw-huge-2", like="fw-t", category="commercial", input_tokens=BIGINT_MAX)
+    overflowing_tokenco_usage(two_hosts["fireworks"])
 
     # when: the run as beat starts it (in-process), then the failed pair's task delivered again
     run_id = run_monthly_billing.delay("2026-10").get()
@@ -195,10 +196,7 @@ def test_it_marks_a_run_failed_when_no_pair_could_be_settled(
     minimax_world: tuple[Host, Licensor], client_for: Callable[..., APIClient]
 ) -> None:
     # given: the only pair cannot be settled
-    catalog_import(per_token_catalog("10000000"))
-    post_usage(client_for(host=minimax_world[0]), [record("fw-t", model="token-1")])
-    insert_like("fw-huge-1", like="fw-t", category="commercial", input_tokens=BIGINT_MAX)
-    insert_like("fw-huge-2", like="fw-t", category="commercial", input_tokens=BIGINT_MAX)
+    overflowing_tokenco_usage(client_for(host=minimax_world[0]))
 
     # when
     with pytest.raises(CommandError, match=r"1 of 1 pair\(s\) could not be settled"):

@@ -1,6 +1,7 @@
 """`run_billing --jobs N` bills the batches of pairs in N processes at once (docs/billing.md,
-"Batches"): a batch that waits does not hold the others up, every pair is billed once, and a pair
-that fails in a child process is recorded and named like in one process."""
+"Batches"): a batch that waits does not hold the others up, every pair is billed once, the
+children die with the command, and a pair that fails in a child process is recorded and named
+like in one process."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,30 +24,31 @@ from billing.models import BillingRun, BillingRunPair, Settlement
 from licensing.catalog import catalog_import
 from licensing.models import Host, Licensor
 from tests.billing.conftest import minimax_catalog, post_usage, record, run_billing
-from tests.billing.test_run_failures import BIGINT_MAX, insert_like, per_token_catalog
-from tests.billing.test_run_liveness import ROOT, _test_database_url
+from tests.billing.test_run_failures import overflowing_tokenco_usage
+from tests.billing.test_run_liveness import HOSTS, ROOT, four_hosts_usage
+from tests.conftest import subprocess_database_url
 
-HOSTS = ("h-1", "h-2", "h-3", "h-4")
 PERIOD = "2026-10"
 
 
-def _usage(client_for: Callable[..., APIClient]) -> None:
-    catalog_import(minimax_catalog(hosts=HOSTS))
-    for slug in HOSTS:
-        host = Host.objects.get(slug=slug)
-        post_usage(client_for(host=host), [record(f"{slug}-1", revenue="100.00")])
+@dataclass
+class Started:
+    """A `run_billing --jobs 2` subprocess whose first batch waits for its pair's lock."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+    first: tuple[int, int]  # (host_id, licensor_id) of the waiting pair
 
 
-@pytest.mark.slow
-@pytest.mark.django_db(transaction=True)
-def test_a_batch_that_waits_does_not_hold_up_the_others(
-    client_for: Callable[..., APIClient], tmp_path: Path
-) -> None:
-    # given: four pairs, one a batch, and h-1's pair (the first batch) locked by someone else,
-    # as a delivery of the same batch still running elsewhere would hold it (billing/runs.py)
-    _usage(client_for)
+@contextmanager
+def first_batch_waiting(client_for: Callable[..., APIClient], tmp_path: Path) -> Iterator[Started]:
+    """Four pairs, one a batch; h-1's pair (the first batch) locked from another session, as a
+    delivery of the same batch still running elsewhere would hold it (billing/runs.py); then
+    `run_billing --jobs 2` started, and waited for until the three other pairs are done. The
+    lock is released on leaving (and the command killed if it still runs)."""
+    four_hosts_usage(client_for)
     first = (Host.objects.get(slug="h-1").pk, Licensor.objects.get(slug="minimax").pk)
-    holder = psycopg.connect(_test_database_url(), autocommit=True)
+    holder = psycopg.connect(subprocess_database_url(), autocommit=True)
     holder.execute(
         "SELECT pg_advisory_lock(hashtextextended(%s, 0))",
         [f"billing:{first[0]}:{first[1]}:{PERIOD}"],
@@ -55,7 +59,7 @@ def test_a_batch_that_waits_does_not_hold_up_the_others(
         cwd=ROOT,
         env={
             **os.environ,
-            "DATABASE_URL": _test_database_url(),
+            "DATABASE_URL": subprocess_database_url(),
             "DJANGO_SETTINGS_MODULE": "config.settings",
             "BILLING_PAIRS_PER_BATCH": "1",
         },
@@ -63,23 +67,36 @@ def test_a_batch_that_waits_does_not_hold_up_the_others(
         stderr=subprocess.STDOUT,
     )
     try:
-        # when: the first batch waits for its lock
         deadline = time.monotonic() + 60
         while BillingRunPair.objects.filter(done_at__isnull=False).count() < 3:
             assert proc.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
+        yield Started(proc=proc, log=log, first=first)
+    finally:
+        holder.close()  # the lock goes with the session: the waiting batch goes on
+        try:
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
 
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_that_waits_does_not_hold_up_the_others(
+    client_for: Callable[..., APIClient], tmp_path: Path
+) -> None:
+    # given / when: the first batch waits for its lock
+    with first_batch_waiting(client_for, tmp_path) as started:
         # then: the three other pairs were billed by the other process meanwhile
         waiting = BillingRunPair.objects.get(done_at__isnull=True)
-        assert (waiting.host_id, waiting.licensor_id) == first
+        assert (waiting.host_id, waiting.licensor_id) == started.first
         assert BillingRun.objects.get(period=PERIOD).status == "running"
-    finally:
-        holder.close()  # the lock goes with the session
-        assert proc.wait(timeout=60) == 0, log.read_text()
 
     # and once it is released, the run completes: every pair billed once
-    out = log.read_text()
+    assert started.proc.wait(timeout=60) == 0, started.log.read_text()
+    out = started.log.read_text()
     assert "of 2026-10: done, 4/4 pairs, 0 failed" in out, out
     assert sorted(Settlement.objects.filter(period=PERIOD).values_list("host__slug", "total")) == [
         (slug, Decimal("12.00")) for slug in HOSTS
@@ -105,50 +122,22 @@ def _alive(pid: int) -> bool:
 def test_the_children_die_with_the_command(
     client_for: Callable[..., APIClient], tmp_path: Path
 ) -> None:
-    # given: run_billing --jobs 2 with h-1's batch waiting for its lock inside its transaction,
-    # and the other child done with the other batches, waiting for more
-    _usage(client_for)
-    first = (Host.objects.get(slug="h-1").pk, Licensor.objects.get(slug="minimax").pk)
-    holder = psycopg.connect(_test_database_url(), autocommit=True)
-    holder.execute(
-        "SELECT pg_advisory_lock(hashtextextended(%s, 0))",
-        [f"billing:{first[0]}:{first[1]}:{PERIOD}"],
-    )
-    log = tmp_path / "run_billing.log"
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "run_billing", "--period", PERIOD, "--jobs", "2"],
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "DATABASE_URL": _test_database_url(),
-            "DJANGO_SETTINGS_MODULE": "config.settings",
-            "BILLING_PAIRS_PER_BATCH": "1",
-        },
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while BillingRunPair.objects.filter(done_at__isnull=False).count() < 3:
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
-        children = _children(proc.pid)
+    # given: h-1's batch waiting for its lock inside its transaction, and the other child done
+    # with the other batches, waiting for more
+    with first_batch_waiting(client_for, tmp_path) as started:
+        children = _children(started.proc.pid)
         assert len(children) == 2
 
         # when: the command is killed
-        proc.kill()
-        proc.wait(timeout=10)
+        started.proc.kill()
+        started.proc.wait(timeout=10)
 
         # then: both children end (not left waiting on the pool's queue with a connection)
         deadline = time.monotonic() + 30
         while any(_alive(c) for c in children):
             assert time.monotonic() < deadline, [c for c in children if _alive(c)]
             time.sleep(0.05)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        holder.close()
+
     # and the waiting batch rolled back: its pair is not done, no settlement of h-1
     assert BillingRunPair.objects.filter(done_at__isnull=True).count() == 1
     assert not Settlement.objects.filter(host__slug="h-1").exists()
@@ -162,13 +151,10 @@ def test_a_pair_that_fails_in_a_child_process_is_named(
     # pair a batch (the children are forked: they see these settings)
     settings.BILLING_PAIRS_PER_BATCH = 1  # type: ignore[attr-defined]
     catalog_import(minimax_catalog(hosts=("fireworks", "together")))
-    catalog_import(per_token_catalog("10000000"))
     clients = {s: client_for(host=Host.objects.get(slug=s)) for s in ("fireworks", "together")}
     post_usage(clients["fireworks"], [record("fw-1", revenue="1000.00")])
     post_usage(clients["together"], [record("to-1", revenue="500.00")])
-    post_usage(clients["fireworks"], [record("fw-t", model="token-1")])
-    insert_like("fw-huge-1", like="fw-t", category="commercial", input_tokens=BIGINT_MAX)
-    insert_like("fw-huge-2", like="fw-t", category="commercial", input_tokens=BIGINT_MAX)
+    overflowing_tokenco_usage(clients["fireworks"])
 
     # when
     with pytest.raises(CommandError) as failure:

@@ -30,18 +30,13 @@ from billing.tasks import reap_billing_runs
 from licensing.catalog import catalog_import
 from licensing.models import Host, Licensor
 from tests.billing.conftest import minimax_catalog, post_usage, record, run_billing
+from tests.conftest import subprocess_database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSTS = ("h-1", "h-2", "h-3", "h-4")
 
 
-def _test_database_url() -> str:
-    s = connection.settings_dict
-    auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
-    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
-
-
-def _usage(client_for: Callable[..., APIClient]) -> None:
+def four_hosts_usage(client_for: Callable[..., APIClient]) -> None:
     catalog_import(minimax_catalog(hosts=HOSTS))
     for slug in HOSTS:
         host = Host.objects.get(slug=slug)
@@ -54,14 +49,14 @@ def test_it_fails_a_killed_run_billing_and_the_next_run_completes(
     client_for: Callable[..., APIClient], tmp_path: Path
 ) -> None:
     # given: run_billing of October, one second per pair, killed after its first pair
-    _usage(client_for)
+    four_hosts_usage(client_for)
     log = tmp_path / "run_billing.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.billing.slow_run_billing", "--period", "2026-10"],
         cwd=ROOT,
         env={
             **os.environ,
-            "DATABASE_URL": _test_database_url(),
+            "DATABASE_URL": subprocess_database_url(),
             "DJANGO_SETTINGS_MODULE": "config.settings",
             "TEST_PAIR_PAUSE": "1.0",
         },
@@ -104,7 +99,7 @@ def test_it_fails_a_killed_run_billing_and_the_next_run_completes(
 @pytest.mark.django_db
 def test_it_fails_a_run_that_stopped_advancing(client_for: Callable[..., APIClient]) -> None:
     # given: a Celery run (no owner process) whose pair tasks never ran
-    _usage(client_for)
+    four_hosts_usage(client_for)
     run = billing_run_start(period="2026-10", trigger="task")
     assert (run.owner, run.status) == ("", "running")
     # when: reaped within BILLING_RUN_STALE_SECONDS (3600), nothing happens
@@ -143,7 +138,7 @@ def test_pair_transactions_commit_durably(
 
     monkeypatch.setattr(runs, "settlements_write", spy)
     monkeypatch.setattr(settings, "BILLING_PAIRS_PER_BATCH", 2)
-    _usage(client_for)
+    four_hosts_usage(client_for)
     # when
     run_billing("2026-10")
     # then: every batch's settlements are on disk when its commit returns

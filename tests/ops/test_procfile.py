@@ -21,7 +21,6 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from django.db import connection
 
 from billing.models import BillingRun, Settlement
 from config.procfile import procfile_parse
@@ -29,7 +28,7 @@ from licensing.catalog import catalog_import
 from licensing.models import Host
 from licensing.services import api_key_create
 from tests.billing.conftest import minimax_catalog, record
-from tests.conftest import redis_test_url, skip_or_fail
+from tests.conftest import redis_test_url, skip_or_fail, subprocess_database_url
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -48,12 +47,6 @@ def _broker() -> str:
     except Exception as exc:
         skip_or_fail(f"no Redis at {BROKER} ({exc!r})")
     return BROKER
-
-
-def _test_database_url() -> str:
-    s = connection.settings_dict
-    auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
-    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
 def _free_port() -> int:
@@ -126,7 +119,7 @@ def test_the_process_list_serves_a_batch_bills_it_through_beat_and_stops_cleanly
     log = tmp_path / "procfile.log"
     env = {
         **os.environ,
-        "DATABASE_URL": _test_database_url(),
+        "DATABASE_URL": subprocess_database_url(),
         "CELERY_BROKER_URL": broker,  # the children's only: this process stays eager
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "DEBUG": "False",

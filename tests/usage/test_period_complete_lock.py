@@ -10,20 +10,15 @@ import psycopg
 import pytest
 from django.db import connection
 
+from tests.conftest import subprocess_database_url
 from usage.closing import INGEST_LOCKS_SQL, period_complete
 from usage.models import PeriodComplete
-
-
-def _test_database_url() -> str:
-    s = connection.settings_dict
-    auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
-    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
 @pytest.mark.django_db(transaction=True)
 def test_it_waits_for_a_batch_in_flight() -> None:
     # given: a batch of host 7 in flight, holding the ingest locks
-    with psycopg.connect(_test_database_url()) as batch:
+    with psycopg.connect(subprocess_database_url()) as batch:
         batch.execute(INGEST_LOCKS_SQL, {"host": 7})
         done = threading.Event()
 
