@@ -89,7 +89,8 @@ def pairs_in(model: type[models.Model], pairs: Sequence[tuple[int, int]]) -> Raw
 def ids_update(model: type[models.Model], ids: Sequence[int], **values: Any) -> int:
     """`UPDATE ... SET <values> WHERE <integer key> = ANY(<ids>)`, the ids bound server-side as
     one binary array: `filter(pk__in=...)` quotes each of a batch's hundreds of ids into the SQL
-    text (~0.5 ms per 100). `values` are the columns of plain fields. Returns the rows updated."""
+    text (~0.5 ms per 100), and `%b` sends them in binary rather than as text psycopg quotes
+    element by element. `values` are the columns of plain fields. Returns the rows updated."""
     if not ids:
         return 0
     by_name = {f.name: f for f in model._meta.concrete_fields}
@@ -99,7 +100,7 @@ def ids_update(model: type[models.Model], ids: Sequence[int], **values: Any) -> 
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(
-            f"UPDATE {table} SET {sets} WHERE {key} = ANY(%s::bigint[])",  # noqa: S608 - names
+            f"UPDATE {table} SET {sets} WHERE {key} = ANY(%b::bigint[])",  # noqa: S608 - names
             [*values.values(), list(ids)],
         )
         return cursor.rowcount
@@ -123,9 +124,11 @@ def settlements_recompute(settlements: Sequence[Settlement]) -> None:
         "review_due_at": [s.review_due_at for s in settlements],
         "updated_at": [s.updated_at for s in settlements],
     }
-    # Bound server-side (psycopg's plain Cursor, on Django's connection and transaction): the
-    # arrays travel in binary. Django's client-side binding would quote ~5,000 values a batch
-    # into the SQL text, which cost as much as the UPDATE itself.
+    # Bound server-side (psycopg's plain Cursor, on Django's connection and transaction).
+    # Django's client-side binding would quote ~5,000 values a batch into the SQL text, which
+    # cost as much as the UPDATE itself. `%b`: the arrays in binary. With `%s` psycopg dumps
+    # uuid, text and timestamp arrays as text, quoting each element in Python (2,000
+    # timestamps: ~6 ms, against ~0.6 ms in binary); numeric stays `%s` (binary is no faster).
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(
             """
@@ -135,10 +138,10 @@ def settlements_recompute(settlements: Sequence[Settlement]) -> None:
                 record_count = v.record_count, flags = v.flags::jsonb,
                 computed_at = v.computed_at, run_id = v.run_id,
                 review_due_at = v.review_due_at, updated_at = v.updated_at
-            FROM unnest(%s::uuid[], %s::numeric[], %s::text[], %s::text[], %s::text[],
-                        %s::bigint[],
-                        %s::text[], %s::timestamptz[], %s::bigint[], %s::timestamptz[],
-                        %s::timestamptz[])
+            FROM unnest(%b::uuid[], %s::numeric[], %b::text[], %b::text[], %b::text[],
+                        %b::bigint[],
+                        %b::text[], %b::timestamptz[], %b::bigint[], %b::timestamptz[],
+                        %b::timestamptz[])
                  AS v(id, total, usage_digest, terms_digest, lines_digest, record_count, flags,
                       computed_at,
                       run_id, review_due_at, updated_at)

@@ -156,7 +156,7 @@ def _groups_read(*, run_id: int, pairs: list[Pair]) -> list[dict[str, Any]]:
         cursor.execute(
             f"SELECT {', '.join(aggregation.COLUMNS)} FROM {table}"  # noqa: S608 - fixed names
             " WHERE run_id = %s"
-            " AND (host_id, licensor_id) IN (SELECT * FROM unnest(%s::bigint[], %s::bigint[]))"
+            " AND (host_id, licensor_id) IN (SELECT * FROM unnest(%b::bigint[], %b::bigint[]))"
             " ORDER BY id",
             (run_id, [h for h, _ in pairs], [lic for _, lic in pairs]),
         )
