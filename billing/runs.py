@@ -191,8 +191,7 @@ def billing_pairs_settle(*, run_id: int, pairs: list[Pair]) -> dict[Pair, PairOu
     # Values, not models: a run locks tens of thousands of pair rows.
     rows = list(
         BillingRunPair.objects.select_for_update(of=("self",))
-        .filter(run_id=run_id)
-        .filter(pairs_in(BillingRunPair, pairs))
+        .filter(pairs_in(BillingRunPair, pairs, "t.run_id = %s", [run_id]))
         .order_by("id")
         .values_list("id", "host_id", "licensor_id", "done_at", "run__status")
     )

@@ -1,0 +1,96 @@
+"""A batch reads its own pairs' rows, whatever the size of its run (docs/billing.md, "Batches"):
+its reads of the run's pairs, of the run's groups and of the period's settlements look each of
+its pairs up by index. Read as `IN (unnest ...)`, each batch scanned every row of the run (and of
+the period), and a run's reads grew with the square of its pairs."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
+
+from billing.models import BillingRunPair
+from billing.runs import billing_pairs_bill, billing_run_start
+from billing.settling import groups_query
+from licensing.catalog import catalog_import
+from licensing.models import Host
+from tests.billing.conftest import minimax_catalog, post_usage, record
+
+HOSTS = tuple(f"h-{i:02}" for i in range(12))
+
+
+@pytest.fixture
+def twelve_pairs_billed(db: None, client_for: Callable[..., APIClient]) -> None:
+    """Twelve hosts of one licensor, two groups each (commercial and individual), the month
+    billed once: twelve pairs, twelve settlements."""
+    catalog_import(minimax_catalog(hosts=HOSTS))
+    for slug in HOSTS:
+        post_usage(
+            client_for(host=Host.objects.get(slug=slug)),
+            [
+                record(f"{slug}-1", revenue="10.00"),
+                record(f"{slug}-2", revenue="5.00", category="individual"),
+            ],
+        )
+    run = billing_run_start(period="2026-10", trigger="command")
+    billing_pairs_bill(run_id=run.pk, pairs=_pairs(run.pk))
+
+
+def _pairs(run_id: int) -> list[tuple[int, int]]:
+    return list(
+        BillingRunPair.objects.filter(run_id=run_id)
+        .order_by("id")
+        .values_list("host_id", "licensor_id")
+    )
+
+
+def _rows_read(sql: str, params: Any = None) -> Counter[str]:
+    """Rows of each table the statement's scans went through as it ran (EXPLAIN ANALYZE): those
+    they returned and those they read and dropped. Sequential scans are off: in a database this
+    small one costs less than any lookup, and what is tested is the statement's shape."""
+    raw = connection.connection  # psycopg's: `groups_query` binds with %b
+    with raw.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
+        (text,) = cursor.fetchone()
+        cursor.execute("SET LOCAL enable_seqscan = on")
+    plan = json.loads(text) if isinstance(text, str) else text
+    counts: Counter[str] = Counter()
+    nodes = [plan[0]["Plan"]]
+    while nodes:
+        node = nodes.pop()
+        nodes += node.get("Plans", [])
+        if "Relation Name" in node:
+            rows = node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
+            counts[node["Relation Name"]] += rows * node["Actual Loops"]
+    return counts
+
+
+def test_a_batch_reads_its_own_pairs_rows_not_its_runs(twelve_pairs_billed: None) -> None:
+    # given: the month run again (12 pairs, 24 groups, 12 drafts), and a batch of 2 of its pairs
+    rerun = billing_run_start(period="2026-10", trigger="command")
+    batch = _pairs(rerun.pk)[5:7]
+
+    # when: the batch is billed
+    with CaptureQueriesContext(connection) as queries:
+        billing_pairs_bill(run_id=rerun.pk, pairs=batch)
+
+    # then: its lock of the pair rows read 2 of the run's 12 (each found by index, then by key)
+    locks = [q["sql"] for q in queries.captured_queries if "FOR UPDATE" in q["sql"]]
+    (pairs_sql,) = [q for q in locks if q.startswith('SELECT "billing_billingrunpair"')]
+    assert _rows_read(pairs_sql)["billing_billingrunpair"] == 2 * 2
+    # and its lock of the drafts read 2 of the period's 12
+    (drafts_sql,) = [q for q in locks if q.startswith('SELECT "billing_settlement"')]
+    assert _rows_read(drafts_sql)["billing_settlement"] == 2 * 2
+    # and its read of the groups read their 4 of the run's 24 (48 in the table, two runs')
+    groups = _rows_read(*groups_query(run_id=rerun.pk, pairs=batch))
+    assert groups["billing_billingrungroup"] == 2 * 2
+    # and the batch was billed: its two pairs done, the other ten not
+    done = BillingRunPair.objects.filter(run=rerun, done_at__isnull=False)
+    assert sorted(done.values_list("host_id", "licensor_id")) == sorted(batch)
