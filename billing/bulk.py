@@ -11,8 +11,6 @@ from typing import Any
 
 import psycopg
 from django.db import connection, models
-from django.db.models import BooleanField
-from django.db.models.expressions import RawSQL
 
 from billing.models import Settlement
 
@@ -73,38 +71,44 @@ def values_copy(
                 copy.write_row(row)
 
 
-def pairs_in(
-    model: type[models.Model],
-    pairs: Sequence[tuple[int, int]],
-    scope: str,
-    params: Sequence[Any] = (),
-) -> RawSQL:
-    """A filter: the row is one of `model`'s rows of `pairs` (host_id, licensor_id) within
-    `scope` (SQL on the alias `t`, with `params`: the run, or the period and status); exactly
-    those, so that a batch locks no other batch's rows.
+def pairs_lookup(
+    model: type[models.Model], columns: Sequence[str], scope: str, *, lock: bool = False
+) -> str:
+    """A statement that reads `columns` (attnames that are also column names) of `model`'s rows
+    of a set of (host_id, licensor_id) pairs within `scope` (SQL on the alias `t`: the run, or
+    the period and status), in key order; `lock`: each row FOR UPDATE. Its parameters: the
+    pairs' host ids, their licensor ids (two lists, no pair twice), then `scope`'s.
 
-    Found by one index lookup per pair (a LATERAL subquery the planner may not flatten: OFFSET 0),
-    then by key: a plain `(host_id, licensor_id) IN (unnest ...)` let the planner hash every row
-    of the run or the period for each batch, and a run's batches read its rows again and again
-    (at 10,000 pairs, 20 batches each scanning 10,000 pair rows and 10,000 settlements). The
-    run's rows are also newer than the table's statistics mid-run (the planner expected one
-    row), so only the query's shape makes the plan."""
+    Each pair's rows are found by an index lookup of their own (a LATERAL subquery, which
+    OFFSET 0 or the lock keeps the planner from flattening), so what a batch reads does not
+    grow with its run. `(host_id, licensor_id) IN (SELECT * FROM unnest ...)` let the planner
+    hash every row of the run or the period for each batch (at 10,000 pairs, 20 batches each
+    reading 10,000 pair rows and 10,000 settlements), and `id IN (<the lookups>)` let it run
+    the lookups again for every row of the period; the run's rows are newer than the table's
+    statistics mid-run (the planner expected one row of each), so only the statement's shape
+    makes the plan. A locked row is checked against `scope` again once its lock is granted,
+    as in any `SELECT ... FOR UPDATE` (a settlement superseded meanwhile is not read)."""
     table = connection.ops.quote_name(model._meta.db_table)
-    key = connection.ops.quote_name(model._meta.pk.column)
-    # S608/S611: the only interpolations are a model's own table and key names, and the
-    # caller's constant scope; the pairs and the scope's values are bound.
-    sql = (
-        f"{table}.{key} IN (SELECT x.{key} FROM unnest(%s::bigint[], %s::bigint[])"  # noqa: S608
+    key = model._meta.pk.column
+    outer = ", ".join(f"x.{c}" for c in columns)
+    inner = ", ".join(f"t.{c}" for c in columns)
+    # S608: the only interpolations are the model's own table and column names and the
+    # caller's constant scope; the values are bound.
+    return (
+        f"SELECT {outer} FROM unnest(%s::bigint[], %s::bigint[])"  # noqa: S608
         " AS p(host_id, licensor_id) CROSS JOIN LATERAL"
-        f" (SELECT t.{key} FROM {table} t WHERE t.host_id = p.host_id"
-        f" AND t.licensor_id = p.licensor_id AND {scope} OFFSET 0) x)"
+        f" (SELECT {inner} FROM {table} t WHERE t.host_id = p.host_id"
+        f" AND t.licensor_id = p.licensor_id AND {scope} OFFSET 0"
+        f"{' FOR UPDATE' if lock else ''}) x ORDER BY x.{key}"
     )
-    unique = list(dict.fromkeys(pairs))
-    return RawSQL(  # noqa: S611
-        sql,
-        ([h for h, _ in unique], [lic for _, lic in unique], *params),
-        output_field=BooleanField(),
-    )
+
+
+def pairs_params(pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """`pairs_lookup`'s first two parameters: the host ids and the licensor ids, no pair twice,
+    in (host, licensor) order: the order the lookups run in, so the order a locking lookup locks
+    in, whatever order the caller's pairs come in (two batches sharing pairs never deadlock)."""
+    unique = sorted(set(pairs))
+    return [[h for h, _ in unique], [lic for _, lic in unique]]
 
 
 def ids_update(model: type[models.Model], ids: Sequence[int], **values: Any) -> int:
@@ -173,4 +177,11 @@ def settlements_recompute(settlements: Sequence[Settlement]) -> None:
         assert cursor.rowcount == len(settlements)  # noqa: S101 - rows held FOR UPDATE
 
 
-__all__ = ["ids_update", "pairs_in", "rows_copy", "settlements_recompute", "values_copy"]
+__all__ = [
+    "ids_update",
+    "pairs_lookup",
+    "pairs_params",
+    "rows_copy",
+    "settlements_recompute",
+    "values_copy",
+]

@@ -23,7 +23,7 @@ from django.db.models.functions import Concat, Left
 from django.utils import timezone
 
 from billing import aggregation
-from billing.bulk import ids_update, pairs_in, values_copy
+from billing.bulk import ids_update, pairs_lookup, pairs_params, values_copy
 from billing.models import (
     BillingRun,
     BillingRunGroup,
@@ -42,6 +42,7 @@ from billing.settling import (
 )
 from billing.stale import billing_runs_reap, run_owner
 from core.periods import period_bounds
+from core.tables import table_analyze_if_stale
 from usage.closing import period_complete, period_stragglers, period_swept, periods_unswept
 from usage.selectors import period_open_pairs
 
@@ -69,6 +70,10 @@ def billing_run_start(*, period: str, trigger: str = "task") -> BillingRun:
         owner=run_owner(trigger),
         heartbeat_at=snapshot_at,
     )
+    # The batches find each pair's settlements by the index of current settlements; with no
+    # statistics (a table autovacuum never analyzed) the planner may take (period, status) for
+    # it and read the whole period once per pair (tests/billing/test_run_reads.py).
+    table_analyze_if_stale(Settlement._meta.db_table)
     groups = aggregation.stage_groups(run_id=run.pk, period=period, received_until=snapshot_at)
     groups -= _drop_closed_pairs(run_id=run.pk, period=period)
 
@@ -186,27 +191,33 @@ def billing_pairs_settle(*, run_id: int, pairs: list[Pair]) -> dict[Pair, PairOu
     # The commit is durable (synchronous_commit as the server has it, on): a settlement that
     # run_billing prints or anything announces survives a database crash (docs/billing.md,
     # "Durability"); one flush per batch.
-    # FOR UPDATE, in id order: a duplicate delivery of this batch (or of one of its pairs)
-    # waits here, then sees done_at and skips them.
+    # FOR UPDATE, in (host, licensor) order (`pairs_params`): a duplicate delivery of this batch
+    # (or of one of its pairs) waits here, then sees done_at and skips them.
     # Values, not models: a run locks tens of thousands of pair rows.
-    rows = list(
-        BillingRunPair.objects.select_for_update(of=("self",))
-        .filter(pairs_in(BillingRunPair, pairs, "t.run_id = %s", [run_id]))
-        .order_by("id")
-        .values_list("id", "host_id", "licensor_id", "done_at", "run__status")
-    )
-    missing = set(pairs) - {(host_id, licensor_id) for _, host_id, licensor_id, _, _ in rows}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            pairs_lookup(
+                BillingRunPair,
+                ("id", "host_id", "licensor_id", "done_at"),
+                "t.run_id = %s",
+                lock=True,
+            ),
+            [*pairs_params(pairs), run_id],
+        )
+        rows = cursor.fetchall()
+    missing = set(pairs) - {(host_id, licensor_id) for _, host_id, licensor_id, _ in rows}
     if missing:
         raise BillingRunPair.DoesNotExist(f"run {run_id} has no pair (host, licensor) {missing}")
     outcomes = {pair: PairOutcome(skipped=True) for pair in pairs}
+    # Read after the pairs' locks: a run superseded meanwhile changes nothing.
+    run = BillingRun.objects.get(pk=run_id)
+    if run.status != BillingRun.Status.RUNNING:
+        return outcomes
     todo = [
-        (pk, host_id, licensor_id)
-        for pk, host_id, licensor_id, done_at, status in rows
-        if done_at is None and status == BillingRun.Status.RUNNING
+        (pk, host_id, licensor_id) for pk, host_id, licensor_id, done_at in rows if done_at is None
     ]
     if not todo:
         return outcomes
-    run = BillingRun.objects.get(pk=run_id)
     todo_pairs = [(host_id, licensor_id) for _, host_id, licensor_id in todo]
     _pair_locks([f"billing:{h}:{lic}:{run.period}" for h, lic in todo_pairs])
     catalog = catalog_for_run(run_id)

@@ -25,7 +25,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing import aggregation
-from billing.bulk import pairs_in, rows_copy, settlements_recompute, values_copy
+from billing.bulk import pairs_lookup, pairs_params, rows_copy, settlements_recompute, values_copy
 from billing.events import settlement_event, subscriptions
 from billing.history import SYSTEM, settlement_events_record
 from billing.models import (
@@ -82,8 +82,8 @@ _CURRENT_FIELDS = (
     "first_computed_at",
 )
 
-# A pair's current settlements of a period, as `pairs_in` finds them: through the partial unique
-# index of current settlements (its predicate, `NOT status IN (...)`, written the same way).
+# A pair's current settlements of a period, as `pairs_lookup` finds them: through the partial
+# unique index of current settlements (its predicate, `NOT status IN (...)`, written the same way).
 _CURRENT_SCOPE = "t.period = %s AND NOT (t.status IN ({}))".format(
     ", ".join(["%s"] * len(NOT_CURRENT_STATUSES))
 )
@@ -225,23 +225,16 @@ def settlements_write(
     outcomes = {pair: PairOutcome() for pair in rated}
     if not rated:
         return outcomes
-    # FOR UPDATE, in a fixed order: an approval of one of these drafts waits until this
-    # recompute commits, then approves what it wrote; an approval that committed first makes us
-    # leave it alone.
+    # FOR UPDATE: an approval of one of these drafts waits until this recompute commits, then
+    # approves what it wrote; an approval that committed first makes us leave it alone. Locked
+    # in (host, licensor) order (`pairs_params`).
     # Only the columns a recompute reads (`_CURRENT_FIELDS`): a batch reads hundreds of rows,
     # and each timestamp column cost ~6 µs a row to parse. What needs the whole row loads it:
     # a disputed settlement before its revision, an announced one before its webhook (`_flush`).
     existing: dict[Pair, dict[str, Settlement]] = defaultdict(dict)
-    for s in (
-        Settlement.objects.select_for_update()
-        .only(*_CURRENT_FIELDS)
-        .filter(
-            pairs_in(Settlement, list(rated), _CURRENT_SCOPE, [run.period, *NOT_CURRENT_STATUSES])
-        )
-        # Again on the row locked: one superseded or voided meanwhile is no longer current. Not
-        # the period (it never changes): with it the planner may read the period's every row.
-        .exclude(status__in=NOT_CURRENT_STATUSES)
-        .order_by("id")
+    for s in Settlement.objects.raw(
+        pairs_lookup(Settlement, _CURRENT_FIELDS, _CURRENT_SCOPE, lock=True),
+        [*pairs_params(list(rated)), run.period, *NOT_CURRENT_STATUSES],
     ):
         existing[(s.host_id, s.licensor_id)][s.currency] = s
     computed_at = run.snapshot_at or timezone.now()

@@ -28,6 +28,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from core.periods import add_months, month_bounds
+from core.tables import table_analyze_if_stale
 from usage.wire import earliest_accepted
 
 # pg_advisory_xact_lock(class, year * 100 + month): held while a month's partition is created.
@@ -49,9 +50,6 @@ def partitions_forget() -> None:
 
 # The grouping columns that determine each other: model -> license -> licensor.
 STATISTICS_COLUMNS = ("licensor_id", "license_id", "model_id")
-# Re-analyze a partition before a billing run once this share of its rows changed since its last
-# ANALYZE (autovacuum's default analyze scale factor).
-STALE_SHARE = 0.1
 
 
 def partition_name(year: int, month: int) -> str:
@@ -84,27 +82,10 @@ def month_relation(year: int, month: int) -> str:
 
 
 def partition_analyze_if_stale(year: int, month: int) -> bool:
-    """ANALYZE the month's partition when it never was, or when more than STALE_SHARE of its
-    rows changed since: the billing run's plan depends on it, and autovacuum may be off or not
-    have come round yet. Samples a bounded number of rows whatever the partition's size (a few
-    hundred ms on 10M rows). Returns whether it analyzed."""
-    name = partition_name(year, month)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT s.last_analyze IS NULL AND s.last_autoanalyze IS NULL,"
-            " s.n_mod_since_analyze, c.reltuples"
-            " FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"
-            " WHERE s.relname = %s",
-            [name],
-        )
-        row = cursor.fetchone()
-        if row is None:
-            return False
-        never, changed, tuples = row
-        if not never and changed <= STALE_SHARE * max(float(tuples), 0.0):
-            return False
-        cursor.execute(f"ANALYZE {name}")
-    return True
+    """ANALYZE the month's partition when it never was, or when more than a tenth of its rows
+    changed since (`core.tables.table_analyze_if_stale`): the billing run's plan depends on it.
+    Returns whether it analyzed."""
+    return table_analyze_if_stale(partition_name(year, month))
 
 
 def partitions_window() -> tuple[tuple[int, int], tuple[int, int]]:
