@@ -29,7 +29,8 @@ The baseline is the month's bare GROUP BY (host, licensor, license, model, categ
 currency; sums of tokens, requests and numeric revenue; psycopg, not prepared); the bench fails
 if its plan is not a HashAggregate or if anything in it sorts to disk. Prints EXPLAIN (ANALYZE,
 BUFFERS) of the baseline and of the run's own aggregation once per size; medians, min-max
-spreads, ratios, and peak RSS (`ru_maxrss`) of the processes that ran the billing.
+spreads, ratios (of the medians, and each round's run against that round's baseline), and peak
+RSS (`ru_maxrss`) of the processes that ran the billing.
 """
 
 from __future__ import annotations

@@ -154,12 +154,10 @@ def _adjustments(
 def groups_query(*, run_id: int, pairs: list[Pair]) -> tuple[str, tuple[Any, ...]]:
     """The statement that reads the run's groups of `pairs` (`aggregation.COLUMNS`), in the
     order they were staged, and its parameters (for psycopg: `%b`, binary arrays). One index
-    lookup per pair (LATERAL, OFFSET 0: not flattened), as in `bulk.pairs_in`: a plain
-    `IN (unnest ...)` hashed all of the run's groups for every batch (40,000 rows, ~34 ms, 20
-    times at 10,000 pairs)."""
+    lookup per pair, as in `bulk.pairs_lookup`: a plain `IN (unnest ...)` hashed all of the
+    run's groups for every batch (40,000 rows, ~34 ms, 20 times at 10,000 pairs)."""
     table = BillingRunGroup._meta.db_table
     columns = ", ".join(f"g.{c}" for c in aggregation.COLUMNS)
-    unique = list(dict.fromkeys(pairs))
     sql = (
         f"SELECT {columns} FROM unnest(%b::bigint[], %b::bigint[])"  # noqa: S608 - names
         " AS p(host_id, licensor_id) CROSS JOIN LATERAL"
@@ -167,7 +165,7 @@ def groups_query(*, run_id: int, pairs: list[Pair]) -> tuple[str, tuple[Any, ...
         " AND t.licensor_id = p.licensor_id OFFSET 0) g"
         " ORDER BY g.id"
     )
-    return sql, ([h for h, _ in unique], [lic for _, lic in unique], run_id)
+    return sql, (*pairs_params(pairs), run_id)
 
 
 def _groups_read(*, run_id: int, pairs: list[Pair]) -> list[dict[str, Any]]:
