@@ -72,12 +72,19 @@ def values_copy(
 
 
 def pairs_lookup(
-    model: type[models.Model], columns: Sequence[str], scope: str, *, lock: bool = False
+    model: type[models.Model],
+    columns: Sequence[str],
+    scope: str,
+    *,
+    lock: bool = False,
+    binary: bool = False,
 ) -> str:
     """A statement that reads `columns` (attnames that are also column names) of `model`'s rows
     of a set of (host_id, licensor_id) pairs within `scope` (SQL on the alias `t`: the run, or
     the period and status), in key order; `lock`: each row FOR UPDATE. Its parameters: the
-    pairs' host ids, their licensor ids (two lists, no pair twice), then `scope`'s.
+    pairs' host ids, their licensor ids (two lists, no pair twice: `pairs_params`), then
+    `scope`'s. `binary`: the two lists bound as `%b`, for psycopg's own cursor (Django's binds
+    client-side, with `%s` only).
 
     Each pair's rows are found by an index lookup of their own (a LATERAL subquery, which
     OFFSET 0 or the lock keeps the planner from flattening), so what a batch reads does not
@@ -91,11 +98,13 @@ def pairs_lookup(
     table = connection.ops.quote_name(model._meta.db_table)
     key = model._meta.pk.column
     outer = ", ".join(f"x.{c}" for c in columns)
-    inner = ", ".join(f"t.{c}" for c in columns)
+    # The key too, whether or not it is read: the rows come out in its order.
+    inner = ", ".join(f"t.{c}" for c in dict.fromkeys([*columns, key]))
+    arrays = "%b::bigint[], %b::bigint[]" if binary else "%s::bigint[], %s::bigint[]"
     # S608: the only interpolations are the model's own table and column names and the
     # caller's constant scope; the values are bound.
     return (
-        f"SELECT {outer} FROM unnest(%s::bigint[], %s::bigint[])"  # noqa: S608
+        f"SELECT {outer} FROM unnest({arrays})"  # noqa: S608
         " AS p(host_id, licensor_id) CROSS JOIN LATERAL"
         f" (SELECT {inner} FROM {table} t WHERE t.host_id = p.host_id"
         f" AND t.licensor_id = p.licensor_id AND {scope} OFFSET 0"
