@@ -191,11 +191,23 @@ def test_the_process_list_serves_a_batch_bills_it_through_beat_and_stops_cleanly
 
             # and: /metrics sums every process's samples (the web's ingestion counts, the
             # worker's run durations) and reads the runs from the database
-            metrics = _samples(http.get("/metrics").text)
+            # The worker observes the run's duration when the task that completed it ends, a
+            # moment after that task's commit made the run `done` (config/metrics.py): waited for.
+            def run_observed() -> dict[str, float] | None:
+                samples = _samples(http.get("/metrics").text)
+                observed = samples.get("tollgate_billing_run_seconds_count", 0) >= 1
+                return samples if observed else None
+
+            metrics = _wait_for(
+                run_observed,
+                timeout=30,
+                what="the run's duration in /metrics",
+                log=log,
+                runner=runner,
+            )
             usage = '{endpoint="usage",outcome="%s"}'
             assert metrics["tollgate_ingest_records_total" + usage % "accepted"] == 2
             assert metrics["tollgate_ingest_records_total" + usage % "duplicate"] == 1
-            assert metrics["tollgate_billing_run_seconds_count"] >= 1
             assert metrics['tollgate_billing_runs{status="done"}'] >= 1
             # the worker's own endpoint, for a machine without a web process
             worker_metrics = _samples(http.get(f"http://127.0.0.1:{worker_port}/").text)
