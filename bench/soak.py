@@ -52,6 +52,7 @@ from bench.soak_checks import (
     copy_usage,
     same_catalog,
     settlements,
+    stuck_run_report,
 )
 from bench.soak_clients import client_main
 from bench.soak_procs import (
@@ -81,7 +82,9 @@ INHERITED_NOT = {
 
 
 class Soak:
-    def __init__(self, duration: float, fault_every: float, base: Path) -> None:
+    def __init__(
+        self, duration: float, fault_every: float, base: Path, worker_log_level: str = "WARNING"
+    ) -> None:
         self.duration, self.fault_every, self.base = duration, fault_every, base
         self.out = base / "clients"
         self.out.mkdir()
@@ -106,13 +109,14 @@ class Soak:
             "LOG_LEVEL": "WARNING",
         }
         self.web = gunicorn(self.env, self.port, base / "web.log")
-        self.worker = celery_worker(self.env, base / "worker.log")
+        self.worker = celery_worker(self.env, base / "worker.log", worker_log_level)
         self.faults: Counter[str] = Counter()
         self.notes: Counter[str] = Counter()
         self.runs: Counter[str] = Counter()
         self.stop_faults = threading.Event()
         self.stop_billing = threading.Event()
         self.clients: list[Any] = []
+        self.threads: list[threading.Thread] = []
 
     def say(self, message: str) -> None:
         print(f"[soak {time.strftime('%H:%M:%S')}] {message}", flush=True)
@@ -266,6 +270,10 @@ class Soak:
             # Also after an error or ^C: nothing of the soak outlives it.
             self.stop_faults.set()
             self.stop_billing.set()
+            # A fault under way (a worker killed, then started again) ends before the processes
+            # are stopped, or it would start one after them.
+            for t in self.threads:
+                t.join(timeout=30)
             for c in self.clients:
                 if c.is_alive():
                     c.kill()
@@ -306,7 +314,7 @@ class Soak:
         # after the month's first completed run would be late: docs/billing.md).
         self._wait_every_host_acked(timeout=120)
         started = time.monotonic()
-        threads = [
+        self.threads = threads = [
             threading.Thread(target=self.fault_loop, daemon=True),
             threading.Thread(target=self.billing_loop, daemon=True),
         ]
@@ -331,6 +339,8 @@ class Soak:
         self.say("clients stopped; the last billing run")
         final = self.billing_run(timeout=300)
         self.say(f"last billing run (no faults): {final}")
+        if final != "done":
+            print("\n".join(stuck_run_report(self.pg.url(DB), self.redis.url, self.worker.log)))
         return self._check(final)
 
     def _wait_every_host_acked(self, timeout: float) -> None:
@@ -469,12 +479,21 @@ def main(argv: list[str]) -> int:
         help="seconds between faults (default: duration / 40, 3 to 10)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument(
+        "--worker-log-level",
+        default="WARNING",
+        choices=("DEBUG", "INFO", "WARNING"),
+        help="the Celery worker's log level (WARNING; INFO logs each task received and ended)",
+    )
     args = parser.parse_args(argv)
+    # SIGTERM (a timeout's, a CI job's) unwinds like ^C: the servers and the worker it started
+    # are stopped by Soak.run's finally instead of outliving it.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     every = args.fault_every or min(10.0, max(3.0, args.duration / 40))
     base = Path(tempfile.mkdtemp(prefix="tollgate-soak-"))
     os.chmod(base, 0o755)  # noqa: S103 (the postgres user traverses it when we are root)
     try:
-        return Soak(args.duration, every, base).run()
+        return Soak(args.duration, every, base, args.worker_log_level).run()
     finally:
         if args.keep:
             print(f"scratch directory kept: {base}")

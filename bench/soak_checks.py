@@ -206,3 +206,49 @@ def same_catalog(soak_url: str, clean_url: str) -> list[str]:
         if list(a.execute(query)) != list(b.execute(query)):
             return ["the clean database's catalog ids differ from the soak's"]
     return []
+
+
+def stuck_run_report(url: str, redis_url: str, worker_log: Path) -> list[str]:
+    """Why a billing run did not end: the period's last runs, what PostgreSQL's backends are
+    doing or waiting for, what the broker still holds, and the worker log's tail. Printed when
+    the soak's last run is lost, so that a failure seen once (in CI, say) says where it stood."""
+    lines: list[str] = []
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            lines.append("billing runs (newest first):")
+            for row in conn.execute(
+                "SELECT id, status, trigger, started_at::time(1)::text,"
+                " aggregated_at::time(1)::text, finished_at::time(1)::text, pairs_done,"
+                " pairs_total, owner FROM billing_billingrun ORDER BY id DESC LIMIT 6"
+            ):
+                lines.append(f"  {row}")
+            lines.append("backends not idle:")
+            for row in conn.execute(
+                "SELECT pid, application_name, state, wait_event_type, wait_event,"
+                " (now() - xact_start)::text, left(query, 160) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND state <> 'idle'"
+                " AND pid <> pg_backend_pid()"
+            ):
+                lines.append(f"  {row}")
+            lines.append("locks waited for:")
+            for row in conn.execute(
+                "SELECT l.pid, l.locktype, l.relation::regclass, l.mode,"
+                " pg_blocking_pids(l.pid) FROM pg_locks l WHERE NOT l.granted"
+            ):
+                lines.append(f"  {row}")
+    except psycopg.Error as exc:
+        lines.append(f"database: {exc!r}")
+    try:
+        import redis
+
+        broker = redis.Redis.from_url(redis_url, socket_timeout=5)
+        lines.append(
+            f"broker: {broker.llen('celery')} message(s) queued, {broker.hlen('unacked')}"
+            " delivered and not acknowledged"
+        )
+    except Exception as exc:  # the report must not hide the failure it describes
+        lines.append(f"broker: {exc!r}")
+    tail = worker_log.read_text(errors="replace").splitlines()[-40:] if worker_log.exists() else []
+    lines.append("worker log, last lines:")
+    lines += [f"  {line[:300]}" for line in tail]
+    return lines

@@ -218,7 +218,9 @@ def gunicorn(env: dict[str, str], port: int, log: Path) -> Group:
     )
 
 
-def celery_worker(env: dict[str, str], log: Path) -> Group:
+def celery_worker(env: dict[str, str], log: Path, level: str = "WARNING") -> Group:
+    """The worker, logging at `level` (INFO: each task received and ended, to read in its log
+    what a run that did not end was waiting for)."""
     return Group(
         [
             PYTHON,
@@ -233,12 +235,12 @@ def celery_worker(env: dict[str, str], log: Path) -> Group:
             "--concurrency",
             "2",
             "--loglevel",
-            "WARNING",
+            level,
             "--without-heartbeat",
             "--without-mingle",
             "--without-gossip",
         ],
-        env,
+        {**env, "LOG_LEVEL": level},
         log,
     )
 

@@ -29,13 +29,32 @@ def test_nothing_is_lost_or_doubled_while_everything_fails() -> None:
         skip_or_fail("the soak needs redis-server and PostgreSQL's initdb")
 
     # when: 15 seconds of faults, one every 2 seconds, in turn (and until each kind was injected)
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.soak", "--duration", "15", "--fault-every", "2"],
+    soak = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.soak",
+            "--duration",
+            "15",
+            "--fault-every",
+            "2",
+            # Each task received and ended in the worker log, whose tail the soak prints when
+            # its last run does not end.
+            "--worker-log-level",
+            "INFO",
+        ],
         cwd=ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=600,
     )
+    try:
+        stdout, stderr = soak.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        soak.terminate()  # SIGTERM: the soak stops what it started (a SIGKILL would leave them)
+        stdout, stderr = soak.communicate(timeout=120)
+        pytest.fail(f"the soak ran over 10 minutes: {(stdout + stderr)[-6000:]}")
+    done = subprocess.CompletedProcess(soak.args, soak.returncode, stdout, stderr)
 
     # then: every kind of fault was injected, and every check held
     out = done.stdout + done.stderr
