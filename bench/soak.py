@@ -102,7 +102,7 @@ class Soak:
             "DATABASE_URL": self.pg.url(DB),
             "CELERY_BROKER_URL": self.redis.url,
             # A pair task takes well under a second here: a killed worker's task comes back
-            # after 10 s instead of 15 minutes.
+            # 10-20 s later (this, then the worker's next sweep) instead of after 15 minutes.
             "CELERY_VISIBILITY_TIMEOUT": "10",
             "BILLING_RUN_STALE_SECONDS": "120",
             "TOLLGATE_THROTTLE_RATE": "100000/min",

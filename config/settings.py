@@ -173,11 +173,21 @@ CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Celery's consumer with a repair: a lost broker connection no longer ends a worker that holds
+# an unacknowledged message (config/worker.py).
+CELERY_WORKER_CONSUMER = "config.worker:Consumer"
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Redis redelivers a task that was never acknowledged (its worker died) after this many seconds;
 # it must exceed the longest task (one host/licensor pair of a billing run takes seconds).
+# Each worker sweeps for such tasks every 10 s: kombu by default scans on one sweep in ten
+# (every ~100 s), and a sweep lock left by a worker killed mid-sweep held off every sweep for
+# 5 minutes; so a killed worker's task comes back about 10 s after its visibility timeout
+# (tests/billing/test_celery_worker.py kills workers with these sweeps).
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", "900"),
+    "unacked_restore_interval": 10,
+    "unacked_restore_throttle": 1,
+    "unacked_mutex_expire": 60,
 }
 CELERY_TIMEZONE = "UTC"
 # A running billing run with no pair finished for this long is taken for dead and marked failed

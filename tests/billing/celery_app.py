@@ -1,6 +1,6 @@
 """The Celery app of the worker that tests/billing/test_celery_worker.py starts as a subprocess:
 the project's app, with a short broker visibility timeout so that the messages of a worker killed
-with SIGKILL come back within seconds (Redis's default is an hour), and an optional pause before
+with SIGKILL come back within seconds (production's is 15 minutes), and an optional pause before
 each pair task so that a test can kill the worker while a run is half done."""
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from celery.signals import task_prerun, worker_process_init
 from config.celery import app
 
 app.conf.broker_transport_options = {
+    # The production sweep for abandoned messages (config/settings.py: every 10 s), so the tests
+    # that kill a worker show a killed worker's tasks come back with it.
+    **(app.conf.broker_transport_options or {}),
     "visibility_timeout": int(os.environ.get("TEST_VISIBILITY_TIMEOUT", "4")),
-    # Sweep for abandoned messages every second, and never wait on a sweep lock left behind by
-    # the killed worker for longer than a few seconds.
-    "unacked_restore_interval": 1,
-    "unacked_restore_throttle": 1,
+    # A sweep lock left behind by a worker killed mid-sweep (a window of milliseconds) lapses
+    # after a few seconds rather than 60, which a test's timeout would not cover.
     "unacked_mutex_expire": 5,
 }
 PAUSE = float(os.environ.get("TEST_PAIR_PAUSE", "0"))
@@ -68,6 +69,14 @@ def _hold_batches(**kwargs: Any) -> None:
         return outcome
 
     runs.settlements_write = held  # type: ignore[assignment]
+
+
+# For the broker restart test (tests/ops/test_broker_restart.py): a task that holds a pool
+# process for a while and needs no database, so that one is in flight when Redis goes away.
+@app.task(name="tests.pause")
+def pause(seconds: float, marker: str) -> str:
+    time.sleep(seconds)
+    return marker
 
 
 __all__ = ["app"]
