@@ -176,6 +176,11 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # Celery's consumer with a repair: a lost broker connection no longer ends a worker that holds
 # an unacknowledged message (config/worker.py).
 CELERY_WORKER_CONSUMER = "config.worker:Consumer"
+# On a lost broker connection, tasks running with acks_late are stopped and come back through
+# Redis (the visibility timeout) rather than finishing and acknowledging on the lost connection,
+# which ended the worker under Celery 5.7.0 (Celery 6's default; config/worker.py). Every task
+# is idempotent: a batch stopped mid-way rolls back and is billed again.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Redis redelivers a task that was never acknowledged (its worker died) after this many seconds;
 # it must exceed the longest task (one host/licensor pair of a billing run takes seconds).

@@ -11,7 +11,9 @@ tests/ops/test_broker_restart.py.
 The repair: the lost connection's channel does not give its messages back at that close. Redis
 still holds them as unacknowledged, and the workers' sweep hands them out again after the
 visibility timeout (config/settings.py), which is what Celery 5.6 did (it only released the
-connection).
+connection). A task that ended while the connection was lost would acknowledge its message on
+that released channel and end the worker the same way: the settings stop running tasks on a
+lost connection (CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS), so none does.
 """
 
 from __future__ import annotations

@@ -1,9 +1,14 @@
-"""A worker outlives a restart of its broker while it runs a task: the restart closes the
-connection under a message delivered and not yet acknowledged (acks_late), the worker connects
-again and takes the next task. Celery 5.7.0 did not: on that connection loss it closed the old
-connection again after kombu had released it, and restoring the unacknowledged message there
-raised AttributeError, which ended the worker ("Unrecoverable error"); the fault soak's last
-billing run then waited for a worker that was gone. config/worker.py repairs it."""
+"""A worker outlives a restart of its broker while it runs a task. Celery 5.7.0 did not, in two
+ways, each of which ended the worker ("Unrecoverable error", an AttributeError) and left the
+fault soak's last billing run waiting for a worker that was gone:
+
+- on the connection loss it closed the lost connection again after kombu had released it, and
+  the channel tried to give its unacknowledged (acks_late) message back through it;
+- a task that ended while Redis was down acknowledged its message on that released channel.
+
+config/worker.py repairs the first; the second is why running tasks are stopped on a lost
+connection (CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS): their messages come
+back through Redis. Without it the second case below fails; without the first, both do."""
 
 from __future__ import annotations
 
@@ -47,7 +52,16 @@ def _wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
     return False
 
 
-def test_a_worker_with_a_task_in_flight_outlives_a_broker_restart(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("task_seconds", "down_seconds"),
+    [
+        (8.0, 0.5),  # the task outlasts the outage: it ends on the new connection
+        (1.0, 4.0),  # it would end while Redis is down, its acknowledgement with nowhere to go
+    ],
+)
+def test_a_worker_with_a_task_in_flight_outlives_a_broker_restart(
+    tmp_path: Path, task_seconds: float, down_seconds: float
+) -> None:
     # given: a Redis of the test's own (it is killed) and a prefork worker on it
     if shutil.which("redis-server") is None:
         skip_or_fail("the test needs redis-server")
@@ -82,12 +96,12 @@ def test_a_worker_with_a_task_in_flight_outlives_a_broker_restart(tmp_path: Path
     client = redis.Redis.from_url(broker.url, socket_timeout=5)
     try:
         # and: a task in flight: delivered to the worker, not acknowledged (acks_late)
-        _send(broker.url, 8, "in-flight")
+        _send(broker.url, task_seconds, "in-flight")
         assert _wait_for(lambda: client.hlen("unacked") == 1, 60), log.read_text()[-3000:]
 
         # when: Redis dies and comes back (its append-only file keeps the messages)
         broker.kill()
-        time.sleep(0.5)
+        time.sleep(down_seconds)
         broker.start()
         marker = f"after-restart-{uuid.uuid4()}"
         _send(broker.url, 0, marker)
