@@ -12,25 +12,19 @@ back through Redis. Without it the second case below fails; without the first, b
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
 
 from bench.soak_procs import ScratchRedis
+from tests.billing.test_celery_worker import Worker, wait_for
 from tests.conftest import skip_or_fail
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _send(app_broker: str, seconds: float, marker: str) -> None:
@@ -41,15 +35,6 @@ def _send(app_broker: str, seconds: float, marker: str) -> None:
         app.send_task("tests.pause", args=[seconds, marker])
     finally:
         app.close()
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 @pytest.mark.parametrize(
@@ -68,36 +53,13 @@ def test_a_worker_with_a_task_in_flight_outlives_a_broker_restart(
     broker = ScratchRedis(tmp_path)
     broker.start()
     log = tmp_path / "worker.log"
-    env = {
-        **os.environ,
-        "CELERY_BROKER_URL": broker.url,
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "LOG_LEVEL": "INFO",
-    }
-    worker = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "celery"),
-            "-A",
-            "tests.billing.celery_app",
-            "worker",
-            "--pool=prefork",
-            "--concurrency=2",
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    worker = Worker(broker.url, log, pause=0)  # the worker tests' (tests.billing.celery_app)
+    worker.start()
     client = redis.Redis.from_url(broker.url, socket_timeout=5)
     try:
         # and: a task in flight: delivered to the worker, not acknowledged (acks_late)
         _send(broker.url, task_seconds, "in-flight")
-        assert _wait_for(lambda: client.hlen("unacked") == 1, 60), log.read_text()[-3000:]
+        wait_for(lambda: client.hlen("unacked") == 1, timeout=60, what="a task in flight", log=log)
 
         # when: Redis dies and comes back (its append-only file keeps the messages)
         broker.kill()
@@ -108,21 +70,10 @@ def test_a_worker_with_a_task_in_flight_outlives_a_broker_restart(
 
         # then: the worker is still there, and runs the task sent after the restart
         # (the task's result, the marker, is in the worker's "succeeded" line only)
-        ran = _wait_for(lambda: marker in log.read_text(), 60)
+        wait_for(lambda: marker in log.read_text(), timeout=60, what="the next task", log=log)
         text = log.read_text()
         assert "Unrecoverable error" not in text, text[-4000:]
-        assert worker.poll() is None, text[-4000:]
-        assert ran, text[-4000:]
+        assert worker.proc is not None and worker.proc.poll() is None, text[-4000:]
     finally:
-        if worker.poll() is None:
-            worker.terminate()
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(worker.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        worker.wait(timeout=10)
+        worker.stop()
         broker.kill()
