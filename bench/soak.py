@@ -224,7 +224,7 @@ class Soak:
         'not_sent_...' (the database or the broker was down at that moment: tried again)."""
         from celery import Celery
 
-        app = Celery(broker=self.redis.url)
+        app = Celery(broker=self.redis.url, set_as_current=False)
         try:
             before = self._last_run()
         except psycopg.Error:

@@ -4,7 +4,8 @@ is set, the embedded one otherwise (config/embedded_db.py)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 import pytest
 from django.db import connection
@@ -67,6 +68,25 @@ def _fresh_counters() -> None:
     from django.core.cache import cache
 
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _celery_app_stays_current() -> Iterator[None]:
+    """The project's Celery app is the current one after every test. A test that builds another
+    app (a producer for a worker it started) must pass `set_as_current=False`: otherwise every
+    later test in the process sends its `.delay` calls to that app's broker instead of running
+    them in-process, and fails far from the cause (an approval that never invoices)."""
+    from celery import current_app
+
+    from config.celery import app
+
+    yield
+    leaked = cast(Any, current_app)._get_current_object()  # the proxy's object
+    if leaked is not app:
+        app.set_current()
+        pytest.fail(
+            f"the test left Celery app {leaked!r} current; build it with set_as_current=False"
+        )
 
 
 @pytest.fixture

@@ -177,19 +177,70 @@ def month_of_usage(client_for: Callable[..., APIClient]) -> dict[tuple[str, str]
     return expected
 
 
-def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, log: Path) -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    *,
+    timeout: float,
+    what: str,
+    log: Path,
+    state: Callable[[], str] | None = None,
+) -> Any:
+    """Polls `predicate` until it is true; on timeout, fails with what the worker logged (its
+    errors and warnings from the whole log, then its tail) and `state()`, what the test sees."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.2)
-    tail = log.read_text()[-3000:] if log.exists() else "(no log)"
-    pytest.fail(f"timed out waiting for {what}; worker log:\n{tail}")
+    text = log.read_text(errors="replace") if log.exists() else "(no log)"
+    notable = [
+        line
+        for line in text.splitlines()
+        if re.search(r"ERROR|WARNING|Traceback|Error:|retry", line, re.IGNORECASE)
+    ]
+    report = f"timed out waiting for {what}"
+    if state is not None:
+        report += f"\n{state()}"
+    report += "\nworker log, errors and warnings:\n" + "\n".join(notable[:60])
+    report += f"\nworker log, tail:\n{text[-3000:]}"
+    pytest.fail(report)
 
 
 def run_done() -> BillingRun | None:
-    return BillingRun.objects.filter(period=PERIOD, status="done").order_by("-id").first()
+    """The period's run once it is done; fails at once if it ended otherwise (partial, failed),
+    which no wait would change."""
+    run = BillingRun.objects.filter(period=PERIOD).order_by("-id").first()
+    if run is not None and run.status in ("partial", "failed"):
+        pytest.fail(f"run {run.pk} ended {run.status}: {run.error}")
+    return run if run is not None and run.status == "done" else None
+
+
+def run_state(broker: str) -> Callable[[], str]:
+    """What a stuck run looks like: the period's runs, their pairs not done, and the broker's
+    queue and unacknowledged messages."""
+
+    def describe() -> str:
+        import redis
+
+        lines = ["runs of the period (id, status, done/total, failed):"]
+        for run in BillingRun.objects.filter(period=PERIOD).order_by("id"):
+            lines.append(
+                f"  {run.pk} {run.status} {run.pairs_done}/{run.pairs_total} {run.pairs_failed}"
+            )
+            pending = BillingRunPair.objects.filter(run=run, done_at__isnull=True)
+            lines.extend(
+                f"    not done: host {p.host_id} licensor {p.licensor_id}" for p in pending
+            )
+        client = redis.Redis.from_url(broker, socket_timeout=5)
+        lines.append(
+            f"broker: queue {client.llen('celery')}, unacknowledged {client.hlen('unacked')}"
+        )
+        for tag, body in client.hgetall("unacked").items():
+            lines.append(f"  unacked {tag!r}: {body[:300]!r}")
+        return "\n".join(lines)
+
+    return describe
 
 
 def settlement_totals() -> dict[tuple[str, str], Decimal]:
@@ -246,6 +297,7 @@ def test_it_finishes_after_the_worker_is_killed_mid_run(
     worker_factory: Callable[..., Worker],
     producer: Celery,
     tmp_path: Path,
+    broker: str,
 ) -> None:
     # given: a worker whose pair tasks take a while
     log = tmp_path / "worker.log"
@@ -266,7 +318,9 @@ def test_it_finishes_after_the_worker_is_killed_mid_run(
     worker_factory().start()
 
     # then: the unacknowledged pair tasks come back and the run completes
-    run = wait_for(run_done, timeout=90, what="the run after restart", log=log)
+    run = wait_for(
+        run_done, timeout=90, what="the run after restart", log=log, state=run_state(broker)
+    )
     assert (run.pairs_done, run.pairs_total) == (16, 16)
     assert Settlement.objects.filter(period=PERIOD).count() == 16
     assert settlement_totals() == month_of_usage
@@ -296,6 +350,7 @@ def test_it_recovers_a_batch_killed_inside_its_transaction(
     worker_factory: Callable[..., Worker],
     producer: Celery,
     tmp_path: Path,
+    broker: str,
 ) -> None:
     # given: a worker whose batches (2 pairs each) hold their transaction open after writing
     # their settlements
@@ -312,7 +367,9 @@ def test_it_recovers_a_batch_killed_inside_its_transaction(
     worker_factory().start()
 
     # then: the batches come back and the run completes, every pair settled exactly once
-    run = wait_for(run_done, timeout=90, what="the run after restart", log=log)
+    run = wait_for(
+        run_done, timeout=90, what="the run after restart", log=log, state=run_state(broker)
+    )
     assert (run.pairs_done, run.pairs_total, run.pairs_failed) == (16, 16, 0)
     assert run.settlements_written == 16
     assert settlement_totals() == month_of_usage

@@ -30,7 +30,9 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 def _send(app_broker: str, seconds: float, marker: str) -> None:
     from celery import Celery
 
-    app = Celery(broker=app_broker)
+    # Not the current app: shared tasks (`.delay`) of later tests in this process would resolve
+    # to it and go to this (dead) broker instead of running in-process.
+    app = Celery(broker=app_broker, set_as_current=False)
     try:
         app.send_task("tests.pause", args=[seconds, marker])
     finally:
