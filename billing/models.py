@@ -83,6 +83,10 @@ class BillingRun(models.Model):
     # When the run started or a pair of it last finished: a run that stops advancing for
     # BILLING_RUN_STALE_SECONDS is taken for dead.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # A Celery run that stopped advancing has its pairs not done queued again (billing/stale.py,
+    # `billing_runs_resume`): when it last was, and how many times.
+    resumed_at = models.DateTimeField(null=True, blank=True)
+    resumes = models.IntegerField(default=0)
 
     class Meta:
         ordering = ["-started_at"]

@@ -4,7 +4,9 @@
 A `run_billing` run records its owner, `<hostname>:<pid>`; on the same machine a dead pid is seen
 at once. Every run also has a heartbeat, `heartbeat_at`, moved by each pair that finishes: a run
 that has not advanced for `BILLING_RUN_STALE_SECONDS` is taken for dead wherever it ran (a Celery
-run's lost pair tasks come back after the broker's visibility timeout, well within it).
+run's unacknowledged pair tasks come back after the broker's visibility timeout, well within it).
+Before that, a Celery run that has not advanced for `BILLING_RUN_RESUME_SECONDS` is resumed: its
+pairs not done are queued again, for the tasks the broker lost rather than delayed.
 
 A dead run is marked `failed`, naming why; its drafts stay as they were (re-derivable), and the
 next run of the period recomputes them. `billing_run_start` reaps before it starts, and beat reaps
@@ -23,7 +25,7 @@ from django.db.models import F, Q, TextField, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
-from billing.models import BillingRun
+from billing.models import BillingRun, BillingRunPair
 
 
 def run_owner(trigger: str) -> str:
@@ -85,4 +87,42 @@ def billing_runs_reap(*, now: datetime | None = None) -> list[BillingRun]:
     return reaped
 
 
-__all__ = ["billing_runs_reap", "run_owner"]
+@transaction.atomic
+def billing_runs_resume(*, now: datetime | None = None) -> dict[int, list[tuple[int, int]]]:
+    """The Celery runs that have not advanced for BILLING_RUN_RESUME_SECONDS (and were not
+    resumed within it), each with its pairs not done, as (host_id, licensor_id), for the caller
+    to queue again once this commits. Each is marked resumed (`resumed_at`, `resumes`).
+
+    A pair task is normally delivered again by the broker when its worker dies (after the
+    visibility timeout), but Redis can also lose it: a worker killed between taking the message
+    off the queue and recording it as unacknowledged. Queuing a pair again is harmless (a pair
+    done is skipped, two deliveries of a pair serialize on its lock); a run that still does not
+    advance is reaped (`billing_runs_reap`) after BILLING_RUN_STALE_SECONDS."""
+    now = now or timezone.now()
+    quiet_since = now - timedelta(seconds=settings.BILLING_RUN_RESUME_SECONDS)
+    stalled = BillingRun.objects.filter(
+        Q(heartbeat_at__lt=quiet_since) | Q(heartbeat_at=None, started_at__lt=quiet_since),
+        Q(resumed_at=None) | Q(resumed_at__lt=quiet_since),
+        status=BillingRun.Status.RUNNING,
+        trigger="task",  # a run_billing process drives its own pairs: reaped, never resumed
+    )
+    resumed: dict[int, list[tuple[int, int]]] = {}
+    for run in stalled:
+        # Unless a pair finished or another reaper resumed it meanwhile.
+        claimed = BillingRun.objects.filter(
+            pk=run.pk,
+            status=BillingRun.Status.RUNNING,
+            heartbeat_at=run.heartbeat_at,
+            resumed_at=run.resumed_at,
+        ).update(resumed_at=now, resumes=F("resumes") + 1)
+        if not claimed:
+            continue
+        resumed[run.pk] = list(
+            BillingRunPair.objects.filter(run=run, done_at=None)
+            .order_by("id")
+            .values_list("host_id", "licensor_id")
+        )
+    return resumed
+
+
+__all__ = ["billing_runs_reap", "billing_runs_resume", "run_owner"]

@@ -9,12 +9,14 @@ The monthly task queues one `bill_pairs` task per batch of BILLING_PAIRS_PER_BAT
 transaction each, billing/runs.py); `bill_pair` bills a single pair (a batch of one) and stays for
 redeliveries and operators. A pair that cannot be settled is recorded as failed on the run
 (`billing_pair_fail`): a batch that raises is settled again pair by pair, so the other pairs go
-on, and no retry repeats an error that is not transient.
+on, and no retry repeats an error that is not transient. A run whose batches stop advancing (a
+task the broker lost) has its pairs not done queued again by beat's reap (`reap_billing_runs`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from celery import Task, shared_task
 from django.conf import settings
@@ -32,7 +34,7 @@ from billing.runs import (
     billing_run_start,
     pair_failure_text,
 )
-from billing.stale import billing_runs_reap
+from billing.stale import billing_runs_reap, billing_runs_resume
 from core.periods import previous_period
 
 logger = logging.getLogger(__name__)
@@ -44,17 +46,23 @@ def run_monthly_billing(period: str | None = None) -> int:
     aggregate the month, then one `bill_pairs` task per batch of (licensor, host) pairs.
     Returns the run's id."""
     run = billing_run_start(period=period or previous_period(timezone.now()), trigger="task")
-    pairs = [
-        [h, lic]
-        for h, lic in BillingRunPair.objects.filter(run=run, done_at__isnull=True)
+    # billing_run_start committed (durable), so the rows the batches read are visible.
+    _queue_batches(
+        run.pk,
+        BillingRunPair.objects.filter(run=run, done_at__isnull=True)
         .order_by("id")
-        .values_list("host_id", "licensor_id")
-    ]
-    size = settings.BILLING_PAIRS_PER_BATCH
-    for first in range(0, len(pairs), size):
-        # billing_run_start committed (durable), so the rows these tasks read are visible.
-        bill_pairs.delay(run.pk, pairs[first : first + size])
+        .values_list("host_id", "licensor_id"),
+    )
     return run.pk
+
+
+def _queue_batches(run_id: int, pairs: Iterable[tuple[int, int]]) -> int:
+    """One `bill_pairs` task per BILLING_PAIRS_PER_BATCH of the run's `pairs`; returns how many."""
+    todo = [[h, lic] for h, lic in pairs]
+    size = settings.BILLING_PAIRS_PER_BATCH
+    for first in range(0, len(todo), size):
+        bill_pairs.delay(run_id, todo[first : first + size])
+    return -(-len(todo) // size)
 
 
 @shared_task(
@@ -172,7 +180,17 @@ def deliver_due_webhooks() -> int:
 
 @shared_task(name="billing.tasks.reap_billing_runs")
 def reap_billing_runs() -> list[int]:
-    """Mark failed the running runs whose process died (billing/stale.py); returns their ids."""
+    """Queue again the pairs not done of the Celery runs that stopped advancing, then mark
+    failed the running runs whose process died or that stopped advancing for good
+    (billing/stale.py); returns the ids of the runs failed."""
+    for run_id, pairs in billing_runs_resume().items():  # committed: the batches see it
+        batches = _queue_batches(run_id, pairs)
+        logger.warning(
+            "billing run %s stopped advancing: queued its %s pairs not done again (%s batches)",
+            run_id,
+            len(pairs),
+            batches,
+        )
     return [run.pk for run in billing_runs_reap()]
 
 

@@ -198,6 +198,12 @@ CELERY_TIMEZONE = "UTC"
 # A running billing run with no pair finished for this long is taken for dead and marked failed
 # (billing/stale.py); above the visibility timeout, after which a lost pair task is redelivered.
 BILLING_RUN_STALE_SECONDS = envint("BILLING_RUN_STALE_SECONDS", "3600")
+# A Celery run with no pair finished for this long has its pairs not done queued again (beat's
+# reap, billing/stale.py): Redis can lose a task outright (a worker killed between taking it and
+# recording it unacknowledged), not only deliver it late. Above the visibility timeout and its
+# sweep, so a task that merely waits for redelivery is not queued twice; below the stale limit,
+# so a run gets resumed (twice by default) before it is taken for dead.
+BILLING_RUN_RESUME_SECONDS = envint("BILLING_RUN_RESUME_SECONDS", "1200")
 # Pairs a billing run settles in one transaction (one Celery task, one durable commit): the
 # per-pair round trips and WAL flush shared by the batch (docs/billing.md, "Batches"). 500
 # rather than 100: at 10,000 pairs, ~30% less database CPU and ~15% less Python for the same

@@ -33,6 +33,15 @@ if os.environ.get("TEST_BEAT_PERIOD"):
     monthly.update(schedule=1.0, args=(os.environ["TEST_BEAT_PERIOD"],))
     app.conf.beat_schedule = {"monthly-billing": monthly}
 
+# For the tests of a run that stopped advancing: the project's own reap entry (its task), fired
+# every TEST_REAP_EVERY seconds instead of every 10 minutes.
+if os.environ.get("TEST_REAP_EVERY"):
+    from django.conf import settings
+
+    reap = dict(settings.CELERY_BEAT_SCHEDULE["billing-runs-reap"])
+    reap.update(schedule=float(os.environ["TEST_REAP_EVERY"]))
+    app.conf.beat_schedule = {"billing-runs-reap": reap}
+
 # For the notification tests: retries of a failed send a second apart instead of a minute.
 RETRY_BASE = os.environ.get("TEST_NOTIFICATION_RETRY_BASE")
 

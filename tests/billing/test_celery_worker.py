@@ -28,6 +28,7 @@ from billing.models import (
     SettlementLine,
 )
 from billing.review import settlement_approve
+from billing.runs import billing_run_start
 from ledger.selectors import trial_balance
 from ledger.verify import verify_books
 from licensing.catalog import catalog_import
@@ -139,8 +140,8 @@ def broker() -> str:
 def worker_factory(broker: str, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     workers: list[Worker] = []
 
-    def make(pause: float = 0.0, hold: float = 0.0) -> Worker:
-        w = Worker(broker, tmp_path / "worker.log", pause, hold)
+    def make(pause: float = 0.0, hold: float = 0.0, log: str = "worker.log") -> Worker:
+        w = Worker(broker, tmp_path / log, pause, hold)
         workers.append(w)
         return w
 
@@ -311,19 +312,35 @@ def test_it_finishes_after_the_worker_is_killed_mid_run(
         log=log,
     )
 
-    # when: SIGKILL mid-run, then a new worker
+    # when: SIGKILL mid-run, then a new worker (its own log), and beat reaping every second
     first.kill()
     done_at_kill = BillingRunPair.objects.filter(done_at__isnull=False).count()
     assert done_at_kill < 16, "the run finished before the kill; nothing was tested"
-    worker_factory().start()
+    held = unacked_task_ids(broker)
+    second = worker_factory(log="second.log")
+    # A task Redis lost in the kill (taken off the queue, not yet recorded unacknowledged: a
+    # window of microseconds) comes back when the run is resumed, after 20 s without progress.
+    second.env["BILLING_RUN_RESUME_SECONDS"] = "20"
+    second.start()
+    beat = worker_factory(log="beat.log")
+    beat.env["TEST_REAP_EVERY"] = "1"
+    beat.start("beat", "--loglevel=INFO", f"--schedule={tmp_path / 'beat-schedule'}")
 
-    # then: the unacknowledged pair tasks come back and the run completes
+    # then: the run completes
     run = wait_for(
-        run_done, timeout=90, what="the run after restart", log=log, state=run_state(broker)
+        run_done,
+        timeout=90,
+        what="the run after restart",
+        log=tmp_path / "second.log",
+        state=run_state(broker),
     )
     assert (run.pairs_done, run.pairs_total) == (16, 16)
     assert Settlement.objects.filter(period=PERIOD).count() == 16
     assert settlement_totals() == month_of_usage
+    # and: every task the killed worker held unacknowledged was delivered again, to the new one
+    second_log = (tmp_path / "second.log").read_text()
+    assert held, "the killed worker held no task; nothing was redelivered"
+    assert {t for t in held if f"[{t}] received" not in second_log} == set()
     # and approving everything leaves balanced books
     for settlement in Settlement.objects.filter(period=PERIOD):
         settlement_approve(settlement=settlement, actor="test")
@@ -331,6 +348,57 @@ def test_it_finishes_after_the_worker_is_killed_mid_run(
     report = verify_books()
     assert report.problems == []
     assert report.entries == 16
+
+
+def unacked_task_ids(broker: str) -> set[str]:
+    """The ids of the tasks the broker has delivered and not had acknowledged."""
+    import json
+
+    import redis
+
+    client = redis.Redis.from_url(broker, socket_timeout=5)
+    return {json.loads(body)[0]["headers"]["id"] for body in client.hvals("unacked")}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_resumes_a_run_whose_pair_task_was_lost(
+    month_of_usage: dict[tuple[str, str], Decimal],
+    worker_factory: Callable[..., Worker],
+    producer: Celery,
+    tmp_path: Path,
+    broker: str,
+) -> None:
+    # given: a run started as the monthly task starts it, whose batches are queued but one, as
+    # if Redis had lost it (a worker killed right after taking it off the queue)
+    run = billing_run_start(period=PERIOD, trigger="task")
+    pairs = list(
+        BillingRunPair.objects.filter(run=run).order_by("id").values_list("host_id", "licensor_id")
+    )
+    batches = [pairs[i : i + 2] for i in range(0, len(pairs), 2)]
+    lost = batches.pop()
+    for batch in batches:
+        producer.send_task("billing.tasks.bill_pairs", args=[run.pk, [list(p) for p in batch]])
+
+    # when: a worker, and beat reaping every second, with runs resumed after 3 s without progress
+    worker = worker_factory()
+    worker.env["BILLING_RUN_RESUME_SECONDS"] = "3"
+    worker.start()
+    beat = worker_factory(log="beat.log")
+    beat.env["TEST_REAP_EVERY"] = "1"
+    beat.start("beat", "--loglevel=INFO", f"--schedule={tmp_path / 'beat-schedule'}")
+
+    # then: the run stalls at the lost batch's pairs, is resumed, and completes
+    log = tmp_path / "worker.log"
+    done = wait_for(run_done, timeout=90, what="the resumed run", log=log, state=run_state(broker))
+    assert done.pk == run.pk
+    assert (done.pairs_done, done.pairs_total, done.pairs_failed) == (16, 16, 0)
+    assert done.resumes >= 1
+    assert settlement_totals() == month_of_usage
+    assert SettlementEvent.objects.filter(action="computed").count() == 16
+    assert re.search(
+        rf"billing run {run.pk} stopped advancing: queued its {len(lost)} pairs not done again",
+        log.read_text(),
+    )
 
 
 def batches_in_flight() -> int:

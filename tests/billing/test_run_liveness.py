@@ -1,6 +1,7 @@
 """No run stays `running` after its process is gone (docs/billing.md, "A run whose process
 died"): a `run_billing` killed with SIGKILL mid-run is marked failed by the next invocation, which
-then completes; a run that stops advancing is failed after BILLING_RUN_STALE_SECONDS."""
+then completes; a Celery run that stops advancing is resumed after BILLING_RUN_RESUME_SECONDS
+(its pairs not done queued again) and failed after BILLING_RUN_STALE_SECONDS."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from rest_framework.test import APIClient
 
 from billing.models import BillingRun, Settlement
 from billing.runs import billing_pair_settle, billing_run_start
-from billing.stale import billing_runs_reap
+from billing.stale import billing_runs_reap, billing_runs_resume
 from billing.tasks import reap_billing_runs
 from licensing.catalog import catalog_import
 from licensing.models import Host, Licensor
@@ -118,6 +119,63 @@ def test_it_fails_a_run_that_stopped_advancing(client_for: Callable[..., APIClie
     )
     assert outcome.skipped
     assert not Settlement.objects.exists()
+
+
+@pytest.mark.django_db
+def test_it_resumes_a_celery_run_that_stopped_advancing(
+    client_for: Callable[..., APIClient],
+) -> None:
+    # given: a Celery run with one pair settled, whose other pair tasks were lost
+    four_hosts_usage(client_for)
+    run = billing_run_start(period="2026-10", trigger="task")
+    licensor = Licensor.objects.get()
+    hosts = {slug: Host.objects.get(slug=slug).pk for slug in HOSTS}
+    billing_pair_settle(run_id=run.pk, host_id=hosts["h-1"], licensor_id=licensor.pk)
+    start = timezone.now()
+    resume = settings.BILLING_RUN_RESUME_SECONDS
+    # when: within BILLING_RUN_RESUME_SECONDS of its last pair, nothing is resumed
+    assert billing_runs_resume(now=start + timedelta(seconds=resume - 60)) == {}
+    # then: after it, its pairs not done are handed back, once per quiet period
+    first = start + timedelta(seconds=resume + 1)
+    expected = [(hosts[slug], licensor.pk) for slug in HOSTS[1:]]
+    assert billing_runs_resume(now=first) == {run.pk: expected}
+    assert billing_runs_resume(now=first + timedelta(seconds=60)) == {}
+    assert billing_runs_resume(now=first + timedelta(seconds=resume + 1)) == {run.pk: expected}
+    run.refresh_from_db()
+    assert (run.status, run.resumes) == ("running", 2)
+    # and: the reaping still fails it once it has not advanced for BILLING_RUN_STALE_SECONDS
+    assert billing_runs_reap(now=start + timedelta(seconds=resume + 60)) == []
+    later = start + timedelta(seconds=settings.BILLING_RUN_STALE_SECONDS + 1)
+    assert [r.pk for r in billing_runs_reap(now=later)] == [run.pk]
+
+
+@pytest.mark.django_db
+def test_a_run_billing_run_is_never_resumed(client_for: Callable[..., APIClient]) -> None:
+    # given: a run of run_billing (its own process drives its pairs)
+    four_hosts_usage(client_for)
+    run = billing_run_start(period="2026-10", trigger="command")
+    # when: it has not advanced for longer than BILLING_RUN_RESUME_SECONDS
+    quiet = timezone.now() + timedelta(seconds=settings.BILLING_RUN_RESUME_SECONDS + 1)
+    # then: it is not resumed (reaping alone judges it)
+    assert billing_runs_resume(now=quiet) == {}
+    run.refresh_from_db()
+    assert (run.status, run.resumes, run.resumed_at) == ("running", 0, None)
+
+
+@pytest.mark.django_db
+def test_the_reap_task_completes_a_resumed_run(
+    client_for: Callable[..., APIClient], settings: Any
+) -> None:
+    # given: a Celery run none of whose pair tasks ever ran, and no quiet time needed
+    four_hosts_usage(client_for)
+    run = billing_run_start(period="2026-10", trigger="task")
+    settings.BILLING_RUN_RESUME_SECONDS = 0
+    # when: beat's reap task runs (in-process, eager: the batches it queues run here)
+    assert reap_billing_runs() == []
+    # then: the run is done, every pair settled
+    run.refresh_from_db()
+    assert (run.status, run.pairs_done, run.resumes) == ("done", 4, 1)
+    assert Settlement.objects.filter(period="2026-10").count() == 4
 
 
 @pytest.mark.django_db
