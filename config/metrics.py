@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Count
+from django.db.models import Count, Sum
 from django.utils import timezone
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -191,6 +191,10 @@ class BillingRunsCollector(Collector):
             "tollgate_billing_run_running_seconds",
             "Age in seconds of the oldest billing run still running (0: none).",
         )
+        resumes = GaugeMetricFamily(
+            "tollgate_billing_run_resumes",
+            "Times billing runs were resumed after they stopped advancing (all runs).",
+        )
         try:
             counts = dict(
                 BillingRun.objects.order_by()
@@ -198,6 +202,7 @@ class BillingRunsCollector(Collector):
                 .annotate(n=Count("id"))
                 .values_list("status", "n")
             )
+            resumed = BillingRun.objects.filter(resumes__gt=0).aggregate(n=Sum("resumes"))["n"]
             first = (
                 BillingRun.objects.filter(status=BillingRun.Status.RUNNING)
                 .order_by("started_at")
@@ -209,8 +214,10 @@ class BillingRunsCollector(Collector):
         for status in BillingRun.Status.values:
             by_status.add_metric([status], counts.get(status, 0))
         oldest.add_metric([], (timezone.now() - first).total_seconds() if first else 0)
+        resumes.add_metric([], resumed or 0)
         yield by_status
         yield oldest
+        yield resumes
 
 
 class PayoutsCollector(Collector):

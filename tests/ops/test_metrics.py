@@ -27,6 +27,7 @@ from rest_framework.test import APIClient
 from billing.models import BillingRun, BillingRunPair, Payout
 from billing.payouts import payout_mark_paid
 from billing.review import settlement_approve
+from billing.stale import billing_runs_resume
 from billing.tasks import bill_pair, run_monthly_billing
 from billing.webhook_delivery import RETRY_FOR, delivery_attempt
 from billing.webhook_models import WebhookDelivery, WebhookEvent
@@ -235,6 +236,30 @@ def test_a_running_run_shows_its_age(client: APIClient) -> None:
     age = re.search(r"^tollgate_billing_run_running_seconds (\S+)$", body, re.MULTILINE)
     assert age is not None
     assert 7200 <= float(age.group(1)) < 7300
+    assert "tollgate_billing_run_resumes 0.0" in body
+
+
+@pytest.mark.django_db
+def test_resumed_runs_are_counted(client: APIClient, settings: Any) -> None:
+    # given: two Celery runs that stopped advancing (their pairs never ran), and an older run
+    # resumed twice
+    settings.BILLING_RUN_RESUME_SECONDS = 3600
+    two_hours_ago = timezone.now() - timedelta(hours=2)
+    BillingRun.objects.create(period="2026-08", status="done", resumes=2)
+    for period in ("2026-09", PERIOD):
+        run = BillingRun.objects.create(period=period, trigger="task")
+        BillingRun.objects.filter(pk=run.pk).update(
+            started_at=two_hours_ago, heartbeat_at=two_hours_ago
+        )
+
+    # when: beat's reap resumes them
+    assert billing_runs_resume().keys() == set(
+        BillingRun.objects.filter(status="running").values_list("pk", flat=True)
+    )
+
+    # then
+    body = client.get("/metrics").content.decode()
+    assert "tollgate_billing_run_resumes 4.0" in body
 
 
 # --- webhook deliveries, payouts and the queue ---------------------------------------------
