@@ -16,7 +16,8 @@ partition and `ANALYZE` of the parent. Sizes:
 - 10,000 pairs: 200 hosts x 50 licensors (one model each), 80,000 groups, at 1M rows; also
   billed by `run_billing --jobs 2` (each round) and by 2 Celery prefork workers (subprocesses)
   against Redis (`BENCH_CELERY_BROKER`, default db 5, flushed), started by
-  `run_monthly_billing` as beat starts it.
+  `run_monthly_billing` as beat starts it; the 250 pairs at 1M rows are billed by the same 2
+  workers too (not with --quick), for the ratio of the two sizes as the product runs them.
 
 Per size, the month's first run (in-process; it writes every settlement: one sample), then
 `REPEAT` interleaved rounds of re-runs, each timing (after a CHECKPOINT) the baseline, the run
@@ -615,6 +616,15 @@ def main(argv: list[str]) -> int:
         setup(FEW)
         print(f"  generated 1M rows in {generate(FEW, 1, 1_000_000):.0f}s", flush=True)
         few = measure(f"{FEW.pairs} pairs, 1M rows")
+        few_workers: list[float] = []
+        if not quick:
+            # The same deployment at both sizes: the 10,000 pairs' Celery run is compared with this.
+            few_workers = [celery_run() for _ in range(REPEAT)]
+            print(
+                f"  {FEW.pairs} pairs, 1M rows, 2 Celery prefork workers (Redis): "
+                f"{spread(few_workers)} from run_monthly_billing sent to the run done",
+                flush=True,
+            )
         if not quick and not many:
             print(
                 f"  generated 9M more rows in {generate(FEW, 1_000_001, 10_000_000):.0f}s",
@@ -647,6 +657,12 @@ def main(argv: list[str]) -> int:
                 f"  {MANY.pairs} pairs / {FEW.pairs} pairs over 1M rows: {pair_ratio:.2f}x "
                 f"in-process re-runs (target <= 2), {lots['first'] / few['first']:.2f}x first "
                 f"runs; peak RSS {growth:+.1f} MB",
+                flush=True,
+            )
+            celery_ratio = statistics.median(workers) / statistics.median(few_workers)
+            print(
+                f"  {MANY.pairs} pairs / {FEW.pairs} pairs over 1M rows on 2 Celery workers: "
+                f"{celery_ratio:.2f}x (the run as beat starts it, re-runs)",
                 flush=True,
             )
             operator_ratio = statistics.median(lots["parallel"]) / statistics.median(

@@ -5,8 +5,9 @@ For each table state (empty, then holding `--rows` records, default 10M, spread 
 months, with their claims; `--rows=0`: the empty state only), `--repeats` rounds (default 3),
 each of:
 
-1. the endpoint phases: the real app under gunicorn (`--workers` sync workers, default 2; API-key
-   authentication, throttle, DEBUG off) against the scratch database `tollgate_bench_ingest`
+1. the endpoint phases: the real app under gunicorn (`--workers` sync workers, default two per
+   core as in production, config/gunicorn.py; API-key authentication, throttle, DEBUG off)
+   against the scratch database `tollgate_bench_ingest`
    (or $BENCH_INGEST_DB), loaded by `--clients` processes (default 4) with httpx, each posting
    10,000-record batches (9,000 fresh + 1,000 resent from its previous batch; event ids are
    random-looking UUIDs, like the baselines' and the preload's) for `--duration` seconds: once to
@@ -441,7 +442,8 @@ def main(argv: list[str]) -> int:
     duration = option("--duration", 5 if quick else 20)
     repeats = int(option("--repeats", 1 if quick else 3))
     clients = int(option("--clients", 4))
-    workers = int(option("--workers", 2))
+    # Production's default (config/gunicorn.py, GUNICORN_WORKERS): two sync workers per core.
+    workers = int(option("--workers", 2 * (os.cpu_count() or 1)))
     events = "--no-events" not in argv
 
     ids, key = prepare_database()
