@@ -11,13 +11,13 @@ from config.logs import logging_config
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 # Sync workers, two per core: a usage batch is CPU in Python (~6 µs a record) and waiting on
-# PostgreSQL (~15 µs a record), so two per core keep the core busy (docs/performance.md measured
-# ingestion with 2 sync workers on 2 cores). Put a buffering proxy in front: a sync worker is
+# PostgreSQL (~15 µs a record), so two per core keep the core busy (docs/performance.md measures
+# ingestion with this default). Put a buffering proxy in front: a sync worker is
 # held for the whole upload of a slow client's 10 MB body.
 workers = int(os.environ.get("GUNICORN_WORKERS", str(2 * (os.cpu_count() or 1))))
 worker_class = "sync"
 # Seconds a worker may spend on one request before the master kills and replaces it. A
-# 10,000-record batch takes ~1-2 s (p99 1.9 s at 20M rows); the rest is room for lock waits.
+# 10,000-record batch takes ~0.4-1.6 s (p99 1.6 s at 19-28M rows); the rest is room for lock waits.
 # A killed request stored nothing (one transaction), and the client's retry with the same event
 # ids is exactly-once.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
@@ -26,7 +26,7 @@ graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 # Seconds an idle keep-alive connection stays open: a host posting batches back to back reuses it.
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 # Workers are not recycled by default (0): their memory stays flat across batches (peak RSS
-# 163-192 MiB per worker, docs/performance.md), and every new worker process leaves its own
+# 175-204 MiB per worker, docs/performance.md), and every new worker process leaves its own
 # sample files in PROMETHEUS_MULTIPROC_DIR, which /metrics reads at each scrape. Set it (with
 # jitter, so they do not all restart at once) if a worker's memory is seen to grow.
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
