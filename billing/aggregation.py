@@ -40,7 +40,7 @@ from core.periods import period_bounds
 from licensing.models import Agreement, LicenseVersion
 from licensing.rating import Threshold, parse_rules, terms_in_force, threshold_points
 from licensing.rating.terms import Terms
-from usage.partitions import month_relation, partition_analyze_if_stale
+from usage.partitions import month_relation
 
 COLUMNS = (
     "host_id",
@@ -382,9 +382,8 @@ def stage_groups(*, run_id: int, period: str, received_until: datetime | None = 
     Through a temporary table: PostgreSQL never runs an `INSERT ... SELECT` in parallel, but
     does run `CREATE TABLE ... AS SELECT` in parallel, like the bare query; the groups (thousands
     of rows, not the month's records) are then copied in one statement."""
-    start, _ = period_bounds(period)
-    # Its plan depends on the month's statistics (usage/partitions.py); autovacuum may be off.
-    partition_analyze_if_stale(start.year, start.month)
+    # Its plan depends on the month's statistics (usage/partitions.py), which the run's start
+    # brings up to date before its transaction (`billing_run_start`).
     sql, params = groups_sql(period, UsageFilter(received_until=received_until))
     columns = ", ".join(COLUMNS)
     with connection.cursor() as cursor:

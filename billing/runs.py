@@ -44,16 +44,30 @@ from billing.stale import billing_runs_reap, run_owner
 from core.periods import period_bounds
 from core.tables import table_analyze_if_stale
 from usage.closing import period_complete, period_stragglers, period_swept, periods_unswept
+from usage.partitions import partition_analyze_if_stale
 from usage.selectors import period_open_pairs
 
 
-@transaction.atomic(durable=True)
 def billing_run_start(*, period: str, trigger: str = "task") -> BillingRun:
     """Start a run of `period`: aggregate its usage into groups and list the pairs to bill.
 
     An earlier run of the period that is still running is superseded: its remaining pair tasks
     stop, and this run's tasks recompute the same drafts from newer usage."""
-    period_bounds(period)
+    start, _ = period_bounds(period)
+    # The statistics the plans depend on, each ANALYZE committed on its own (autovacuum may be
+    # off or late): inside the run's transaction it would hold its lock on the table, and keep
+    # the new statistics from the other sessions, until the month's aggregation commits.
+    # The month's aggregation reads the partition's; the batches find each pair's settlements by
+    # the index of current settlements, and with no statistics (a table autovacuum never
+    # analyzed) the planner may take (period, status) for it and read the whole period once per
+    # pair (tests/billing/test_run_reads.py).
+    partition_analyze_if_stale(start.year, start.month)
+    table_analyze_if_stale(Settlement._meta.db_table)
+    return _billing_run_start(period=period, trigger=trigger)
+
+
+@transaction.atomic(durable=True)
+def _billing_run_start(*, period: str, trigger: str) -> BillingRun:
     billing_runs_reap()  # a run whose process died is failed, not superseded (billing/stale.py)
     for completed in periods_unswept():  # a crash came between a completion and its sweep
         _period_sweep(completed)
@@ -70,10 +84,6 @@ def billing_run_start(*, period: str, trigger: str = "task") -> BillingRun:
         owner=run_owner(trigger),
         heartbeat_at=snapshot_at,
     )
-    # The batches find each pair's settlements by the index of current settlements; with no
-    # statistics (a table autovacuum never analyzed) the planner may take (period, status) for
-    # it and read the whole period once per pair (tests/billing/test_run_reads.py).
-    table_analyze_if_stale(Settlement._meta.db_table)
     groups = aggregation.stage_groups(run_id=run.pk, period=period, received_until=snapshot_at)
     groups -= _drop_closed_pairs(run_id=run.pk, period=period)
 
