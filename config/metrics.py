@@ -202,7 +202,7 @@ class BillingRunsCollector(Collector):
                 .annotate(n=Count("id"))
                 .values_list("status", "n")
             )
-            resumed = BillingRun.objects.filter(resumes__gt=0).aggregate(n=Sum("resumes"))["n"]
+            resumed = BillingRun.objects.aggregate(n=Sum("resumes"))["n"]
             first = (
                 BillingRun.objects.filter(status=BillingRun.Status.RUNNING)
                 .order_by("started_at")

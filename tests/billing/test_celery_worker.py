@@ -150,6 +150,17 @@ def worker_factory(broker: str, tmp_path: Path) -> Iterator[Callable[..., Worker
         w.stop()
 
 
+def start_beat(
+    worker_factory: Callable[..., Worker], tmp_path: Path, log: str = "worker.log", **env: str
+) -> Worker:
+    """A real `celery beat` process on the test's app (tests/billing/celery_app.py: `env` picks
+    the entries it fires, and how often)."""
+    beat = worker_factory(log=log)
+    beat.env.update(env)
+    beat.start("beat", "--loglevel=INFO", f"--schedule={tmp_path / 'beat-schedule'}")
+    return beat
+
+
 @pytest.fixture
 def producer(broker: str) -> Celery:
     """Sends tasks by name to the broker, as beat does (the test process itself runs eagerly).
@@ -279,9 +290,7 @@ def test_beat_starts_the_monthly_run_on_its_schedule(
 ) -> None:
     # given: a worker, and a real beat process whose monthly entry fires every second
     worker_factory().start()
-    beat = worker_factory()
-    beat.env["TEST_BEAT_PERIOD"] = PERIOD
-    beat.start("beat", "--loglevel=INFO", f"--schedule={tmp_path / 'beat-schedule'}")
+    start_beat(worker_factory, tmp_path, TEST_BEAT_PERIOD=PERIOD)
 
     # when: beat sends the entry and the worker runs it
     run = wait_for(run_done, timeout=60, what="beat's run", log=tmp_path / "worker.log")
@@ -322,9 +331,7 @@ def test_it_finishes_after_the_worker_is_killed_mid_run(
     # window of microseconds) comes back when the run is resumed, after 20 s without progress.
     second.env["BILLING_RUN_RESUME_SECONDS"] = "20"
     second.start()
-    beat = worker_factory(log="beat.log")
-    beat.env["TEST_REAP_EVERY"] = "1"
-    beat.start("beat", "--loglevel=INFO", f"--schedule={tmp_path / 'beat-schedule'}")
+    start_beat(worker_factory, tmp_path, log="beat.log", TEST_REAP_EVERY="1")
 
     # then: the run completes
     run = wait_for(
@@ -383,9 +390,7 @@ def test_it_resumes_a_run_whose_pair_task_was_lost(
     worker = worker_factory()
     worker.env["BILLING_RUN_RESUME_SECONDS"] = "3"
     worker.start()
-    beat = worker_factory(log="beat.log")
-    beat.env["TEST_REAP_EVERY"] = "1"
-    beat.start("beat", "--loglevel=INFO", f"--schedule={tmp_path / 'beat-schedule'}")
+    start_beat(worker_factory, tmp_path, log="beat.log", TEST_REAP_EVERY="1")
 
     # then: the run stalls at the lost batch's pairs, is resumed, and completes
     log = tmp_path / "worker.log"
