@@ -371,11 +371,10 @@ def child() -> int:
 
     django.setup()
     gc.freeze()  # as run_billing does once Django is up (its command module)
-    from django.conf import settings
     from django.db import connection
 
     from billing.models import BillingRunPair, Settlement
-    from billing.runs import billing_pairs_bill, billing_run_start
+    from billing.runs import billing_pairs_bill, billing_run_start, pairs_batches
 
     with connection.cursor() as cursor:
         cursor.execute("SHOW jit")
@@ -389,10 +388,9 @@ def child() -> int:
         .order_by("id")
         .values_list("host_id", "licensor_id")
     )
-    size = settings.BILLING_PAIRS_PER_BATCH
     failed = 0
-    for first in range(0, len(pairs), size):
-        failed += billing_pairs_bill(run_id=run.pk, pairs=pairs[first : first + size])
+    for batch in pairs_batches(run.pk, pairs):
+        failed += billing_pairs_bill(run_id=run.pk, pairs=batch)
     elapsed = time.monotonic() - started
     print(
         json.dumps(

@@ -17,8 +17,11 @@ from the same usage (docs/billing.md, "Batches").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Case, F, Q, TextField, Value, When
+from django.db.models import Case, Count, F, Q, TextField, Value, When
 from django.db.models.functions import Concat, Left
 from django.utils import timezone
 
@@ -176,6 +179,37 @@ def _period_sweep(period: str) -> None:
 def _last_pairs(count: int) -> Q:
     """The run is still running and the `count` pairs being counted are its last ones."""
     return Q(status=BillingRun.Status.RUNNING) & Q(pairs_done__gte=F("pairs_total") - count)
+
+
+def pairs_batches(run_id: int, pairs: Sequence[Pair]) -> list[list[Pair]]:
+    """`pairs` of the run, in their order, cut into the batches that settle them (one
+    transaction and one `bill_pairs` task each): at most BILLING_PAIRS_PER_BATCH pairs, and
+    past a batch's first pair at most BILLING_GROUPS_PER_BATCH of the run's groups. A batch
+    holds its groups' rows in memory (~2.5 KB each): counted in pairs alone, the bench's 250
+    pairs of 160 groups each were one batch of 40,000 groups (~100 MB). A pair with more groups
+    than the limit is a batch of its own (docs/billing.md, "Batches")."""
+    counted = (
+        BillingRunGroup.objects.filter(run_id=run_id)
+        .values("host_id", "licensor_id")
+        .annotate(n=Count("*"))
+        .values_list("host_id", "licensor_id", "n")
+    )
+    counts = {(h, lic): n for h, lic, n in counted}
+    most_pairs = settings.BILLING_PAIRS_PER_BATCH
+    most_groups = settings.BILLING_GROUPS_PER_BATCH
+    batches: list[list[Pair]] = []
+    batch: list[Pair] = []
+    groups = 0
+    for pair in pairs:
+        n = counts.get(pair, 0)
+        if batch and (len(batch) == most_pairs or groups + n > most_groups):
+            batches.append(batch)
+            batch, groups = [], 0
+        batch.append(pair)
+        groups += n
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 def _pair_locks(keys: list[str]) -> None:
@@ -367,4 +401,5 @@ __all__ = [
     "billing_pairs_settle",
     "billing_run_start",
     "pair_failure_text",
+    "pairs_batches",
 ]

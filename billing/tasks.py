@@ -5,11 +5,12 @@ Both are `acks_late`: a worker killed mid-task leaves the message unacknowledged
 delivers it again, and the services make the second delivery harmless (a pair already done is
 skipped; a run started twice supersedes the first).
 
-The monthly task queues one `bill_pairs` task per batch of BILLING_PAIRS_PER_BATCH pairs (one
-transaction each, billing/runs.py); `bill_pair` bills a single pair (a batch of one) and stays for
-redeliveries and operators. A pair that cannot be settled is recorded as failed on the run
-(`billing_pair_fail`): a batch that raises is settled again pair by pair, so the other pairs go
-on, and no retry repeats an error that is not transient. A run whose batches stop advancing (a
+The monthly task queues one `bill_pairs` task per batch of pairs (at most BILLING_PAIRS_PER_BATCH
+pairs and BILLING_GROUPS_PER_BATCH groups; one transaction each, billing/runs.py); `bill_pair`
+bills a single pair (a batch of one) and stays for redeliveries and operators. A pair that
+cannot be settled is recorded as failed on the run (`billing_pair_fail`): a batch that raises is
+settled again pair by pair, so the other pairs go on, and no retry repeats an error that is not
+transient. A run whose batches stop advancing (a
 task the broker lost) has its pairs not done queued again by beat's reap (`reap_billing_runs`).
 """
 
@@ -19,7 +20,6 @@ import logging
 from collections.abc import Iterable
 
 from celery import Task, shared_task
-from django.conf import settings
 from django.db import OperationalError
 from django.db.models import Q
 from django.utils import timezone
@@ -33,6 +33,7 @@ from billing.runs import (
     billing_pairs_bill,
     billing_run_start,
     pair_failure_text,
+    pairs_batches,
 )
 from billing.stale import billing_runs_reap, billing_runs_resume
 from core.periods import previous_period
@@ -57,12 +58,11 @@ def run_monthly_billing(period: str | None = None) -> int:
 
 
 def _queue_batches(run_id: int, pairs: Iterable[tuple[int, int]]) -> int:
-    """One `bill_pairs` task per BILLING_PAIRS_PER_BATCH of the run's `pairs`; returns how many."""
-    todo = [[h, lic] for h, lic in pairs]
-    size = settings.BILLING_PAIRS_PER_BATCH
-    for first in range(0, len(todo), size):
-        bill_pairs.delay(run_id, todo[first : first + size])
-    return -(-len(todo) // size)
+    """One `bill_pairs` task per batch of the run's `pairs` (`pairs_batches`); returns how many."""
+    batches = pairs_batches(run_id, list(pairs))
+    for batch in batches:
+        bill_pairs.delay(run_id, [[h, lic] for h, lic in batch])
+    return len(batches)
 
 
 @shared_task(

@@ -207,9 +207,12 @@ BILLING_RUN_RESUME_SECONDS = envint("BILLING_RUN_RESUME_SECONDS", "1200")
 # Pairs a billing run settles in one transaction (one Celery task, one durable commit): the
 # per-pair round trips and WAL flush shared by the batch (docs/billing.md, "Batches"). 500
 # rather than 100: at 10,000 pairs, ~30% less database CPU and ~15% less Python for the same
-# rows (measured, docs/performance.md "Billing"). A batch holds its groups' rows (~2 KB each):
-# lower it for catalogs whose pairs have hundreds of groups a month.
+# rows (measured, docs/performance.md "Billing").
 BILLING_PAIRS_PER_BATCH = envint("BILLING_PAIRS_PER_BATCH", "500")
+# And at most this many of the run's groups a batch (past its first pair): what a batch holds in
+# memory, ~2.5 KB a group, so ~25 MB, whatever the catalog's pairs look like (billing/runs.py
+# `pairs_batches`).
+BILLING_GROUPS_PER_BATCH = envint("BILLING_GROUPS_PER_BATCH", "10000")
 # work_mem of the month's aggregation (its transaction only): enough for its hash table to fit
 # (~300 bytes a group, per parallel process), so the planner hashes rather than sorts the month
 # to disk; the server's default 4MB fits ~8,000 groups (docs/performance.md, "Billing").

@@ -87,3 +87,44 @@ def test_it_queues_one_task_per_batch_of_pairs(
     run = BillingRun.objects.get(pk=run_id)
     assert (run.status, run.pairs_done, run.settlements_written) == ("done", 3, 3)
     assert Settlement.objects.filter(period="2026-10").count() == 3
+
+
+def test_it_cuts_batches_by_the_groups_they_hold(
+    minimax_world: tuple[Host, Licensor],
+    client_for: Callable[..., APIClient],
+    settings: Any,
+) -> None:
+    # given: three hosts, the first with three groups (three categories), the others with one
+    # each; batches of at most 500 pairs but 2 groups
+    settings.BILLING_GROUPS_PER_BATCH = 2
+    catalog_import(minimax_catalog(hosts=("fireworks", "h-2", "h-3")))
+    post_usage(
+        client_for(host=minimax_world[0]),
+        [
+            record("f-1", revenue="100", category="commercial"),
+            record("f-2", revenue="100", category="research"),
+            record("f-3", revenue="100", category="individual"),
+        ],
+    )
+    for slug in ("h-2", "h-3"):
+        post_usage(
+            client_for(host=Host.objects.get(slug=slug)), [record(f"{slug}-1", revenue="100")]
+        )
+    sent: list[list[list[int]]] = []
+    real = bill_pairs.delay
+
+    def spy(run_id: int, pairs: list[list[int]]) -> Any:
+        sent.append(pairs)
+        return real(run_id, pairs)
+
+    # when: the monthly task, in-process
+    with patch.object(bill_pairs, "delay", spy):
+        run_id = run_monthly_billing.delay("2026-10").get()
+
+    # then: the pair of three groups alone (over the limit, a batch of its own), then the two
+    # pairs of one group together; every pair settled once
+    hosts = dict(Host.objects.values_list("pk", "slug"))
+    assert [[hosts[h] for h, _ in batch] for batch in sent] == [["fireworks"], ["h-2", "h-3"]]
+    run = BillingRun.objects.get(pk=run_id)
+    assert (run.status, run.groups_count, run.pairs_done) == ("done", 5, 3)
+    assert Settlement.objects.filter(period="2026-10").count() == 3

@@ -23,7 +23,6 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from typing import Any
 
-from django.conf import settings
 from django.core.checks import Tags
 from django.core.checks.registry import registry
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -31,7 +30,7 @@ from django.db import connections
 from django.utils import timezone
 
 from billing.models import BillingRunPair
-from billing.runs import billing_pairs_bill, billing_run_start
+from billing.runs import billing_pairs_bill, billing_run_start, pairs_batches
 from billing.selectors import settlements_for_period_listing
 from billing.settling import Pair
 from billing.verify import settlements_verify
@@ -101,8 +100,7 @@ class Command(BaseCommand):
             .order_by("id")
             .values_list("host_id", "licensor_id")
         )
-        size = settings.BILLING_PAIRS_PER_BATCH
-        batches = [pairs[first : first + size] for first in range(0, len(pairs), size)]
+        batches = pairs_batches(run.pk, pairs)
         done = 0
 
         def progress(count: int) -> None:
