@@ -101,10 +101,15 @@ def period_complete(
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [PERIOD_LOCK_CLASS, ALL_HOSTS])
     if PeriodComplete.objects.filter(period=period).exists():
         return False
-    PeriodOpen.objects.bulk_create(
-        [PeriodOpen(host_id=h, licensor_id=lic, period=period) for h, lic in open_pairs],
-        ignore_conflicts=True,
-    )
+    # One statement for the run's pairs (tens of thousands): bulk_create compiled SQL for each.
+    pairs = sorted(open_pairs)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO usage_periodopen (host_id, licensor_id, period)"
+            " SELECT p.host_id, p.licensor_id, %s FROM unnest(%s::bigint[], %s::bigint[])"
+            " AS p(host_id, licensor_id) ON CONFLICT DO NOTHING",
+            [period, [h for h, _ in pairs], [lic for _, lic in pairs]],
+        )
     PeriodComplete.objects.create(period=period, completed_at=timezone.now(), snapshot_at=since)
     return True
 
