@@ -145,6 +145,22 @@ def settlements_recompute(settlements: Sequence[Settlement]) -> None:
     FOR UPDATE by the caller)."""
     if not settlements:
         return
+    # Bound server-side (psycopg's plain Cursor, on Django's connection and transaction).
+    # Django's client-side binding would quote ~5,000 values a batch into the SQL text, which
+    # cost as much as the UPDATE itself.
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(*recompute_statement(settlements))
+        assert cursor.rowcount == len(settlements)  # noqa: S101 - rows held FOR UPDATE
+
+
+def recompute_statement(settlements: Sequence[Settlement]) -> tuple[str, list[Any]]:
+    """`settlements_recompute`'s UPDATE and its parameters: the new values as arrays (`%b`, in
+    binary: with `%s` psycopg dumps uuid, text and timestamp arrays as text, quoting each element
+    in Python, 2,000 timestamps ~6 ms against ~0.6 ms; numeric stays `%s`, binary is no faster).
+
+    The rows are found by their keys (`s.id = ANY(...)`, an index lookup each): joined to the
+    arrays alone, the planner hashed every settlement of every period for each batch, a scan
+    that grows with the table's history (tests/billing/test_run_reads.py)."""
     columns: dict[str, list[Any]] = {
         "id": [s.pk for s in settlements],
         "total": [s.total for s in settlements],
@@ -158,38 +174,30 @@ def settlements_recompute(settlements: Sequence[Settlement]) -> None:
         "review_due_at": [s.review_due_at for s in settlements],
         "updated_at": [s.updated_at for s in settlements],
     }
-    # Bound server-side (psycopg's plain Cursor, on Django's connection and transaction).
-    # Django's client-side binding would quote ~5,000 values a batch into the SQL text, which
-    # cost as much as the UPDATE itself. `%b`: the arrays in binary. With `%s` psycopg dumps
-    # uuid, text and timestamp arrays as text, quoting each element in Python (2,000
-    # timestamps: ~6 ms, against ~0.6 ms in binary); numeric stays `%s` (binary is no faster).
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(
-            """
-            UPDATE billing_settlement s
-            SET total = v.total, usage_digest = v.usage_digest, terms_digest = v.terms_digest,
-                lines_digest = v.lines_digest,
-                record_count = v.record_count, flags = v.flags::jsonb,
-                computed_at = v.computed_at, run_id = v.run_id,
-                review_due_at = v.review_due_at, updated_at = v.updated_at
-            FROM unnest(%b::uuid[], %s::numeric[], %b::text[], %b::text[], %b::text[],
-                        %b::bigint[],
-                        %b::text[], %b::timestamptz[], %b::bigint[], %b::timestamptz[],
-                        %b::timestamptz[])
-                 AS v(id, total, usage_digest, terms_digest, lines_digest, record_count, flags,
-                      computed_at,
-                      run_id, review_due_at, updated_at)
-            WHERE s.id = v.id
-            """,
-            list(columns.values()),
-        )
-        assert cursor.rowcount == len(settlements)  # noqa: S101 - rows held FOR UPDATE
+    sql = """
+        UPDATE billing_settlement s
+        SET total = v.total, usage_digest = v.usage_digest, terms_digest = v.terms_digest,
+            lines_digest = v.lines_digest,
+            record_count = v.record_count, flags = v.flags::jsonb,
+            computed_at = v.computed_at, run_id = v.run_id,
+            review_due_at = v.review_due_at, updated_at = v.updated_at
+        FROM unnest(%b::uuid[], %s::numeric[], %b::text[], %b::text[], %b::text[],
+                    %b::bigint[],
+                    %b::text[], %b::timestamptz[], %b::bigint[], %b::timestamptz[],
+                    %b::timestamptz[])
+             AS v(id, total, usage_digest, terms_digest, lines_digest, record_count, flags,
+                  computed_at,
+                  run_id, review_due_at, updated_at)
+        WHERE s.id = ANY(%b::uuid[]) AND s.id = v.id
+    """
+    return sql, [*columns.values(), columns["id"]]
 
 
 __all__ = [
     "ids_update",
     "pairs_lookup",
     "pairs_params",
+    "recompute_statement",
     "rows_copy",
     "settlements_recompute",
     "values_copy",
