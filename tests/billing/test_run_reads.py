@@ -15,13 +15,16 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from billing.models import BillingRunPair
+from billing import aggregation
+from billing.bulk import recompute_statement
+from billing.models import BillingRunPair, Settlement
 from billing.runs import billing_pairs_bill, billing_run_start
 from billing.settling import groups_query
 from core.tables import table_analyze_if_stale
 from licensing.catalog import catalog_import
 from licensing.models import Host
 from tests.billing.conftest import minimax_catalog, post_usage, record
+from usage.partitions import partition_name
 
 HOSTS = tuple(f"h-{i:02}" for i in range(12))
 
@@ -103,6 +106,21 @@ def test_a_batch_reads_its_own_pairs_rows_not_its_runs(twelve_pairs_billed: None
     assert sorted(done.values_list("host_id", "licensor_id")) == sorted(batch)
 
 
+def test_a_batch_updates_its_drafts_by_key_not_by_scanning_the_table(
+    twelve_pairs_billed: None,
+) -> None:
+    # given: the month's 12 drafts, 2 of which a batch recomputes
+    drafts = list(Settlement.objects.filter(period="2026-10").order_by("host__slug"))
+    assert len(drafts) == 12
+    recomputed = drafts[5:7]
+
+    # when: the batch's UPDATE of them runs
+    read = _rows_read(*recompute_statement(recomputed))
+
+    # then: it went through their 2 rows, each found by its key, not the table's 12
+    assert read["billing_settlement"] == 2
+
+
 def test_a_table_never_analyzed_is_analyzed_before_a_run_reads_it(db: None) -> None:
     # given: a table with rows that was never analyzed: no statistics, reltuples -1
     with connection.cursor() as cursor:
@@ -120,3 +138,52 @@ def test_a_table_never_analyzed_is_analyzed_before_a_run_reads_it(db: None) -> N
         assert cursor.fetchone() == (50,)
     # and an unknown table is left alone
     assert table_analyze_if_stale("no_such_table") is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_run_start_commits_its_analyzes_before_its_transaction(
+    minimax_world: tuple[Host, Any],
+    client_for: Callable[..., APIClient],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given: a month of usage in a partition never analyzed, so the run analyzes it
+    post_usage(client_for(host=minimax_world[0]), [record("a-1", revenue="10.00")])
+    partition = partition_name(2026, 10)
+    # As if never analyzed (other tests may have, and a backend reports its row changes to the
+    # statistics only every second or so): the run's guard analyzes such a table.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_reset_single_table_counters(%s::regclass)", [partition])
+        cursor.execute(
+            "SELECT last_analyze, last_autoanalyze FROM pg_stat_user_tables WHERE relname = %s",
+            [partition],
+        )
+        assert cursor.fetchone() == (None, None)
+    # An ANALYZE holds a SHARE UPDATE EXCLUSIVE lock on its table until its transaction ends:
+    # taken inside the run's transaction, it would keep every other ANALYZE (and VACUUM) of
+    # the table waiting, and the new statistics hidden from other sessions, until the month's
+    # aggregation commits. Seen from inside the aggregation:
+    held: list[str] = []
+    stage_groups = aggregation.stage_groups
+
+    def observed(**kwargs: Any) -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT c.relname FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+                " WHERE l.pid = pg_backend_pid() AND l.mode = 'ShareUpdateExclusiveLock'"
+                " AND c.relname IN (%s, 'billing_settlement')",
+                [partition],
+            )
+            held.extend(name for (name,) in cursor.fetchall())
+        return stage_groups(**kwargs)
+
+    monkeypatch.setattr(aggregation, "stage_groups", observed)
+
+    # when
+    with CaptureQueriesContext(connection) as queries:
+        run = billing_run_start(period="2026-10", trigger="command")
+
+    # then: it analyzed the partition, and by the aggregation that lock was gone: committed
+    analyzes = [q["sql"] for q in queries if q["sql"].startswith("ANALYZE")]
+    assert f'ANALYZE "{partition}"' in analyzes
+    assert held == []
+    assert run.groups_count == 1
