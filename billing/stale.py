@@ -125,4 +125,19 @@ def billing_runs_resume(*, now: datetime | None = None) -> dict[int, list[tuple[
     return resumed
 
 
-__all__ = ["billing_runs_reap", "billing_runs_resume", "run_owner"]
+def billing_run_resume_release(*, run_id: int, resumed_at: datetime) -> bool:
+    """Undo the resume of `run_id` claimed at `resumed_at` whose pairs could not be queued (the
+    broker down): the next reap resumes it again, rather than after another
+    BILLING_RUN_RESUME_SECONDS. Returns whether that claim was still the run's."""
+    released = BillingRun.objects.filter(
+        pk=run_id, status=BillingRun.Status.RUNNING, resumed_at=resumed_at
+    ).update(resumed_at=None, resumes=F("resumes") - 1)
+    return bool(released)
+
+
+__all__ = [
+    "billing_run_resume_release",
+    "billing_runs_reap",
+    "billing_runs_resume",
+    "run_owner",
+]

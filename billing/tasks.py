@@ -35,7 +35,7 @@ from billing.runs import (
     pair_failure_text,
     pairs_batches,
 )
-from billing.stale import billing_runs_reap, billing_runs_resume
+from billing.stale import billing_run_resume_release, billing_runs_reap, billing_runs_resume
 from core.periods import previous_period
 
 logger = logging.getLogger(__name__)
@@ -183,8 +183,20 @@ def reap_billing_runs() -> list[int]:
     """Queue again the pairs not done of the Celery runs that stopped advancing, then mark
     failed the running runs whose process died or that stopped advancing for good
     (billing/stale.py); returns the ids of the runs failed."""
-    for run_id, pairs in billing_runs_resume().items():  # committed: the batches see it
-        batches = _queue_batches(run_id, pairs)
+    now = timezone.now()
+    for run_id, pairs in billing_runs_resume(now=now).items():  # committed: the batches see it
+        try:
+            batches = _queue_batches(run_id, pairs)
+        except Exception:
+            # The broker refused the batches: the resume is undone, so the next reap (beat,
+            # every 10 minutes) tries again. Batches queued before the failure are harmless.
+            billing_run_resume_release(run_id=run_id, resumed_at=now)
+            logger.exception(
+                "billing run %s stopped advancing, and its pairs could not be queued again:"
+                " the next reap tries again",
+                run_id,
+            )
+            continue
         logger.warning(
             "billing run %s stopped advancing: queued its %s pairs not done again (%s batches)",
             run_id,

@@ -201,3 +201,42 @@ def test_pair_transactions_commit_durably(
     run_billing("2026-10")
     # then: every batch's settlements are on disk when its commit returns
     assert seen == ["on"] * 2
+
+
+@pytest.mark.django_db
+def test_a_resume_the_broker_refused_is_tried_again_at_the_next_reap(
+    client_for: Callable[..., APIClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: a Celery run none of whose pair tasks ran, quiet for 2 minutes (resumes after 1)
+    four_hosts_usage(client_for)
+    run = billing_run_start(period="2026-10", trigger="task")
+    BillingRun.objects.filter(pk=run.pk).update(
+        heartbeat_at=timezone.now() - timedelta(seconds=120)
+    )
+    monkeypatch.setattr(settings, "BILLING_RUN_RESUME_SECONDS", 60)
+    # and a broker that refuses every message
+    from kombu.exceptions import OperationalError
+
+    from billing.tasks import bill_pairs
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(bill_pairs, "delay", refused)
+
+    # when: beat's reap runs
+    assert reap_billing_runs() == []
+
+    # then: the run is still running, and its resume is undone
+    run.refresh_from_db()
+    assert (run.status, run.pairs_done, run.resumes, run.resumed_at) == ("running", 0, 0, None)
+
+    # when: the broker is back, and the next reap runs (in-process, eager)
+    monkeypatch.undo()
+    monkeypatch.setattr(settings, "BILLING_RUN_RESUME_SECONDS", 60)
+    assert reap_billing_runs() == []
+
+    # then: it resumed the run at once, not a resume window later, and the run completed
+    run.refresh_from_db()
+    assert (run.status, run.pairs_done, run.resumes) == ("done", 4, 1)
+    assert Settlement.objects.filter(period="2026-10").count() == 4
