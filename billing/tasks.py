@@ -10,8 +10,8 @@ pairs and BILLING_GROUPS_PER_BATCH groups; one transaction each, billing/runs.py
 bills a single pair (a batch of one) and stays for redeliveries and operators. A pair that
 cannot be settled is recorded as failed on the run (`billing_pair_fail`): a batch that raises is
 settled again pair by pair, so the other pairs go on, and no retry repeats an error that is not
-transient. A run whose batches stop advancing (a
-task the broker lost) has its pairs not done queued again by beat's reap (`reap_billing_runs`).
+transient. A run whose batches stop advancing (a task the broker lost) has its pairs not done
+queued again by beat's reap (`reap_billing_runs`).
 """
 
 from __future__ import annotations
