@@ -71,16 +71,8 @@ def test_it_queues_one_task_per_batch_of_pairs(
         post_usage(
             client_for(host=Host.objects.get(slug=slug)), [record(f"{slug}-1", revenue="100")]
         )
-    sent: list[list[list[int]]] = []
-    real = bill_pairs.delay
-
-    def spy(run_id: int, pairs: list[list[int]]) -> Any:
-        sent.append(pairs)
-        return real(run_id, pairs)
-
     # when: the monthly task, in-process
-    with patch.object(bill_pairs, "delay", spy):
-        run_id = run_monthly_billing.delay("2026-10").get()
+    run_id, sent = _monthly_run_batches("2026-10")
 
     # then: two tasks (2 pairs, then 1), and every pair settled once
     assert [len(batch) for batch in sent] == [2, 1]
@@ -110,16 +102,8 @@ def test_it_cuts_batches_by_the_groups_they_hold(
         post_usage(
             client_for(host=Host.objects.get(slug=slug)), [record(f"{slug}-1", revenue="100")]
         )
-    sent: list[list[list[int]]] = []
-    real = bill_pairs.delay
-
-    def spy(run_id: int, pairs: list[list[int]]) -> Any:
-        sent.append(pairs)
-        return real(run_id, pairs)
-
     # when: the monthly task, in-process
-    with patch.object(bill_pairs, "delay", spy):
-        run_id = run_monthly_billing.delay("2026-10").get()
+    run_id, sent = _monthly_run_batches("2026-10")
 
     # then: the pair of three groups alone (over the limit, a batch of its own), then the two
     # pairs of one group together; every pair settled once
@@ -128,3 +112,18 @@ def test_it_cuts_batches_by_the_groups_they_hold(
     run = BillingRun.objects.get(pk=run_id)
     assert (run.status, run.groups_count, run.pairs_done) == ("done", 5, 3)
     assert Settlement.objects.filter(period="2026-10").count() == 3
+
+
+def _monthly_run_batches(period: str) -> tuple[int, list[list[list[int]]]]:
+    """Run the monthly task in-process; return the run's id and the pairs of each `bill_pairs`
+    task it queued, in order (each still runs)."""
+    sent: list[list[list[int]]] = []
+    real = bill_pairs.delay
+
+    def spy(run_id: int, pairs: list[list[int]]) -> Any:
+        sent.append(pairs)
+        return real(run_id, pairs)
+
+    with patch.object(bill_pairs, "delay", spy):
+        run_id = run_monthly_billing.delay(period).get()
+    return run_id, sent
