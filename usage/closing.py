@@ -31,30 +31,14 @@ INGEST_LOCKS_SQL = (
     f" pg_advisory_xact_lock_shared({PERIOD_LOCK_CLASS}, %(host)s)"
 )
 
-# Late (the slow path decides it in Python per record, `late_rule`): the stage rows whose
-# (licensor, UTC month) the host has closed, or whose month's run completed without usage of
-# the pair (docs/billing.md, "Late usage of a pair without a settlement").
-MARK_LATE_SQL = """
-UPDATE usage_stage s SET late = true
-WHERE EXISTS (
-    SELECT 1 FROM usage_periodclose p WHERE p.host_id = %(host)s AND p.licensor_id = s.licensor_id
-      AND p.period = to_char(s.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM'))
-  OR (EXISTS (
-    SELECT 1 FROM usage_periodcomplete c
-    WHERE c.period = to_char(s.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM'))
-  AND NOT EXISTS (
-    SELECT 1 FROM usage_periodopen o WHERE o.host_id = %(host)s AND o.licensor_id = s.licensor_id
-      AND o.period = to_char(s.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM')))
-RETURNING s.event_id
-"""
 # Whether a batch whose earliest month is %(first)s can hold a late record at all: the host has
 # closed some month, or some month from the batch's first on has completed its run. False for
-# the common batch (this month's usage), which then skips MARK_LATE_SQL.
+# the common batch (this month's usage), which then skips `late_rule`.
 ANY_CLOSED_SQL = """
 SELECT EXISTS (SELECT 1 FROM usage_periodclose WHERE host_id = %(host)s)
     OR EXISTS (SELECT 1 FROM usage_periodcomplete WHERE period >= %(first)s)
 """
-# The slow path's view of the same: the host's closed months, its open pairs and the completed
+# What `late_rule` reads (both paths): the host's closed months, its open pairs and the completed
 # months, from the batch's first month on.
 CLOSED_SQL = """
 SELECT 'closed', licensor_id, period FROM usage_periodclose WHERE host_id = %(host)s

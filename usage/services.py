@@ -8,11 +8,11 @@ The ingest path (docs/ingestion.md walks through it):
    per-batch catalog snapshot (`usage.resolve.Catalog`: a handful of queries per batch, never
    one per record);
 2. create missing month partitions (own short transaction);
-3. in ONE transaction: COPY the originals into a temporary staging table, then one statement
-   `WITH claimed AS (INSERT INTO usage_key ... ON CONFLICT DO NOTHING RETURNING ...)
-   INSERT INTO usage_record ... JOIN claimed ... RETURNING`, so the claim of an event_id and the
-   record are one act; then classify the unclaimed as duplicate or conflict by content hash, and
-   apply the corrections under a row lock of their originals (`usage.corrections`).
+3. in ONE transaction: claim the originals' event_ids in one statement (`CLAIM_SQL`: `INSERT
+   INTO usage_key ... ON CONFLICT DO NOTHING`, answering the ids it did not claim), classify
+   those as duplicate or conflict by content hash, and COPY the records of the claimed ones into
+   usage_record, so the claim of an event_id and its record commit together; then the same for
+   the corrections, under a row lock of their originals (`usage.corrections`).
 
 A failure anywhere before COMMIT leaves nothing; the host's retry is then simply a first send.
 """
@@ -20,7 +20,6 @@ A failure anywhere before COMMIT leaves nothing; the host's retry is then simply
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -39,40 +38,38 @@ from usage.wire import Record, Rejection, earliest_accepted, validate_record
 
 DEADLOCK_RETRIES = 3
 
-STAGE_COLUMNS = (
+# The columns of usage_record a batch writes besides host_id and received_at, in
+# `Resolved.row()` order.
+RECORD_COLUMNS = (
     "event_id, model_id, license_id, licensor_id, occurred_at, customer_category, input_tokens,"
     " cached_input_tokens, output_tokens, requests, revenue, currency, region, customer_ref,"
     " corrects, late, content_hash"
 )
-# Kept for the session (cheaper than a CREATE per batch with persistent connections), emptied at
-# each commit, and truncated before use in case an outer transaction (a test's) spans two batches.
-STAGE_SQL = """
-CREATE TEMPORARY TABLE IF NOT EXISTS usage_stage (
-    event_id varchar(128), model_id bigint, license_id bigint, licensor_id bigint,
-    occurred_at timestamptz, customer_category varchar(16), input_tokens bigint,
-    cached_input_tokens bigint, output_tokens bigint, requests bigint, revenue numeric(20, 6),
-    currency varchar(3), region varchar(2), customer_ref varchar(128), corrects varchar(128),
-    late boolean, content_hash bytea
+# The claim of a batch's event_ids: COPY (event_id, content_hash, occurred_at) into the
+# session's temporary table `usage_claim` (kept for the session: cheaper than a CREATE per batch
+# with persistent connections; emptied at each commit, and truncated before use in case an outer
+# transaction, a test's, spans two batches), then one statement that inserts the claims and
+# answers only the event_ids it did NOT claim (usually none or a few: sending 10,000 accepted ids
+# back to Python would cost more than this anti-join). The records of the claimed ids are then
+# COPYed into usage_record in the same transaction: COPY writes a partition's rows a page at a
+# time, where INSERT ... SELECT writes and WAL-logs them one by one (docs/performance.md).
+CLAIM_STAGE_SQL = """
+CREATE TEMPORARY TABLE IF NOT EXISTS usage_claim (
+    event_id varchar(128), content_hash bytea, occurred_at timestamptz
 ) ON COMMIT DELETE ROWS
 """
 # ORDER BY event_id: two batches that share event_ids take the key locks in the same order, so
 # concurrent replays of overlapping batches wait for each other instead of deadlocking.
-INSERT_SQL = f"""
+CLAIM_SQL = """
 WITH claimed AS (
     INSERT INTO usage_key (host_id, event_id, content_hash, occurred_at)
-    SELECT %(host)s, event_id, content_hash, occurred_at FROM usage_stage ORDER BY event_id
+    SELECT %(host)s, event_id, content_hash, occurred_at FROM usage_claim ORDER BY event_id
     ON CONFLICT (host_id, event_id) DO NOTHING
     RETURNING event_id
-), stored AS (
-    INSERT INTO usage_record (host_id, received_at, {STAGE_COLUMNS})
-    SELECT %(host)s, %(now)s, {", ".join("s." + c.strip() for c in STAGE_COLUMNS.split(","))}
-    FROM usage_stage s JOIN claimed c ON c.event_id = s.event_id
 )
--- Only the event_ids that were NOT claimed come back (usually none or a few): sending 10,000
--- accepted ids to Python would cost more than this anti-join.
-SELECT s.event_id FROM usage_stage s
-WHERE NOT EXISTS (SELECT 1 FROM claimed c WHERE c.event_id = s.event_id)
-"""  # noqa: S608 - built from the constant column list only
+SELECT k.event_id FROM usage_claim k
+WHERE NOT EXISTS (SELECT 1 FROM claimed c WHERE c.event_id = k.event_id)
+"""
 
 
 @dataclass
@@ -280,7 +277,9 @@ def usage_batch_ingest_valid(
     refs.discard(None)
     special = any(ch in ref for ref in cast(set[str], refs) for ch in "\\\t\n\r\x1f")
     blake2b = hashlib.blake2b
+    prefix = f"{host.pk}\t{now.isoformat()}\t"
     lines: list[str] = []
+    keys: list[str] = []
     hashes: list[str] = []
     for (
         event_id,
@@ -322,20 +321,23 @@ def usage_batch_ingest_valid(
         )
         digest = blake2b(text.encode(), digest_size=16).hexdigest()
         hashes.append(digest)
+        keys.append(f"{event_id}\t\\\\x{digest}\t{at_text}\n")
         if special:
             head = text[: -len(ref) - 1].replace("\x1f", "\t") + _copy_escape(ref) + "\t"
         else:
             head = text.replace("\x1f", "\t")
-        lines.append(f"{head}\t{event_id}\t{license_id}\t{licensor_id}\tf\t\\\\x{digest}\n")
+        # Not late: _write_valid turns the "f" (_LATE_AT from the end) into "t" where it is.
+        lines.append(f"{prefix}{head}\t{event_id}\t{license_id}\t{licensor_id}\tf\t\\\\x{digest}\n")
 
     for attempt in range(DEADLOCK_RETRIES):
         try:
             outcome, late = _write_valid(
                 host=host,
-                data="".join(lines),
-                event_ids=event_ids,
+                batch=batch,
+                licensor_of={name: licensor_id for name, (_, _, licensor_id) in ids.items()},
+                lines=lines,
+                keys=keys,
                 hashes=hashes,
-                now=now,
                 first=f"{start:%Y-%m}",
             )
             break
@@ -368,50 +370,70 @@ def _copy_escape(text: str) -> str:
 
 
 # The fast path's COPY columns: the hash text's fields first (wire.content_hash_text's order),
-# then the rest; the stage and INSERT_SQL are the per-record path's.
+# then the rest.
 VALID_COPY_COLUMNS = (
-    "model_id, occurred_at, customer_category, input_tokens, cached_input_tokens, output_tokens,"
-    " requests, revenue, currency, region, customer_ref, corrects, event_id, license_id,"
-    " licensor_id, late, content_hash"
+    "host_id, received_at, model_id, occurred_at, customer_category, input_tokens,"
+    " cached_input_tokens, output_tokens, requests, revenue, currency, region, customer_ref,"
+    " corrects, event_id, license_id, licensor_id, late, content_hash"
 )
+# Where a fast-path line holds its late flag ("f" or "t"), counted from the line's end: the flag,
+# a tab, the bytea's "\\x" (escaped for COPY: 3 characters), 32 hex digits and the newline.
+_LATE_AT = 38
 
 
 @transaction.atomic(durable=True)
 def _write_valid(
     *,
     host: Host,
-    data: str,
-    event_ids: list[str],
+    batch: ValidBatch,
+    licensor_of: dict[str, int],
+    lines: list[str],
+    keys: list[str],
     hashes: list[str],
-    now: datetime,
     first: str = "0000-00",
 ) -> tuple[Outcome, int]:
-    """`_write` for the fast path's COPY text (no corrections). Returns the outcome of the
-    event_ids not simply accepted, and how many of the accepted are late. `first`: the batch's
-    earliest month ("YYYY-MM")."""
+    """`_write` for the fast path's COPY lines (no corrections). Returns the outcome of the
+    event_ids not simply accepted, and how many of the accepted are late. `licensor_of`: the
+    licensor of each model name; `lines` and `keys`: the COPY text of each record and of its
+    claim; `hashes`: each record's content hash (hex); `first`: the batch's earliest month
+    ("YYYY-MM")."""
     outcome: Outcome = {}
     with connection.cursor() as cursor:
         cursor.execute(closing.INGEST_LOCKS_SQL, {"host": host.pk})
         cursor.execute(closing.ANY_CLOSED_SQL, {"host": host.pk, "first": first})
-        any_closed = bool(cursor.fetchone()[0])
-        cursor.execute(STAGE_SQL)
-        cursor.execute("TRUNCATE usage_stage")
-        with cursor.cursor.copy(f"COPY usage_stage ({VALID_COPY_COLUMNS}) FROM STDIN") as copy:
-            copy.write(data)
-        late_ids: set[str] = set()
-        if any_closed:
-            cursor.execute(closing.MARK_LATE_SQL, {"host": host.pk})
-            late_ids = {row[0] for row in cursor.fetchall()}
-        _insert_staged(
-            cursor,
-            host=host,
-            now=now,
-            outcome=outcome,
-            hashes_of=lambda wanted: {
-                e: bytes.fromhex(h) for e, h in zip(event_ids, hashes, strict=True) if e in wanted
-            },
-        )
-    return outcome, len(late_ids - outcome.keys())
+        late: list[int] = []
+        if cursor.fetchone()[0]:
+            is_late = closing.late_rule(cursor, host_id=host.pk, first=first)
+            late = [
+                index
+                for index, (model, at_text) in enumerate(
+                    zip(batch.model, batch.occurred_text, strict=True)
+                )
+                if is_late(licensor_of[model], at_text[:7])
+            ]
+        event_ids = batch.event_id
+        unclaimed = _claim(cursor, host=host, keys="".join(keys))
+        if unclaimed:
+            _classify(
+                cursor,
+                host=host,
+                hashes={
+                    e: bytes.fromhex(h)
+                    for e, h in zip(event_ids, hashes, strict=True)
+                    if e in unclaimed
+                },
+                outcome=outcome,
+            )
+        if late:
+            lines = lines.copy()
+            for index in late:
+                line = lines[index]
+                lines[index] = f"{line[:-_LATE_AT]}t{line[1 - _LATE_AT :]}"
+        if unclaimed:
+            lines = [line for e, line in zip(event_ids, lines, strict=True) if e not in unclaimed]
+        with cursor.cursor.copy(f"COPY usage_record ({VALID_COPY_COLUMNS}) FROM STDIN") as copy:
+            copy.write("".join(lines))
+    return outcome, sum(1 for index in late if event_ids[index] not in unclaimed)
 
 
 @transaction.atomic(durable=True)
@@ -433,62 +455,68 @@ def _write(*, host: Host, candidates: list[Resolved], now: datetime) -> Outcome:
 
         originals = [i for i in candidates if not i.record.corrects]
         corrections = [i for i in candidates if i.record.corrects]
-        cursor.execute(STAGE_SQL)
-        cursor.execute("TRUNCATE usage_stage")
-        rows = [i.row() for i in originals]
-        _stage_and_insert(cursor, host=host, rows=rows, now=now, outcome=outcome)
+        _claim_and_store(cursor, host=host, items=originals, now=now, outcome=outcome)
         if corrections:
-            cursor.execute("TRUNCATE usage_stage")
             accepted = check_corrections(cursor, host=host, items=corrections, outcome=outcome)
-            rows = [i.row() for i in accepted]
-            _stage_and_insert(cursor, host=host, rows=rows, now=now, outcome=outcome)
+            _claim_and_store(cursor, host=host, items=accepted, now=now, outcome=outcome)
     return outcome
 
 
-def _stage_and_insert(
-    cursor: Any, *, host: Host, rows: list[tuple[Any, ...]], now: datetime, outcome: Outcome
+def _claim_and_store(
+    cursor: Any, *, host: Host, items: list[Resolved], now: datetime, outcome: Outcome
 ) -> None:
-    """COPY the stage rows (`Resolved.row()` order: event_id first, content_hash last), then the
-    claim-and-insert; the unclaimed go into `outcome` as duplicate or conflict."""
-    if not rows:
+    """Claim the items' event_ids, then COPY the records of those claimed into usage_record;
+    the unclaimed go into `outcome` as duplicate or conflict."""
+    if not items:
         return
-    raw = cursor.cursor  # the psycopg cursor under Django's wrapper, for COPY
-    with raw.copy(f"COPY usage_stage ({STAGE_COLUMNS}) FROM STDIN") as copy:
-        write_row = copy.write_row
-        for row in rows:
-            write_row(row)
-    _insert_staged(
+    unclaimed = _claim(
         cursor,
         host=host,
-        now=now,
-        outcome=outcome,
-        hashes_of=lambda wanted: {row[0]: row[-1] for row in rows if row[0] in wanted},
+        keys=[(i.record.event_id, i.content_hash, i.record.occurred_at) for i in items],
     )
+    if unclaimed:
+        _classify(
+            cursor,
+            host=host,
+            hashes={
+                i.record.event_id: i.content_hash for i in items if i.record.event_id in unclaimed
+            },
+            outcome=outcome,
+        )
+    raw = cursor.cursor  # the psycopg cursor under Django's wrapper, for COPY
+    with raw.copy(f"COPY usage_record (host_id, received_at, {RECORD_COLUMNS}) FROM STDIN") as copy:
+        write_row = copy.write_row
+        for item in items:
+            if item.record.event_id not in unclaimed:
+                write_row((host.pk, now, *item.row()))
 
 
-def _insert_staged(
-    cursor: Any,
-    *,
-    host: Host,
-    now: datetime,
-    outcome: Outcome,
-    hashes_of: Callable[[set[str]], dict[str, bytes]],
-) -> None:
-    """The claim-and-insert of the staged rows; the unclaimed go into `outcome` as duplicate or
-    conflict. `hashes_of(event_ids)` gives the content hashes of those staged event_ids."""
-    cursor.execute(INSERT_SQL, {"host": host.pk, "now": now})
-    unclaimed = {row[0] for row in cursor.fetchall()}
-    if not unclaimed:
-        return
-    # These were claimed before (by an earlier batch, or a concurrent one that has committed:
-    # ON CONFLICT waited for it). Same hash: duplicate; another hash: conflict.
-    by_id = hashes_of(unclaimed)
+def _claim(cursor: Any, *, host: Host, keys: str | list[tuple[str, bytes, datetime]]) -> set[str]:
+    """Claim the event_ids of `keys`, (event_id, content_hash, occurred_at) as rows or as their
+    COPY text; returns those that were not claimed."""
+    cursor.execute(CLAIM_STAGE_SQL)
+    cursor.execute("TRUNCATE usage_claim")
+    raw = cursor.cursor  # the psycopg cursor under Django's wrapper, for COPY
+    with raw.copy("COPY usage_claim (event_id, content_hash, occurred_at) FROM STDIN") as copy:
+        if isinstance(keys, str):
+            copy.write(keys)
+        else:
+            for row in keys:
+                copy.write_row(row)
+    cursor.execute(CLAIM_SQL, {"host": host.pk})
+    return {row[0] for row in cursor.fetchall()}
+
+
+def _classify(cursor: Any, *, host: Host, hashes: dict[str, bytes], outcome: Outcome) -> None:
+    """Put the unclaimed event_ids (`hashes`: each one's content hash) into `outcome`. They were
+    claimed before (by an earlier batch, or a concurrent one that has committed: ON CONFLICT
+    waited for it). Same hash: duplicate; another hash: conflict."""
     cursor.execute(
         "SELECT event_id, content_hash FROM usage_key WHERE host_id = %s AND event_id = ANY(%s)",
-        [host.pk, list(by_id)],
+        [host.pk, list(hashes)],
     )
     for event_id, stored_hash in cursor.fetchall():
-        same = bytes(stored_hash) == by_id[event_id]
+        same = bytes(stored_hash) == hashes[event_id]
         outcome[event_id] = ("duplicate" if same else "conflict", None)
 
 
