@@ -78,13 +78,15 @@ class UsageRecord(models.Model):
 
 
 class UsageKey(models.Model):
-    """The idempotency claim of one (host, event_id): written in the same INSERT statement as its
+    """The idempotency claim of one (host, event_id): written in the same transaction as its
     record, never on its own, so an event_id is never claimed without being stored (the failure
     mode of openmeter#5118)."""
 
     pk = models.CompositePrimaryKey("host", "event_id")
     host = models.ForeignKey(Host, models.DO_NOTHING, db_constraint=False, related_name="+")
-    event_id = models.CharField(max_length=128)
+    # Compared byte by byte ("C"): an event_id is an opaque identifier, and its unique index and
+    # the claim's sort then compare with memcmp rather than the database's locale.
+    event_id = models.CharField(max_length=128, db_collation="C")
     content_hash = models.BinaryField(max_length=16)
     # Where the record is: its partition is the month of this timestamp.
     occurred_at = models.DateTimeField()

@@ -51,15 +51,16 @@ RECORD_COLUMNS = (
 # transaction, a test's, spans two batches), then one statement that inserts the claims and
 # answers only the event_ids it did NOT claim (usually none or a few: sending 10,000 accepted ids
 # back to Python would cost more than this anti-join). The records of the claimed ids are then
-# COPYed into usage_record in the same transaction: COPY writes a partition's rows a page at a
-# time, where INSERT ... SELECT writes and WAL-logs them one by one (docs/performance.md).
+# COPYed into usage_record in the same transaction, from the lines already built: the records
+# are neither staged nor sorted.
 CLAIM_STAGE_SQL = """
 CREATE TEMPORARY TABLE IF NOT EXISTS usage_claim (
-    event_id varchar(128), content_hash bytea, occurred_at timestamptz
+    event_id varchar(128) COLLATE "C", content_hash bytea, occurred_at timestamptz
 ) ON COMMIT DELETE ROWS
 """
 # ORDER BY event_id: two batches that share event_ids take the key locks in the same order, so
-# concurrent replays of overlapping batches wait for each other instead of deadlocking.
+# concurrent replays of overlapping batches wait for each other instead of deadlocking. The
+# stage's collation is usage_key's ("C"), so that order is also the index's.
 CLAIM_SQL = """
 WITH claimed AS (
     INSERT INTO usage_key (host_id, event_id, content_hash, occurred_at)
