@@ -40,8 +40,10 @@ table growth fall on the endpoint and the baselines alike.
 Printed per round and as medians (min-max): stored records/s (and all records/s, resends included),
 rows/s of each baseline, the per-round ratios stored records/s / COPY rows/s against each baseline
 and events / usage, p50/p99 per batch, the gunicorn workers' CPU time per stored record (what the
-server's Python costs, whatever else the machine does), the load average at the round's start,
-and the peak RSS of a worker.
+server's Python costs, whatever else the machine does), PostgreSQL's CPU time per stored row of
+every phase, endpoint and COPY alike (all `postgres` processes: what the database spends on a
+row, which bounds how close the endpoint can come to each baseline on cores they share), the
+load average at the round's start, and the peak RSS of a worker.
 
 Everything runs on this machine (the load generator competes with the server and PostgreSQL for
 the same cores, as in docs/performance.md). Record the output in docs/performance.md, "Ingestion".
@@ -72,6 +74,7 @@ from bench.ingest_load import (
     ROOT,
     checkpoint,
     http_run,
+    postgres_cpu,
     serve,
     worker_peak_rss,
 )
@@ -249,11 +252,14 @@ def encode_rows(ids: list[int], n: int) -> tuple[list[bytes], list[bytes]]:
     return records, keys
 
 
-def raw_copy(conns: list[psycopg.Connection], ids: list[int], n: int, *, into: str) -> float:
-    """rows/s of a plain COPY of n records of this month, split over `conns` (as many as the
-    endpoint's workers), each connection copying its share in one transaction: `into` is
-    "record" (usage_record), "key+record" (usage_key, then usage_record) or "plain"
-    (bench_plain). The COPY text is encoded before the clock starts; CHECKPOINT right before."""
+def raw_copy(
+    conns: list[psycopg.Connection], ids: list[int], n: int, *, into: str
+) -> tuple[float, float]:
+    """rows/s of a plain COPY of n records of this month, and PostgreSQL's CPU µs per row, split
+    over `conns` (as many as the endpoint's workers), each connection copying its share in one
+    transaction: `into` is "record" (usage_record), "key+record" (usage_key, then usage_record)
+    or "plain" (bench_plain). The COPY text is encoded before the clock starts; CHECKPOINT right
+    before."""
     records, keys = encode_rows(ids, n)
     k = len(conns)
     statements = {
@@ -292,14 +298,16 @@ def raw_copy(conns: list[psycopg.Connection], ids: list[int], n: int, *, into: s
     for t in threads:
         t.start()
     checkpoint(conns[0])
+    pg0 = postgres_cpu()
     barrier.wait()
     t0 = time.perf_counter()
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - t0
+    pg = postgres_cpu() - pg0
     if errors:
         raise errors[0]
-    return n / elapsed
+    return n / elapsed, 1e6 * pg / n
 
 
 def spread(values: list[float], fmt: str = ",.0f") -> str:
@@ -350,27 +358,35 @@ def measure_state(
             }
             endpoint = phases["usage"]
             n = endpoint["stored"]
-            copies = {into: raw_copy(copiers, ids, n, into=into) for into in BASELINES}
-            rounds.append({**endpoint, **copies, "events": phases.get("events")})
+            measured = {into: raw_copy(copiers, ids, n, into=into) for into in BASELINES}
+            copies = {into: rate for into, (rate, _) in measured.items()}
+            pg_copies = {f"pg_{into}": pg for into, (_, pg) in measured.items()}
+            rounds.append({**endpoint, **copies, **pg_copies, "events": phases.get("events")})
             stored = endpoint["stored_per_s"]
             line = (
                 f"round {r + 1}: load {load:.1f}; POST /usage {stored:,.0f} stored rec/s"
                 f" ({endpoint['records_per_s']:,.0f} with resends; {n:,} stored, p50"
                 f" {endpoint['p50_ms']:.0f} ms, p99 {endpoint['p99_ms']:.0f} ms, worker CPU"
-                f" {endpoint['cpu_us']:.1f} µs/stored)"
+                f" {endpoint['cpu_us']:.1f} µs/stored, PostgreSQL CPU {endpoint['pg_us']:.1f}"
+                " µs/stored)"
             )
             if events:
                 ev = phases["events"]
                 line += (
                     f"; POST /events {ev['stored_per_s']:,.0f} stored rec/s ({ev['stored']:,}"
                     f" stored, p50 {ev['p50_ms']:.0f} ms, p99 {ev['p99_ms']:.0f} ms, worker CPU"
-                    f" {ev['cpu_us']:.1f} µs/stored), events / usage"
+                    f" {ev['cpu_us']:.1f} µs/stored, PostgreSQL CPU {ev['pg_us']:.1f} µs/stored),"
+                    " events / usage"
                     f" {ev['stored_per_s'] / stored:.2f} (order: {', '.join(order)})"
                 )
             print(
                 line
                 + f"; COPY of {n:,} on {workers} connections: "
-                + ", ".join(f"{into} {copies[into]:,.0f} rows/s" for into in BASELINES)
+                + ", ".join(
+                    f"{into} {copies[into]:,.0f} rows/s (PostgreSQL CPU"
+                    f" {pg_copies['pg_' + into]:.1f} µs/row)"
+                    for into in BASELINES
+                )
                 + "; ratios "
                 + " / ".join(f"{stored / copies[into]:.2f}" for into in BASELINES),
                 flush=True,
@@ -399,6 +415,13 @@ def measure_state(
         f" p99 {spread([x['p99_ms'] for x in rounds])} ms,"
         f" {sum(x['batches'] for x in rounds)} batches;"
         f" worker CPU {spread([x['cpu_us'] for x in rounds], '.1f')} µs per stored record\n"
+        f"  PostgreSQL CPU per stored row: POST /usage"
+        f" {spread([x['pg_us'] for x in rounds], '.1f')} µs; "
+        + "; ".join(
+            f"COPY {into} {spread([x['pg_' + into] for x in rounds], '.1f')} µs"
+            for into in BASELINES
+        )
+        + "\n"
         + "".join(
             f"  ratio stored/s vs COPY into {BASELINES[into]:<31} per round: "
             f"{spread([x['stored_per_s'] / x[into] for x in rounds], '.2f')}\n"

@@ -166,6 +166,25 @@ def workers_cpu(master: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu() -> float:
+    """CPU seconds (user + system) every `postgres` process on this machine has used so far: the
+    backends of the phase's connections, and the WAL writer, checkpointer and background writer
+    that its writes keep busy. The bench's server is the machine's only one."""
+    ticks = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() != "postgres":
+                continue
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def serve(
     workers: int, env: dict[str, str], app: str = "config.wsgi"
 ) -> tuple[subprocess.Popen[bytes], str]:
@@ -212,8 +231,8 @@ def http_run(
 ) -> dict[str, Any]:
     """One timed phase: `clients` processes post to `endpoint` for `duration` seconds, after an
     ANALYZE of the usage tables and a CHECKPOINT (both untimed). Returns records/s (resends
-    included), stored records and stored/s, latencies, and (given the gunicorn master's pid,
-    `server`) the workers' CPU µs per stored record."""
+    included), stored records and stored/s, latencies, PostgreSQL's CPU µs per stored record
+    (`postgres_cpu`), and (given the gunicorn master's pid, `server`) the workers'."""
     # Enough batches for 40k records/s per client (measured: up to ~23k); one that runs out
     # stops early.
     count = max(3, int(duration * 4))
@@ -238,11 +257,13 @@ def http_run(
     conn.execute("ANALYZE usage_key, usage_record")
     checkpoint(conn)
     cpu0 = workers_cpu(server) if server else 0.0
+    pg0 = postgres_cpu()
     t0 = time.perf_counter()
     start.set()
     results = [out.get(timeout=duration + 600) for _ in procs]
     elapsed = time.perf_counter() - t0
     cpu = workers_cpu(server) - cpu0 if server else float("nan")
+    pg = postgres_cpu() - pg0
     for p in procs:
         p.join()
     latencies = sorted(x for r in results for x in r[2])
@@ -254,4 +275,5 @@ def http_run(
         "p50_ms": 1000 * latencies[len(latencies) // 2],
         "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
         "cpu_us": 1e6 * cpu / max(1, sum(r[1] for r in results)),
+        "pg_us": 1e6 * pg / max(1, sum(r[1] for r in results)),
     }
