@@ -6,7 +6,8 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     """Claims compare event_ids byte by byte: the unique index and the claim's ORDER BY then use
     memcmp instead of the database's locale (~7% off a batch's COPY of claims and records on this
-    machine, more under a locale such as en_US.UTF-8). Rebuilds usage_key's primary key under an
+    machine's C.UTF-8; a COPY of claims alone took 39.6 ms against 44.4 ms, and 51.3 ms under
+    ICU's en-US). Rebuilds usage_key's primary key under an
     ACCESS EXCLUSIVE lock: ingestion waits for it (docs/operations.md, "Processes")."""
 
     dependencies = [
