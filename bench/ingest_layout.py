@@ -9,13 +9,17 @@ random UUID event ids (the trap docs/performance.md describes):
   serves the month's query best: on occurred_at, covering every column the billing aggregation
   groups by or sums (an index-only scan of the month instead of a scan of every month);
 - `part`: a table range-partitioned by month of occurred_at with index (host_id, occurred_at)
-  per partition, plus an unpartitioned claim table keyed (host_id, event_id), written in the
-  same statement.
+  per partition, plus an unpartitioned claim table keyed (host_id, event_id), byte-wise
+  (`COLLATE "C"`), written in the same transaction.
 
-For each: batches of 10,000 fresh records through the real ingest SQL shape (COPY into a temp
-staging table, one INSERT ... SELECT ... ON CONFLICT DO NOTHING), and the month's billing
+For each: batches of 10,000 fresh records through the app's ingest SQL shape, and the month's
+billing
 GROUP BY (the run's keys and sums), after a CHECKPOINT and a warm-up, with the scans its plan
-chose. Plain psycopg, no Django: this measures the database,
+chose. The ingest shapes: `flat` COPYs the batch into a temp stage and inserts it with one
+`INSERT ... SELECT ... ON CONFLICT DO NOTHING` (the table's own unique index decides); `part`
+does what usage/services.py does: COPY the claim's columns into a temp stage, claim them in
+event_id order with `ON CONFLICT DO NOTHING` (answering the unclaimed), then COPY the claimed
+records into the partitioned table. Plain psycopg, no Django: this measures the database,
 not the app.
 """
 
@@ -46,7 +50,6 @@ NAMES = (
     "host_id, event_id, model_id, license_id, licensor_id, occurred_at, customer_category, "
     "input_tokens, cached_input_tokens, output_tokens, requests, revenue, currency, content_hash"
 )
-STAGED = ", ".join("s." + c.strip() for c in NAMES.split(","))
 
 
 def url(db: str) -> str:
@@ -70,7 +73,8 @@ def setup(conn: psycopg.Connection, layout: str) -> None:
                 f" FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
             )
         conn.execute(
-            "CREATE TABLE rec_key (host_id bigint NOT NULL, event_id varchar(128) NOT NULL,"
+            "CREATE TABLE rec_key (host_id bigint NOT NULL,"
+            ' event_id varchar(128) COLLATE "C" NOT NULL,'
             " content_hash bytea NOT NULL, occurred_at timestamptz NOT NULL,"
             " PRIMARY KEY (host_id, event_id))"
         )
@@ -131,22 +135,38 @@ def batch_rows(n: int) -> list[tuple[object, ...]]:
 def ingest(conn: psycopg.Connection, layout: str, rows: list[tuple[object, ...]]) -> float:
     t0 = time.perf_counter()
     with conn.transaction():
-        conn.execute(f"CREATE TEMP TABLE stage ({COLUMNS}) ON COMMIT DROP")
-        with conn.cursor().copy(f"COPY stage ({NAMES}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
         if layout == "flat":
+            conn.execute(f"CREATE TEMP TABLE stage ({COLUMNS}) ON COMMIT DROP")
+            with conn.cursor().copy(f"COPY stage ({NAMES}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
             conn.execute(
                 f"INSERT INTO rec ({NAMES}) SELECT {NAMES} FROM stage"
                 " ON CONFLICT (host_id, event_id) DO NOTHING RETURNING id"
             ).fetchall()
         else:
             conn.execute(
-                "WITH claimed AS (INSERT INTO rec_key SELECT host_id, event_id, content_hash,"
-                " occurred_at FROM stage ON CONFLICT DO NOTHING RETURNING host_id, event_id)"
-                f" INSERT INTO rec ({NAMES}) SELECT {STAGED}"
-                " FROM stage s JOIN claimed c USING (host_id, event_id) RETURNING id"
-            ).fetchall()
+                'CREATE TEMP TABLE claim (host_id bigint, event_id varchar(128) COLLATE "C",'
+                " content_hash bytea, occurred_at timestamptz) ON COMMIT DROP"
+            )
+            with conn.cursor().copy(
+                "COPY claim (host_id, event_id, content_hash, occurred_at) FROM STDIN"
+            ) as copy:
+                for row in rows:
+                    copy.write_row((row[0], row[1], row[13], row[5]))
+            unclaimed = {
+                event_id
+                for (event_id,) in conn.execute(
+                    "WITH claimed AS (INSERT INTO rec_key SELECT host_id, event_id, content_hash,"
+                    " occurred_at FROM claim ORDER BY event_id ON CONFLICT DO NOTHING"
+                    " RETURNING event_id) SELECT k.event_id FROM claim k"
+                    " WHERE NOT EXISTS (SELECT 1 FROM claimed c WHERE c.event_id = k.event_id)"
+                )
+            }
+            with conn.cursor().copy(f"COPY rec ({NAMES}) FROM STDIN") as copy:
+                for row in rows:
+                    if row[1] not in unclaimed:
+                        copy.write_row(row)
     return time.perf_counter() - t0
 
 
