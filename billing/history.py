@@ -37,9 +37,9 @@ def settlement_event_record(
     )
 
 
-def settlement_events_record(events: list[tuple[Settlement, str, str, dict[str, Any]]]) -> None:
+def settlement_events_record(events: list[tuple[Any, str, str, dict[str, Any]]]) -> None:
     """`settlement_event_record` for many settlements at once (a billing run's batch): one
-    (settlement, actor, action, detail) per event, written in one statement, all at the same
+    (settlement id, actor, action, detail) per event, written in one statement, all at the same
     instant. Call it inside the changes' transaction."""
     at = timezone.now()
     # COPY (billing/bulk.py): a first run writes one event per settlement, tens of thousands;
@@ -47,7 +47,7 @@ def settlement_events_record(events: list[tuple[Settlement, str, str, dict[str, 
     values_copy(
         SettlementEvent,
         ("settlement_id", "at", "actor", "action", "detail"),
-        [(s.pk, at, actor, action, detail) for s, actor, action, detail in events],
+        [(pk, at, actor, action, detail) for pk, actor, action, detail in events],
     )
 
 

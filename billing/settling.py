@@ -25,7 +25,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing import aggregation
-from billing.bulk import pairs_lookup, pairs_params, rows_copy, settlements_recompute, values_copy
+from billing.bulk import NewRows, pairs_lookup, pairs_params, settlements_recompute, values_copy
 from billing.events import settlement_event, subscriptions
 from billing.history import SYSTEM, settlement_events_record
 from billing.models import (
@@ -61,9 +61,10 @@ _LINE_COLUMNS = ("settlement_id", "position", "license_id", *LINE_FIELDS, "flags
 
 @dataclass
 class PairOutcome:
-    """What one pair's settling did: the settlements it wrote and those it found already settled."""
+    """What one pair's settling did: the settlements it wrote (their ids) and those it found
+    already settled."""
 
-    written: list[Settlement] = field(default_factory=list)
+    written: list[Any] = field(default_factory=list)
     settled: list[Settlement] = field(default_factory=list)
     skipped: bool = False  # already done in this run, or the run was superseded
 
@@ -89,6 +90,8 @@ _CURRENT_SCOPE = "t.period = %s AND NOT (t.status IN ({}))".format(
 )
 
 _catalogs: dict[int, CatalogSnapshot] = {}
+_NEW_SETTLEMENTS = NewRows(Settlement)
+_NEW_ID = _NEW_SETTLEMENTS.columns.index("id")
 
 
 def catalog_for_run(run_id: int) -> CatalogSnapshot:
@@ -197,13 +200,15 @@ def pairs_rate(
 class _Writes:
     """A batch's rows, written together at its end."""
 
-    created: list[Settlement] = field(default_factory=list)
+    created: list[tuple[Any, ...]] = field(default_factory=list)  # NewRows(Settlement) rows
     recomputed: list[Settlement] = field(default_factory=list)
     # Recomputed drafts whose lines came out as they were: their lines stay in place.
     lines_kept: set[Any] = field(default_factory=set)
     lines: list[tuple[Any, ...]] = field(default_factory=list)  # values of _LINE_COLUMNS
-    history: list[tuple[Settlement, str]] = field(default_factory=list)  # (settlement, action)
-    webhooks: list[tuple[Settlement, str]] = field(default_factory=list)  # (settlement, type)
+    history: list[tuple[Any, str, Decimal]] = field(default_factory=list)  # (id, action, total)
+    # (pair, settlement, type); a new settlement as its row, made a model only if anyone
+    # listens.
+    webhooks: list[tuple[Pair, Settlement | tuple[Any, ...], str]] = field(default_factory=list)
     versions: set[int] = field(default_factory=set)
     agreements: set[int] = field(default_factory=set)
 
@@ -254,8 +259,9 @@ def settlements_write(
                 (position, license_id, *line_values(line), flags)
                 for position, (license_id, line, flags) in enumerate(lines, start=1)
             ]
+            total = quantize(total, currency)
             fields = {
-                "total": quantize(total, currency),
+                "total": total,
                 "usage_digest": usage_digest,
                 "terms_digest": terms_digest,
                 "record_count": bundle.record_count,
@@ -276,25 +282,32 @@ def settlements_write(
                     outcome.settled.append(settlement)
                     continue
                 settlement = settlement_revise(disputed=settlement, fields=fields, **rated_by)
-                w.webhooks.append((settlement, "settlement.revised"))
+                pk = settlement.pk
+                w.webhooks.append(((host_id, licensor_id), settlement, "settlement.revised"))
             # -- end disputes
             elif settlement is not None and settlement.status != SettlementStatus.DRAFT:
                 outcome.settled.append(settlement)
                 continue
             elif settlement is None:
-                settlement = Settlement(
-                    host_id=host_id,
-                    licensor_id=licensor_id,
-                    period=run.period,
-                    currency=currency,
-                    first_computed_at=computed_at,
-                    review_due_at=due_at(computed_at, **rated_by),
-                    **fields,
+                row = _NEW_SETTLEMENTS.row(
+                    now,
+                    {
+                        "host_id": host_id,
+                        "licensor_id": licensor_id,
+                        "period": run.period,
+                        "currency": currency,
+                        "first_computed_at": computed_at,
+                        "review_due_at": due_at(computed_at, **rated_by),
+                        **{name: value for name, value in fields.items() if name != "run"},
+                        "run_id": run.pk,
+                    },
                 )
-                w.created.append(settlement)
-                w.history.append((settlement, "computed"))
-                w.webhooks.append((settlement, "settlement.created"))
+                pk = row[_NEW_ID]
+                w.created.append(row)
+                w.history.append((pk, "computed", total))
+                w.webhooks.append(((host_id, licensor_id), row, "settlement.created"))
             else:
+                pk = settlement.pk
                 before = (settlement.total, settlement.usage_digest, settlement.terms_digest)
                 if settlement.lines_digest == fields["lines_digest"]:
                     w.lines_kept.add(settlement.pk)
@@ -308,20 +321,13 @@ def settlements_write(
                 settlement.updated_at = now
                 w.recomputed.append(settlement)
                 if before != (settlement.total, settlement.usage_digest, settlement.terms_digest):
-                    w.history.append((settlement, "recomputed"))
+                    w.history.append((pk, "recomputed", settlement.total))
                 if before[0] != settlement.total:  # webhooks: re-computed to another total
-                    w.webhooks.append((settlement, "settlement.updated"))
-            if settlement.pk not in w.lines_kept:
-                w.lines += [(settlement.pk, *row) for row in line_rows]
-            # Terms that rated usage are locked: from now on the catalog cannot change them, so
-            # this settlement can be re-derived (--verify) from the same terms.
-            w.versions |= {
-                i for i in bundle.locked_versions if ("version", i) not in catalog.locked
-            }
-            w.agreements |= {
-                i for i in bundle.locked_agreements if ("agreement", i) not in catalog.locked
-            }
-            outcome.written.append(settlement)
+                    w.webhooks.append(((host_id, licensor_id), settlement, "settlement.updated"))
+            if pk not in w.lines_kept:
+                w.lines += [(pk, *row) for row in line_rows]
+            _terms_lock(w, bundle, catalog)
+            outcome.written.append(pk)
         for currency, settlement in current.items():
             if currency not in bundles and settlement.status == SettlementStatus.DRAFT:
                 settlement.delete()  # a draft with no usage left
@@ -335,25 +341,30 @@ def _flush(w: _Writes, *, run: BillingRun, computed_at: datetime, catalog: Catal
         if rewritten:
             SettlementLine.objects.filter(settlement__in=rewritten).delete()
         settlements_recompute(w.recomputed)
-    rows_copy(Settlement, w.created)
+    values_copy(Settlement, _NEW_SETTLEMENTS.columns, w.created)
     values_copy(SettlementLine, _LINE_COLUMNS, w.lines)
     settlement_events_record(
         [
-            (s, SYSTEM, action, {"total": format(s.total, "f"), "run": run.pk})
-            for s, action in w.history
+            (pk, SYSTEM, action, {"total": format(total, "f"), "run": run.pk})
+            for pk, action, total in w.history
         ]
     )
     if w.webhooks:
         # One read of the endpoints for the batch, not one per settlement.
         endpoints = subscriptions(
-            licensor_ids={s.licensor_id for s, _ in w.webhooks},
-            host_ids={s.host_id for s, _ in w.webhooks},
+            licensor_ids={licensor_id for (_, licensor_id), _, _ in w.webhooks},
+            host_ids={host_id for (host_id, _), _, _ in w.webhooks},
         )
-        # A webhook renders the whole settlement: the recomputed drafts, read with a few
-        # columns, are read again whole (as just written) in one query, when anyone listens.
-        deferred = [s.pk for s, _ in w.webhooks if s.get_deferred_fields()]
-        whole = Settlement.objects.in_bulk(deferred) if deferred and endpoints else {}
-        for settlement, type in w.webhooks:
+        # A webhook renders the whole settlement, when anyone listens: a new one is made a
+        # model from its row; the recomputed drafts, read with a few columns, are read again
+        # whole (as just written) in one query.
+        events = [
+            (_NEW_SETTLEMENTS.instance(s) if isinstance(s, tuple) else s, type)
+            for _, s, type in (w.webhooks if endpoints else [])
+        ]
+        deferred = [s.pk for s, _ in events if s.get_deferred_fields()]
+        whole = Settlement.objects.in_bulk(deferred) if deferred else {}
+        for settlement, type in events:
             settlement_event(whole.get(settlement.pk, settlement), type, endpoints=endpoints)
     if w.versions:
         LicenseVersion.objects.filter(pk__in=w.versions, locked_at__isnull=True).update(
@@ -369,6 +380,13 @@ def _flush(w: _Writes, *, run: BillingRun, computed_at: datetime, catalog: Catal
         catalog.locked.update([("version", i) for i in v] + [("agreement", i) for i in a])
 
     transaction.on_commit(remember)
+
+
+def _terms_lock(w: _Writes, bundle: Bundle, catalog: CatalogSnapshot) -> None:
+    """Terms that rated usage are locked: from now on the catalog cannot change them, so the
+    settlement can be re-derived (--verify) from the same terms."""
+    w.versions |= {i for i in bundle.locked_versions if ("version", i) not in catalog.locked}
+    w.agreements |= {i for i in bundle.locked_agreements if ("agreement", i) not in catalog.locked}
 
 
 def _lines_digest(rows: list[tuple[Any, ...]]) -> str:
