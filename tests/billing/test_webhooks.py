@@ -140,6 +140,25 @@ def test_a_signed_delivery_verifies(world: tuple[APIClient, APIClient], receiver
     ]
 
 
+def test_a_run_renders_a_new_settlement_as_the_api_reads_it_back(
+    world: tuple[APIClient, APIClient], receiver: Receiver
+) -> None:
+    # given: a licensor subscribed to created settlements
+    hc, lc = world
+    subscribe(lc, receiver.url, ["settlement.created"])
+
+    # when: a run computes a settlement (written as a COPY row, made a model for the webhook)
+    post_usage(hc, [record("c-1", revenue="1000.00")])
+    run_billing("2026-10")
+    assert deliver() == "webhooks: 1 delivered, 0 failed (to be retried)\n"
+
+    # then: the event's object is the settlement as the API reads it from the database: its
+    # defaults (status, revision, supersedes), review due date, lines and flags
+    s = settlement_of(licensor="minimax", host="fireworks", period="2026-10")
+    (created,) = receiver.events()
+    assert created["data"]["object"] == lc.get(f"/api/v1/settlements/{s.pk}").json()
+
+
 def test_a_failing_receiver_gets_retries_with_the_same_event_id(
     world: tuple[APIClient, APIClient], receiver: Receiver
 ) -> None:
