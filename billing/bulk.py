@@ -34,7 +34,17 @@ class NewRows:
             f for f in model._meta.local_concrete_fields if not getattr(f, "db_returning", False)
         ]
         self.columns = tuple(f.attname for f in fields)
-        self._fields = fields
+        # How each column is filled when the caller leaves it out: (attname, auto_now, the
+        # callable default to call per row or None, else the constant default).
+        self._plan = [
+            (
+                f.attname,
+                bool(getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)),
+                f.default if f.has_default() and callable(f.default) else None,
+                None if f.has_default() and callable(f.default) else f.get_default(),
+            )
+            for f in fields
+        ]
         self._db_defaults = {
             f.attname: f.db_default
             for f in model._meta.local_concrete_fields
@@ -42,17 +52,19 @@ class NewRows:
         }
 
     def row(self, now: datetime, values: dict[str, Any]) -> tuple[Any, ...]:
-        """The values of one new row, in `columns` order: `values` (by attname), else the
-        field's default; auto_now and auto_now_add fields `now`."""
-        out = []
-        for f in self._fields:
-            name = f.attname
-            if name in values:
-                out.append(values[name])
-            elif getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False):
+        """The values of one new row, in `columns` order: auto_now and auto_now_add fields
+        `now` (as `save()` sets them, whatever is given), the others `values` (by attname),
+        else the field's default."""
+        out: list[Any] = []
+        for name, auto, make, constant in self._plan:
+            if auto:
                 out.append(now)
+            elif name in values:
+                out.append(values[name])
+            elif make is not None:
+                out.append(make())
             else:
-                out.append(f.get_default())
+                out.append(constant)
         return tuple(out)
 
     def instance(self, row: Sequence[Any]) -> models.Model:
