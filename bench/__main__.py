@@ -7,7 +7,8 @@ import importlib
 import sys
 
 BENCHMARKS = ["ingest", "ledger", "billing"]
-EXTRA = ["ingest_rejections"]  # does the rejections log slow the accepted path?
+# Only when named: does the rejections log slow the accepted path? where does a run's time go?
+EXTRA = ["ingest_rejections", "billing_phases"]
 
 
 def main(argv: list[str]) -> int:
