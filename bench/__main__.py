@@ -7,8 +7,9 @@ import importlib
 import sys
 
 BENCHMARKS = ["ingest", "ledger", "billing"]
-# Only when named: does the rejections log slow the accepted path? where does a run's time go?
-EXTRA = ["ingest_rejections", "billing_phases"]
+# Only when named: does the rejections log slow the accepted path? what does the claim cost
+# against its alternatives? where does a billing run's time go?
+EXTRA = ["ingest_rejections", "ingest_claim", "billing_phases"]
 
 
 def main(argv: list[str]) -> int:
