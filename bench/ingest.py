@@ -8,7 +8,7 @@ each of:
 1. the endpoint phases: the real app under gunicorn (`--workers` sync workers, default two per
    core as in production, config/gunicorn.py; API-key authentication, throttle, DEBUG off)
    against the scratch database `tollgate_bench_ingest`
-   (or $BENCH_INGEST_DB), loaded by `--clients` processes (default 4) with httpx, each posting
+   (or $BENCH_INGEST_DB; created, and dropped at the end), loaded by `--clients` processes (default 4) with httpx, each posting
    10,000-record batches (9,000 fresh + 1,000 resent from its previous batch; event ids are
    random-looking UUIDs, like the baselines' and the preload's) for `--duration` seconds: once to
    POST /api/v1/usage, and once (unless `--no-events`) the same records as CloudEvents batches
@@ -478,22 +478,27 @@ def main(argv: list[str]) -> int:
         f" batches of {BATCH:,} ({DUPLICATES:,} resent); {duration:g}s x {repeats}",
         flush=True,
     )
-    for state in (0, rows) if rows else (0,):  # --rows=0: the empty state only
-        with psycopg.connect(DB_URL, autocommit=True) as conn:
-            if state:
-                seconds = preload(conn, ids, state)
-                print(f"preloaded {state:,} rows in {seconds:.0f}s", flush=True)
-            measure_state(
-                conn,
-                ids,
-                key,
-                state,
-                workers=workers,
-                clients=clients,
-                duration=duration,
-                repeats=repeats,
-                events=events,
-            )
+    try:
+        for state in (0, rows) if rows else (0,):  # --rows=0: the empty state only
+            with psycopg.connect(DB_URL, autocommit=True) as conn:
+                if state:
+                    seconds = preload(conn, ids, state)
+                    print(f"preloaded {state:,} rows in {seconds:.0f}s", flush=True)
+                measure_state(
+                    conn,
+                    ids,
+                    key,
+                    state,
+                    workers=workers,
+                    clients=clients,
+                    duration=duration,
+                    repeats=repeats,
+                    events=events,
+                )
+    finally:
+        # Tens of millions of rows (~10 GB after a full run): not left on the machine.
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
     return 0
 
 
