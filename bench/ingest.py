@@ -7,8 +7,8 @@ each of:
 
 1. the endpoint phases: the real app under gunicorn (`--workers` sync workers, default two per
    core as in production, config/gunicorn.py; API-key authentication, throttle, DEBUG off)
-   against the scratch database `tollgate_bench_ingest`
-   (or $BENCH_INGEST_DB; created, and dropped at the end), loaded by `--clients` processes (default 4) with httpx, each posting
+   against the scratch database `tollgate_bench_ingest` (or $BENCH_INGEST_DB; created, and
+   dropped at the end), loaded by `--clients` processes (default 4) with httpx, each posting
    10,000-record batches (9,000 fresh + 1,000 resent from its previous batch; event ids are
    random-looking UUIDs, like the baselines' and the preload's) for `--duration` seconds: once to
    POST /api/v1/usage, and once (unless `--no-events`) the same records as CloudEvents batches
