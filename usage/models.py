@@ -10,7 +10,7 @@ Three tables (docs/ingestion.md, "Storage", says why this shape):
   unique anyway).
 - `usage_key`: one row per (host, event_id), unpartitioned: the idempotency claim. A unique index on
   the partitioned table cannot span months, so the claim lives here and is written in the same
-  statement as the record (services.usage_batch_ingest).
+  transaction as the record (services.usage_batch_ingest).
 - `usage_periodclose`: the (host, licensor, month) periods that billing has settled; a record that
   lands in one is accepted and marked `late`.
 
