@@ -127,9 +127,39 @@ def _manage(*args: str) -> str:
     return done.stdout
 
 
-def prepare_database() -> tuple[list[int], str]:
+def scratch_url(name: str) -> str:
+    return ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def scratch_drop(name: str) -> None:
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def django_on_scratch(name: str) -> None:
+    """The scratch database `name` created afresh and migrated, then this process's Django set
+    up on it (with the bench's environment): for the in-process benches."""
+    scratch_drop(name)
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    env = {**_env(), "DATABASE_URL": scratch_url(name)}
+    subprocess.run(
+        [PYTHON, "manage.py", "migrate", "--noinput"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    os.environ.update(env)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+
+
+def prepare_database() -> tuple[list[int], str]:
+    scratch_drop(DB)
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {DB}")
     _manage("migrate", "--noinput")
     ids_line, key = _manage("shell", "-c", SETUP).strip().splitlines()[-2:]
@@ -496,9 +526,7 @@ def main(argv: list[str]) -> int:
                     events=events,
                 )
     finally:
-        # Tens of millions of rows (~10 GB after a full run): not left on the machine.
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        scratch_drop(DB)  # tens of millions of rows after a full run: not left on the machine
     return 0
 
 

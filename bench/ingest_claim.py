@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -38,7 +37,7 @@ import psycopg
 from bench import ingest
 
 DB = os.environ.get("BENCH_CLAIM_DB", "tollgate_bench_claim")
-DB_URL = ingest.ADMIN_URL.rsplit("/", 1)[0] + "/" + DB
+DB_URL = ingest.scratch_url(DB)
 HOST = 1
 AT = "2026-12-03T10:00:00+00:00"
 KEY_COLUMNS = "host_id, event_id, content_hash, occurred_at"
@@ -53,22 +52,7 @@ def claim_lines(ids: list[str], *, host: bool) -> str:
 def main(argv: list[str]) -> int:
     claims = next((int(a.split("=", 1)[1]) for a in argv if a.startswith("--claims=")), 750_000)
     rounds = next((int(a.split("=", 1)[1]) for a in argv if a.startswith("--rounds=")), 12)
-    with psycopg.connect(ingest.ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {DB}")
-    env = {**ingest._env(), "DATABASE_URL": DB_URL}
-    subprocess.run(
-        [ingest.PYTHON, "manage.py", "migrate", "--noinput"],
-        cwd=ingest.ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    os.environ.update(env)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    import django
-
-    django.setup()
+    ingest.django_on_scratch(DB)
     from usage.services import CLAIM_SQL, CLAIM_STAGE_SQL
 
     conn = psycopg.connect(DB_URL, autocommit=True)
@@ -156,8 +140,7 @@ def main(argv: list[str]) -> int:
             )
     finally:
         conn.close()
-        with psycopg.connect(ingest.ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        ingest.scratch_drop(DB)
     return 0
 
 

@@ -15,17 +15,14 @@ import cProfile
 import os
 import pstats
 import statistics
-import subprocess
 import sys
 import time
 import uuid
 
-import psycopg
-
 from bench import ingest, ingest_load
 
 DB = os.environ.get("BENCH_PROFILE_DB", "tollgate_bench_profile")  # another name when shared
-DB_URL = ingest.ADMIN_URL.rsplit("/", 1)[0] + "/" + DB
+DB_URL = ingest.scratch_url(DB)
 
 
 def main(argv: list[str]) -> int:
@@ -37,23 +34,7 @@ def main(argv: list[str]) -> int:
         if arg.startswith("--endpoint="):
             endpoint = arg.split("=", 1)[1]
     path, content_type, ok = ingest_load.ENDPOINTS[endpoint]
-    with psycopg.connect(ingest.ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {DB}")
-    env = {**ingest._env(), "DATABASE_URL": DB_URL}
-    setup = subprocess.run(
-        [ingest.PYTHON, "manage.py", "migrate", "--noinput"],
-        cwd=ingest.ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    del setup
-    os.environ.update(env)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    import django
-
-    django.setup()
+    ingest.django_on_scratch(DB)
     from contextlib import redirect_stdout
     from io import StringIO
 
@@ -99,8 +80,7 @@ def main(argv: list[str]) -> int:
     from django.db import connection
 
     connection.close()
-    with psycopg.connect(ingest.ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+    ingest.scratch_drop(DB)
     return 0
 
 
