@@ -4,10 +4,11 @@ Three tables (docs/ingestion.md, "Storage", says why this shape):
 
 - `usage_record`: one row per accepted record, range-partitioned by month of `occurred_at`
   (`usage_record_p2026_10` holds October 2026), so a month's billing scan reads one partition.
-  Its primary key is (id, occurred_at, host_id) in PostgreSQL, because a partitioned table's
-  unique keys must include the partition key, and a table distributed by host (docs/scaling.md)
-  the distribution column; Django sees `id` alone (ids come from one sequence, so they are
-  unique anyway).
+  Its primary key is (host_id, occurred_at, id) in PostgreSQL: the order every read of a
+  host's records goes by, and it must hold the partition key (a partitioned table's unique keys
+  must) and the distribution column of a table distributed by host (docs/scaling.md). A BRIN
+  index on `id` serves the few reads by id alone (migration 0007). Django sees `id` alone (ids
+  come from one sequence, so they are unique anyway).
 - `usage_key`: one row per (host, event_id), unpartitioned: the idempotency claim. A unique index on
   the partitioned table cannot span months, so the claim lives here and is written in the same
   transaction as the record (services.usage_batch_ingest).
