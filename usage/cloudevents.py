@@ -128,7 +128,7 @@ def revenue_texts(raws: list[Any]) -> list[str] | None:
     """The costs of a batch (msgspec.Raw JSON texts, None when an object on the way was null) as
     the decimal strings `POST /api/v1/usage` takes, each as the per-record path reads it: a JSON
     number from its text (`4.2e-05` -> "0.000042"), a string as it is, null as absent ("0").
-    None for anything else; the column rule (`_REVENUES`) judges the rest."""
+    None for anything else; the column rule (`columns.REVENUE`) judges the rest."""
     if None in raws:
         raws = [_NULL if raw is None else raw for raw in raws]
     text = b"\n".join(raws)
@@ -140,7 +140,7 @@ def revenue_texts(raws: list[Any]) -> list[str] | None:
         if value == b"null":
             texts.append("0")
         elif value[:1] == b'"':
-            texts.append(value[1:-1].decode())  # an escape or a bad character fails _REVENUES
+            texts.append(value[1:-1].decode())  # an escape or a bad character fails REVENUE
         elif value[:1] in b"-0123456789":
             number, problem = _revenue_text(Decimal(value.decode()))
             if problem or number is None:

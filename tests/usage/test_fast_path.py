@@ -253,8 +253,8 @@ def test_it_takes_a_record_only_when_the_per_record_path_takes_it_the_same(
         assert (
             isinstance(raw.get("revenue"), int)
             or not isinstance(raw.get("revenue", "0"), str)
-            or not columns._REVENUES.fullmatch(str(raw.get("revenue", "0")) + "\n")
-            or not columns._TIMESTAMPS.fullmatch(raw["occurred_at"] + "\n")
+            or not columns.REVENUE.fullmatch(str(raw.get("revenue", "0")))
+            or not columns.TIMESTAMP.fullmatch(raw["occurred_at"])
             or raw.get("input_tokens", 0) is None
         ), raw
 
