@@ -15,6 +15,10 @@ not claim. Against it, on the same migrated `usage_key` (scratch database
   for free. Not idempotent: the floor of writing the claims at all;
 - "the lookup alone": the first half of the second, to see what the probes cost.
 
+Then, for a batch of 10,000 new records (no resend: most hosts' traffic), the ON CONFLICT
+claim against the claim the app makes of such a batch: probe PROBE_IDS of its ids (none is
+claimed), then COPY the claims straight into usage_key in event_id order.
+
 Each round runs the four in alternating order, each on its own batch of 10,000 records: 9,000
 new and 1,000 resent from the last batch stored, as `bench ingest` sends them. Prints per
 variant the median (min-max) wall time and PostgreSQL backend CPU time per batch (from
@@ -43,22 +47,36 @@ AT = "2026-12-03T10:00:00+00:00"
 KEY_COLUMNS = "host_id, event_id, content_hash, occurred_at"
 
 
-def claim_lines(ids: list[str], *, host: bool) -> str:
-    """COPY text of claims (with the host's id for usage_key, without it for the stage)."""
-    head = f"{HOST}\t" if host else ""
-    return "".join(f"{head}{e}\t\\\\x{os.urandom(16).hex()}\t{AT}\n" for e in ids)
+def claim_lines(ids: list[str]) -> str:
+    """COPY text of claims, in usage_key's (and the stage's) columns."""
+    return "".join(f"{HOST}\t{e}\t\\\\x{os.urandom(16).hex()}\t{AT}\n" for e in ids)
+
+
+def report(
+    variants: dict[str, Callable[[list[str]], set[str]]],
+    walls: dict[str, list[float]],
+    cpus: dict[str, list[float]],
+) -> None:
+    for name in variants:
+        w, c = walls[name], cpus[name]
+        print(
+            f"  {name:<44} wall {statistics.median(w) * 1000:6.1f} ms"
+            f" ({min(w) * 1000:.1f}-{max(w) * 1000:.1f}),"
+            f" PostgreSQL CPU {statistics.median(c) * 1000:4.0f} ms"
+            f" ({min(c) * 1000:.0f}-{max(c) * 1000:.0f})"
+        )
 
 
 def main(argv: list[str]) -> int:
     claims = next((int(a.split("=", 1)[1]) for a in argv if a.startswith("--claims=")), 750_000)
     rounds = next((int(a.split("=", 1)[1]) for a in argv if a.startswith("--rounds=")), 12)
     ingest.django_on_scratch(DB)
-    from usage.services import CLAIM_SQL, CLAIM_STAGE_SQL
+    from usage.services import CLAIM_SQL, CLAIM_STAGE_SQL, PROBE_IDS, PROBE_SQL
 
     conn = psycopg.connect(DB_URL, autocommit=True)
     try:
         with conn.cursor().copy(f"COPY usage_key ({KEY_COLUMNS}) FROM STDIN") as copy:
-            copy.write(claim_lines([str(uuid.uuid4()) for _ in range(claims)], host=True))
+            copy.write(claim_lines([str(uuid.uuid4()) for _ in range(claims)]))
         conn.execute("VACUUM ANALYZE usage_key")
         conn.execute(CLAIM_STAGE_SQL)
         pid = conn.info.backend_pid
@@ -72,10 +90,10 @@ def main(argv: list[str]) -> int:
         def claim(ids: list[str]) -> set[str]:
             with conn.transaction():
                 conn.execute("TRUNCATE usage_claim")
-                stage = "COPY usage_claim (event_id, content_hash, occurred_at) FROM STDIN"
+                stage = f"COPY usage_claim ({KEY_COLUMNS}) FROM STDIN"
                 with conn.cursor().copy(stage) as copy:
-                    copy.write(claim_lines(ids, host=False))
-                return {row[0] for row in conn.execute(CLAIM_SQL, {"host": HOST}).fetchall()}
+                    copy.write(claim_lines(ids))
+                return {row[0] for row in conn.execute(CLAIM_SQL).fetchall()}
 
         def lookup(ids: list[str]) -> set[str]:
             with psycopg.Cursor(conn) as cursor:  # server-side binding: one binary array
@@ -88,7 +106,7 @@ def main(argv: list[str]) -> int:
 
         def copy_new(new: list[str]) -> None:
             with conn.cursor().copy(f"COPY usage_key ({KEY_COLUMNS}) FROM STDIN") as copy:
-                copy.write(claim_lines(sorted(new), host=True))
+                copy.write(claim_lines(sorted(new)))
 
         def lookup_then_copy(ids: list[str]) -> set[str]:
             with conn.transaction():
@@ -109,7 +127,7 @@ def main(argv: list[str]) -> int:
         }
         stored = [str(uuid.uuid4()) for _ in range(1000)]
         with conn.cursor().copy(f"COPY usage_key ({KEY_COLUMNS}) FROM STDIN") as copy:
-            copy.write(claim_lines(stored, host=True))
+            copy.write(claim_lines(stored))
         walls: dict[str, list[float]] = {name: [] for name in variants}
         cpus: dict[str, list[float]] = {name: [] for name in variants}
         for r in range(rounds):
@@ -130,14 +148,35 @@ def main(argv: list[str]) -> int:
             f"claims of 10,000 records (9,000 new, 1,000 resent) into usage_key holding"
             f" {claims:,}+ claims, {rounds} rounds, median (min-max) per batch:"
         )
-        for name in variants:
-            w, c = walls[name], cpus[name]
-            print(
-                f"  {name:<40} wall {statistics.median(w) * 1000:6.1f} ms"
-                f" ({min(w) * 1000:.1f}-{max(w) * 1000:.1f}),"
-                f" PostgreSQL CPU {statistics.median(c) * 1000:4.0f} ms"
-                f" ({min(c) * 1000:.0f}-{max(c) * 1000:.0f})"
-            )
+        report(variants, walls, cpus)
+
+        # A batch without resends (most hosts' traffic): the app probes PROBE_IDS of its ids,
+        # finds none claimed, and COPYs the claims straight into usage_key, sorted.
+        def probe_then_copy(ids: list[str]) -> set[str]:
+            with conn.transaction():
+                probe = ids[:: max(1, len(ids) // PROBE_IDS)]
+                if conn.execute(PROBE_SQL.replace("%s", "%b"), [HOST, probe]).fetchone():
+                    raise SystemExit("bench ingest_claim: the probe found a new id claimed")
+                copy_new(ids)
+            return set()
+
+        fresh: dict[str, Callable[[list[str]], set[str]]] = {
+            "the ON CONFLICT claim (stage + ON CONFLICT)": claim,
+            "the app's claim: probe, then COPY": probe_then_copy,
+        }
+        walls = {name: [] for name in fresh}
+        cpus = {name: [] for name in fresh}
+        for r in range(rounds):
+            for name in fresh if r % 2 == 0 else reversed(fresh):
+                ids = [str(uuid.uuid4()) for _ in range(10_000)]
+                conn.execute("CHECKPOINT")
+                w0, c0 = time.perf_counter(), backend_cpu()
+                if fresh[name](ids):
+                    raise SystemExit(f"bench ingest_claim: {name} found a new id claimed")
+                walls[name].append(time.perf_counter() - w0)
+                cpus[name].append(backend_cpu() - c0)
+        print(f"claims of 10,000 new records (no resend), {rounds} rounds, median (min-max):")
+        report(fresh, walls, cpus)
     finally:
         conn.close()
         ingest.scratch_drop(DB)
