@@ -172,7 +172,12 @@ def workers_cpu(master: int) -> float:
 def postgres_cpu() -> float:
     """CPU seconds (user + system) every `postgres` process on this machine has used so far: the
     backends of the phase's connections, and the WAL writer, checkpointer and background writer
-    that its writes keep busy. The bench's server is the machine's only one."""
+    that its writes keep busy. The bench's server is the machine's only one.
+
+    With the CPU of their exited children (cutime + cstime), which is the postmaster's share: a
+    backend that exits (a gunicorn worker's connection is recycled after DB_CONN_MAX_AGE, 60 s,
+    so across phases) takes its whole life's CPU out of the live processes' sum, and without it a
+    phase read low, once negative (2026-12-03 23:50 UTC)."""
     ticks = 0
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -184,7 +189,7 @@ def postgres_cpu() -> float:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])
+        ticks += sum(map(int, fields[11:15]))  # utime, stime, cutime, cstime
     return ticks / os.sysconf("SC_CLK_TCK")
 
 

@@ -25,7 +25,7 @@ from tests.usage.test_fast_path import assert_batch_holds, stored_rows
 from usage.api import EVENT_BATCHES_BY_PATH
 from usage.cloudevents import EventMapper, decode_events
 from usage.models import UsageKey
-from usage.services import usage_batch_ingest
+from usage.services import CLAIMS_BY_PATH, usage_batch_ingest
 from usage.wire import MAX_RECORDS, Record, validate_record
 
 MAPPINGS = {
@@ -362,9 +362,11 @@ def test_it_answers_and_stores_like_the_per_record_path(
         return mapped.response(result.as_response())
 
     first = [event(f"e{i}", data=_data(cost=Decimal(f"{i}.1"), prompt_tokens=i)) for i in range(20)]
-    served = EVENT_BATCHES_BY_PATH.copy()
+    served, claims = EVENT_BATCHES_BY_PATH.copy(), CLAIMS_BY_PATH.copy()
     answer = send(first)
     assert EVENT_BATCHES_BY_PATH - served == Counter(fast=1)
+    # (new events only: claimed by the straight COPY, docs/ingestion.md)
+    assert CLAIMS_BY_PATH - claims == Counter(copy=1)
     assert answer.status_code == 202
     assert answer.json() == per_record(first)
 
@@ -381,12 +383,15 @@ def test_it_answers_and_stores_like_the_per_record_path(
         event("call/42 é"),
         event("no-subject", subject=None),
     ]
-    served = EVENT_BATCHES_BY_PATH.copy()
+    served, claims = EVENT_BATCHES_BY_PATH.copy(), CLAIMS_BY_PATH.copy()
     fast = send(second)
+    claimed = CLAIMS_BY_PATH - claims
     slow = per_record(second)
 
-    # then the fast path served the API's batch, and the answers and stored rows are the same
+    # then the fast path served the API's batch (its resends seen by the probe), and the
+    # answers and stored rows are the same
     assert EVENT_BATCHES_BY_PATH - served == Counter(fast=1)
+    assert claimed == Counter(on_conflict=1)
     assert fast.json() == slow
     assert (slow["accepted"], slow["duplicates"], slow["rejected"]) == (7, 6, 1)
     assert slow["results"][-1]["errors"] == {
