@@ -220,9 +220,8 @@ def main(argv: list[str]) -> int:
                     lsn1 = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
                     wal = conn.execute("SELECT pg_wal_lsn_diff(%s, %s)", (lsn1, lsn0)).fetchone()[0]  # type: ignore[index]
                     copies = [raw_copy(conn, batch_rows(10_000)) for _ in range(4)]
-                    conn.execute(
-                        "VACUUM ANALYZE rec"
-                    )  # the visibility map an index-only scan needs
+                    # the visibility map an index-only scan needs
+                    conn.execute("VACUUM ANALYZE rec")
                     conn.execute("CHECKPOINT")  # the month's reads start from no pending writes
                     month_query(conn)  # warm: both layouts are timed with the month in cache
                     months = [month_query(conn) for _ in range(3)]

@@ -31,11 +31,21 @@ def _claims(send: Callable[[], Any]) -> tuple[Any, Counter[str]]:
     return answer, CLAIMS_BY_PATH - before
 
 
-def _off_probe(count: int) -> int:
-    """An index of a batch of `count` records that the probe does not look at."""
+def _off_probe(count: int, index: int = 1) -> int:
+    """`index`, checked to be one the probe of a batch of `count` records does not look at (it
+    looks at every step-th record from the first)."""
     step = max(1, count // PROBE_IDS)
-    assert step > 1
-    return 1
+    assert index % step, (index, step)
+    return index
+
+
+def _decoded(records: list[dict[str, Any]]) -> columns.ValidBatch:
+    """`records` decoded for the fast path, as POST /api/v1/usage decodes them."""
+    batch = columns.decode_valid(
+        json.dumps({"records": records}).encode(), "application/json", now=NOW
+    )
+    assert batch is not None
+    return batch
 
 
 def test_it_claims_a_batch_without_resends_by_copy_and_its_resend_by_on_conflict(
@@ -124,9 +134,7 @@ def test_it_falls_back_when_a_concurrent_batch_commits_the_same_event_id_first(
 ) -> None:
     # given a batch of new records, decoded for the fast path
     records = [record(f"new-{i}", input_tokens=i) for i in range(300)]
-    body = json.dumps({"records": records}).encode()
-    batch = columns.decode_valid(body, "application/json", now=NOW)
-    assert batch is not None
+    batch = _decoded(records)
     # and another transaction that has claimed one of its event_ids, off the probe, and not
     # committed yet; it commits once our COPY waits for its key
     taken = records[_off_probe(len(records))]["event_id"]
@@ -214,12 +222,10 @@ def test_it_stores_a_new_batch_once_when_four_clients_send_it_at_the_same_time(
 def test_it_retries_the_batch_when_its_copy_is_chosen_to_break_a_deadlock(
     catalog: Any, host: Any
 ) -> None:
-    # given a batch of new records, two of them off the probe ("new-1" sorts before "new-4")
+    # given a batch of new records, two of them off the probe ("new-1" sorts before "new-5")
     records = [record(f"new-{i}", input_tokens=i) for i in range(300)]
-    body = json.dumps({"records": records}).encode()
-    batch = columns.decode_valid(body, "application/json", now=NOW)
-    assert batch is not None
-    first, second = records[1]["event_id"], records[5]["event_id"]
+    batch = _decoded(records)
+    first, second = (records[_off_probe(len(records), i)]["event_id"] for i in (1, 5))
     assert first < second
     # and another transaction that claims the second, waits until our COPY waits for it, then
     # claims the first, which our COPY holds: a deadlock, which PostgreSQL breaks by aborting
